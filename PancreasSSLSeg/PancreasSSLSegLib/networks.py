@@ -1,0 +1,120 @@
+"""The segmentation network shared by the engine and the training package.
+
+A residual U-Net built from MONAI blocks, 2-D or 3-D through ``spatial_dims``. It is written here
+rather than taken as ``monai.networks.nets.UNet`` because the self-supervised methods need the
+bottleneck features and extra heads, which MONAI's nested ``SkipConnection`` layout hides.
+
+Config (a plain dict, stored in the bundle's metadata for each stage)::
+
+    {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
+     "channels": [16, 32, 64, 128], "strides": [2, 2, 2],
+     "dropout": 0.1, "heads": ["sdm", "projection", "restoration"], "projection_dim": 64}
+
+``len(strides) == len(channels) - 1``; the input's spatial size must be divisible by the product
+of the strides (the inferers pad to the patch size, which is).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from monai.networks.blocks import Convolution, ResidualUnit
+from torch import nn
+
+KNOWN_HEADS = ("sdm", "projection", "restoration")
+CONFIG_KEYS = ("spatial_dims", "in_channels", "out_channels", "channels", "strides")
+
+
+def validate_network_config(config: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first problem of a network config."""
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"network config lacks {missing}")
+    if config["spatial_dims"] not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {config['spatial_dims']!r}")
+    channels, strides = list(config["channels"]), list(config["strides"])
+    if len(channels) < 2 or len(strides) != len(channels) - 1:
+        raise ValueError("need at least 2 channel levels and len(strides) == len(channels) - 1")
+    if not all(isinstance(c, int) and 0 < c <= 1024 for c in channels):
+        raise ValueError(f"channels must be positive integers <= 1024, got {channels}")
+    unknown = set(config.get("heads", [])) - set(KNOWN_HEADS)
+    if unknown:
+        raise ValueError(f"unknown heads {sorted(unknown)}; known: {KNOWN_HEADS}")
+
+
+class PancreasUNet(nn.Module):
+    """Residual U-Net with a segmentation head and optional SSL heads.
+
+    Shapes: input ``(N, in_channels, *spatial)``; logits ``(N, out_channels, *spatial)``;
+    ``bottleneck`` ``(N, channels[-1], *spatial / prod(strides))``.
+    """
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        validate_network_config(config)
+        self.config = dict(config)
+        dims = config["spatial_dims"]
+        channels, strides = list(config["channels"]), list(config["strides"])
+        dropout = config.get("dropout", 0.0) or None
+        heads = set(config.get("heads", []))
+
+        def unit(c_in: int, c_out: int, stride: int = 1) -> nn.Module:
+            return ResidualUnit(dims, c_in, c_out, strides=stride, subunits=2,
+                                norm="INSTANCE", act="PRELU", dropout=dropout)
+
+        self.stem = unit(config["in_channels"], channels[0])
+        self.down = nn.ModuleList(unit(channels[i], channels[i + 1], strides[i])
+                                  for i in range(len(strides)))
+        self.up = nn.ModuleList(
+            Convolution(dims, channels[i + 1], channels[i], strides=strides[i], kernel_size=3,
+                        is_transposed=True, norm="INSTANCE", act="PRELU")
+            for i in reversed(range(len(strides))))
+        self.merge = nn.ModuleList(unit(2 * channels[i], channels[i])
+                                   for i in reversed(range(len(strides))))
+        conv = nn.Conv2d if dims == 2 else nn.Conv3d
+        self.seg_head = conv(channels[0], config["out_channels"], kernel_size=1)
+        self.sdm_head = conv(channels[0], config["out_channels"] - 1, 1) if "sdm" in heads else None
+        self.restoration_head = conv(channels[0], 1, 1) if "restoration" in heads else None
+        if "projection" in heads:
+            proj_dim = config.get("projection_dim", 64)
+            self.projection_head = nn.Sequential(conv(channels[-1], channels[-1], 1), nn.ReLU(),
+                                                 conv(channels[-1], proj_dim, 1))
+        else:
+            self.projection_head = None
+
+    def _decode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(skips[-1]))
+        bottleneck = skips.pop()
+        y = bottleneck
+        for up, merge in zip(self.up, self.merge):
+            y = merge(torch.cat([up(y), skips.pop()], dim=1))
+        return y, bottleneck
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Segmentation logits, the only output inference needs."""
+        decoded, _ = self._decode(x)
+        return self.seg_head(decoded)
+
+    def forward_heads(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every enabled output: ``logits``, ``bottleneck`` and the SSL heads' outputs."""
+        decoded, bottleneck = self._decode(x)
+        out = {"logits": self.seg_head(decoded), "bottleneck": bottleneck}
+        if self.sdm_head is not None:
+            out["sdm"] = torch.tanh(self.sdm_head(decoded))
+        if self.restoration_head is not None:
+            out["restoration"] = self.restoration_head(decoded)
+        if self.projection_head is not None:
+            out["projection"] = nn.functional.normalize(self.projection_head(bottleneck), dim=1)
+        return out
+
+    def encoder_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights of the encoder path (stem + down blocks), what PolyCL pre-training hands on."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("stem.", "down."))}
+
+
+def build_network(config: dict[str, Any]) -> PancreasUNet:
+    """Build the network a stage config describes (weights random until loaded)."""
+    return PancreasUNet(config)

@@ -1,0 +1,79 @@
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from PancreasSSLSegLib.bundle import load_bundle, sha256_of
+from PancreasSSLSegLib.errors import BundleError
+
+
+def copy_bundle(src, tmp_path):
+    dst = tmp_path / "bundle"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def rewrite_metadata(path, change):
+    metadata = json.loads((path / "metadata.json").read_text())
+    change(metadata)
+    (path / "metadata.json").write_text(json.dumps(metadata))
+
+
+def test_valid_bundle_loads_and_builds_networks(random_bundle):
+    bundle = load_bundle(random_bundle)
+    assert bundle.name == "tiny-random"
+    assert [label["value"] for label in bundle.labels] == [0, 1, 2]
+    network = bundle.load_network("fine")
+    assert not network.training
+    logits = network(torch.zeros(1, 1, 64, 64))
+    assert logits.shape == (1, 3, 64, 64)
+
+
+def test_changed_weights_are_refused(random_bundle, tmp_path):
+    path = copy_bundle(random_bundle, tmp_path)
+    tensors = load_file(str(path / "model.safetensors"))
+    key = next(iter(tensors))
+    tensors[key] = tensors[key] + 1
+    save_file(tensors, str(path / "model.safetensors"))
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(path)
+
+
+def test_wrong_shape_is_refused_even_with_matching_hash(random_bundle, tmp_path):
+    path = copy_bundle(random_bundle, tmp_path)
+    tensors = load_file(str(path / "model.safetensors"))
+    key = next(k for k in tensors if k.startswith("fine.") and k.endswith("weight"))
+    tensors[key] = torch.zeros(*tensors[key].shape[:-1], tensors[key].shape[-1] + 1)
+    save_file(tensors, str(path / "model.safetensors"))
+    rewrite_metadata(path, lambda m: m["weights"].update(sha256=sha256_of(path / "model.safetensors")))
+    with pytest.raises(BundleError, match="shape"):
+        load_bundle(path)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda m: m.pop("labels"), "lacks"),
+    (lambda m: m["stages"].pop("fine"), "stages"),
+    (lambda m: m.update(format_version=99), "format_version"),
+    (lambda m: m["labels"][1].update(color="orange"), "color"),
+    (lambda m: m["stages"]["coarse"]["network"].update(spatial_dims=4), "spatial_dims"),
+    (lambda m: m["inference"].update(uncertainty_threshold=2), "uncertainty_threshold"),
+])
+def test_invalid_metadata_is_refused(random_bundle, tmp_path, change, message):
+    path = copy_bundle(random_bundle, tmp_path)
+    rewrite_metadata(path, change)
+    with pytest.raises(BundleError, match=message):
+        load_bundle(path)
+
+
+def test_extra_file_is_refused(random_bundle, tmp_path):
+    path = copy_bundle(random_bundle, tmp_path)
+    (path / "extra.pt").write_bytes(b"not loaded")
+    with pytest.raises(BundleError, match="unexpected files"):
+        load_bundle(path)
+
+
+def test_missing_folder_is_refused(tmp_path):
+    with pytest.raises(BundleError, match="not a folder"):
+        load_bundle(tmp_path / "nowhere")

@@ -1,0 +1,1 @@
+"""PancreasSSLSeg training: data readers, self-supervised methods, trainer, evaluation, export."""
