@@ -1,0 +1,1 @@
+"""Dataset readers, synthetic lesions and MONAI datasets for training."""

@@ -1,0 +1,1 @@
+"""Metrics, generalization protocols, calibration and result tables/plots."""
