@@ -1,0 +1,101 @@
+"""``pancreas-ssl-train``: fit, pretrain (PolyCL), evaluate and export.
+
+Exit codes as the engine's CLI: 0 ok, 2 bad config / data / checkpoint / bundle (one line on
+stderr naming the file), 1 unexpected error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from PancreasSSLSegLib.errors import PancreasSSLSegError
+
+from .config import ConfigError, enabled_methods, load_config
+
+PRETRAIN_METHOD = "polycl"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pancreas-ssl-train", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("fit", "train the config's stages (segmentation + enabled SSL methods)"),
+                       ("pretrain", "PolyCL contrastive encoder pre-training (init_encoder)")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--config", required=True, type=Path, help="YAML config")
+        command.add_argument("--out", required=True, type=Path, help="run folder")
+        command.add_argument("--resume", action="store_true",
+                             help="continue from OUT/checkpoint if it exists")
+        command.add_argument("--threads", type=int, default=None,
+                             help="CPU threads for torch (default: config train.threads, "
+                                  "0 = torch's choice)")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate = commands.add_parser("evaluate", help="metrics of a bundle or checkpoint on data")
+    evaluate.add_argument("--model", required=True, type=Path, help="bundle or checkpoint folder")
+    evaluate.add_argument("--data", required=True, type=Path, help="data spec (YAML)")
+    evaluate.add_argument("--out", required=True, type=Path, help="output folder")
+    export = commands.add_parser("export", help="write a model bundle from a checkpoint")
+    export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder")
+    export.add_argument("--out", required=True, type=Path, help="bundle folder to create")
+    export.add_argument("--metrics", type=Path, default=None,
+                        help="JSON file of measured metrics to record in the bundle")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .trainer import fit
+
+    config = load_config(args.config)
+    if args.command == "pretrain" and PRETRAIN_METHOD not in enabled_methods(config):
+        raise ConfigError(f"config {args.config}: pretrain needs methods.{PRETRAIN_METHOD} enabled")
+    threads = config["train"]["threads"] if args.threads is None else args.threads
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = fit(config, args.out, resume=args.resume, show_progress=not args.quiet)
+    if trainer.context.is_main:
+        print(f"checkpoint: {trainer.checkpoint_path}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import run_evaluation
+
+    result = run_evaluation(args.model, args.data, args.out)
+    print(f"evaluation written to {args.out}" if result is None else result)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_bundle
+
+    metrics = None
+    if args.metrics is not None:
+        try:
+            metrics = json.loads(args.metrics.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"metrics {args.metrics}: expected a readable JSON file ({exc})") \
+                from None
+    print(f"bundle: {export_bundle(args.checkpoint, args.out, metrics=metrics)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"fit": _train, "pretrain": _train, "evaluate": _evaluate, "export": _export}
+    try:
+        return handlers[args.command](args)
+    except (PancreasSSLSegError, FileExistsError) as exc:
+        print(f"pancreas-ssl-train {args.command}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        from .distributed import teardown_distributed
+
+        teardown_distributed()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
