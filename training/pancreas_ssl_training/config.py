@@ -5,6 +5,10 @@ Sections: ``data`` (defaults for every stage's slice sources), ``network`` (the 
 (``{name: {enabled, weight | weights, params}}``), ``optim``, ``train``, ``stages`` (``coarse`` and/or
 ``fine``: spacing, patch, their own ``data`` overrides), ``export`` (bundle metadata), and optional
 ``init_encoder`` (a PolyCL checkpoint whose encoder initialises every stage).
+
+``extends: other.yaml`` (relative to the config's folder) starts from another config and lays
+this one over it, so a method's config states only what differs from ``baseline.yaml``
+(``data.sources`` is replaced, not merged).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from PancreasSSLSegLib.errors import PancreasSSLSegError
 from PancreasSSLSegLib.networks import validate_network_config
 
 STAGE_NAMES = ("coarse", "fine")
-SECTIONS = ("name", "data", "network", "methods", "optim", "train", "stages", "export",
+SECTIONS = ("name", "extends", "data", "network", "methods", "optim", "train", "stages", "export",
             "init_encoder")
 
 DEFAULTS: dict[str, Any] = {
@@ -58,8 +62,14 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML config and return it validated, with defaults filled in."""
+    """Read a YAML config (following ``extends``) and return it validated, with defaults."""
     path = Path(path)
+    return resolve_config(_read_with_parents(path, seen=()), source=str(path))
+
+
+def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: 'extends' loops back to itself")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -68,7 +78,15 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config {path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: expected a mapping of sections {list(SECTIONS)}")
-    return resolve_config(raw, source=str(path))
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    # Sections merge recursively (a child switches methods on over its parent's set), except
+    # data.sources: a child's list of datasets replaces its parent's.
+    merged = deep_merge(_read_with_parents(path.parent / parent, (*seen, path.resolve())), raw)
+    if isinstance(raw.get("data"), dict) and "sources" in raw["data"]:
+        merged["data"]["sources"] = copy.deepcopy(raw["data"]["sources"])
+    return merged
 
 
 def resolve_config(raw: dict[str, Any], source: str = "<dict>") -> dict[str, Any]:

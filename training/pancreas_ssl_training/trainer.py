@@ -51,6 +51,7 @@ def stage_network_config(stage: dict[str, Any], methods: list) -> dict[str, Any]
 def default_dataset_factory(stage_name: str, stage: dict[str, Any], seed: int) -> Dataset:
     """The stage's slice dataset from its ``data`` section (see ``training/README.md``)."""
     from .data.datasets import SliceDataset, build_slice_sources
+    from .data.intensity_mapping import estimate_grey_mapping
 
     data = stage["data"]
     if "sources" not in data:
@@ -61,11 +62,15 @@ def default_dataset_factory(stage_name: str, stage: dict[str, Any], seed: int) -
     if not samples:
         raise ConfigError(f"stages.{stage_name}.data: no training slices left after excluding "
                           f"patients {sorted(excluded)}")
+    # 8-bit slices are mapped to HU with the fit of the HU/8-bit patients when asked for.
+    grey_to_hu = data.get("grey_to_hu")
+    to_hu = None if not grey_to_hu else estimate_grey_mapping(grey_to_hu["data_root"],
+                                                              grey_to_hu.get("method", "percentile"))
     return SliceDataset(samples, tuple(stage["patch_size"]),
                         spacing_mm=tuple(stage["spacing_mm"][:2]),
                         augment=bool(data.get("augment", True)),
                         lesion_probability=float(data.get("lesion_probability", 0.5)),
-                        hu_window=tuple(data["hu_window"]), seed=seed)
+                        hu_window=tuple(data["hu_window"]), seed=seed, to_hu=to_hu)
 
 
 def iteration_seed(seed: int, rank: int, stage_name: str, iteration: int) -> list[int]:

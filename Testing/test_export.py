@@ -1,0 +1,82 @@
+"""Export: a checkpoint becomes a bundle the engine loads, without SSL heads, with provenance."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib.errors import BundleError
+from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_training.checkpoint import CheckpointError, save_checkpoint
+from pancreas_ssl_training.config import resolve_config
+from pancreas_ssl_training.export import export_bundle
+
+HEADS = ["projection", "restoration", "sdm"]
+
+
+def write_checkpoint(path, completed=("coarse", "fine")):
+    config = resolve_config({
+        "name": "export-test",
+        "network": {"channels": [8, 16], "strides": [2], "heads": HEADS, "projection_dim": 8},
+        "stages": {"coarse": {"spacing_mm": [4.0, 4.0, 4.0], "patch_size": [32, 32]},
+                   "fine": {"patch_size": [48, 48], "margin_mm": 12.0}},
+        "train": {"iterations": 7},
+        "export": {"name": "exported", "version": "1.2.3", "card_text": "## Data\nGenerated."}})
+    torch.manual_seed(0)
+    states = {stage: build_network(config["stages"][stage]["network"]).state_dict()
+              for stage in completed}
+    save_checkpoint(path, config=config, network_states=states,
+                    progress={"stage": completed[-1], "iteration": 7, "completed": list(completed)},
+                    extra={"train_seconds": 12.5, "world_size": 1})
+    return states
+
+
+def test_export_writes_a_loadable_bundle_without_ssl_heads(tmp_path):
+    states = write_checkpoint(tmp_path / "ckpt")
+    bundle = load_bundle(export_bundle(tmp_path / "ckpt", tmp_path / "bundle",
+                                       metrics={"fine_dice": 0.5}))
+    assert bundle.name == "exported" and bundle.version == "1.2.3"
+    fine = bundle.metadata["stages"]["fine"]
+    assert fine["network"]["heads"] == [] and fine["margin_mm"] == 12.0
+    assert fine["patch_size"] == [48, 48] and bundle.stage("coarse").spacing_mm == (4.0, 4.0, 4.0)
+    for stage in ("coarse", "fine"):
+        weights = bundle.stage_weights[stage]
+        assert not any(k.startswith(("sdm_head", "projection_head", "restoration_head"))
+                       for k in weights)
+        assert all(torch.equal(v, states[stage][k]) for k, v in weights.items())
+    network = bundle.load_network("fine")
+    assert network(torch.zeros(1, 1, 48, 48)).shape == (1, 3, 48, 48)
+
+
+def test_export_records_provenance_and_metrics_in_metadata_and_card(tmp_path):
+    write_checkpoint(tmp_path / "ckpt")
+    path = export_bundle(tmp_path / "ckpt", tmp_path / "bundle", metrics={"fine_dice": 0.5})
+    metadata = json.loads((path / "metadata.json").read_text())
+    provenance = metadata["provenance"]
+    assert provenance["config_name"] == "export-test"
+    assert provenance["iterations"] == {"coarse": 7, "fine": 7}
+    assert provenance["train_seconds"] == 12.5 and provenance["config"]["train"]["iterations"] == 7
+    assert provenance["git_commit"] is None or len(provenance["git_commit"]) == 40
+    assert metadata["metrics"] == {"fine_dice": 0.5}
+    card = (path / "MODEL_CARD.md").read_text()
+    assert card.startswith("# exported 1.2.3") and "## Data\nGenerated." in card
+    assert '"fine_dice": 0.5' in card and "12.5 s" in card
+
+
+def test_export_refuses_a_checkpoint_without_both_stages(tmp_path):
+    write_checkpoint(tmp_path / "ckpt", completed=("coarse",))
+    with pytest.raises(BundleError, match=r"stages \['fine'\] are not trained"):
+        export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
+    assert not (tmp_path / "bundle").exists()
+
+
+def test_export_refuses_missing_checkpoint_and_existing_bundle_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="missing"):
+        export_bundle(tmp_path / "nothing", tmp_path / "bundle")
+    write_checkpoint(tmp_path / "ckpt")
+    (tmp_path / "bundle").mkdir()
+    with pytest.raises(FileExistsError):
+        export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
