@@ -112,3 +112,16 @@ def test_split_by_patient_never_splits_a_patient(samples):
     train, validation = split_by_patient(samples, validation_fraction=0.3, seed=0)
     assert train and validation and len(train) + len(validation) == len(samples)
     assert not {s.patient for s in train} & {s.patient for s in validation}
+
+
+def test_random_state_makes_augmented_items_reproducible(samples):
+    dataset = SliceDataset(samples[:15], (64, 64), lesion_probability=0.5, seed=0)
+
+    def draw(stream_seed):
+        dataset.set_random_state(stream_seed)
+        return [dataset[i]["image"] for i in (0, 3, 3, 7)]
+
+    first, again, other = draw(5), draw(5), draw(6)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[1], first[2])  # the same slice twice gets two augmentations
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))

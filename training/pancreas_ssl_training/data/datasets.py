@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from monai.transforms import RandCropByPosNegLabel, SpatialPad
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
@@ -78,6 +78,13 @@ class SliceDataset(Dataset):
         self.seed = seed
         self.to_hu = to_hu
         self.spatial = build_spatial_augmentation(spatial_dims=2)
+        self._stream_seed = 0
+        self._draws = 0
+
+    def set_random_state(self, seed: int) -> None:
+        """Restart the augmentation stream: the items drawn next depend only on ``seed``,
+        ``self.seed``, the indices asked for and their order (exact resume)."""
+        self._stream_seed = int(seed)
         self._draws = 0
 
     def __len__(self) -> int:
@@ -86,9 +93,12 @@ class SliceDataset(Dataset):
     def _rng(self, index: int) -> np.random.Generator:
         if not self.augment:
             return np.random.default_rng([self.seed, index])  # same patch every time
-        # Differs per call, per DataLoader worker and per epoch (torch re-seeds workers).
+        # Differs per call and per DataLoader worker (torch gives each worker its own seed).
         self._draws += 1
-        return np.random.default_rng([self.seed, index, self._draws, torch.initial_seed() % 2**32])
+        worker = get_worker_info()
+        worker_seed = 0 if worker is None else worker.seed % 2**32
+        return np.random.default_rng([self.seed, self._stream_seed, worker_seed, index,
+                                      self._draws])
 
     def _hu_and_label(self, sample: SliceSample) -> tuple[np.ndarray, np.ndarray]:
         image = np.asarray(sample.image, dtype=np.float32)
