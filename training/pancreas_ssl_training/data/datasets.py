@@ -31,6 +31,7 @@ from .intensity_mapping import GreyMapping, to_hu
 from .slices import (SliceSample, axial_slices_from_volume, load_nih_8bit_slices,
                      load_nih_hu_slices)
 from .synthetic_lesions import insert_synthetic_lesion
+from .volumes import read_volume_source, slices_from_case
 
 # The NIH slice folders store no spacing; NIH Pancreas-CT in-plane spacing is 0.66–0.98 mm
 # (data README). 0.8 mm is the assumed middle when a slice has none.
@@ -164,8 +165,9 @@ def build_slice_sources(spec: Mapping) -> list[SliceSample]:
     Keys (all optional):
       ``nih_hu``: folder of the NIH HU slices;
       ``nih_8bit``: folder, or ``{"path": folder, "patients": ["0004", ...]}``;
-      ``volumes``: list of ``{"image", "label", "label_map": {source value: 0/1/2}, "source",
-      "case"?, "patient"?}``, each cut into axial slices.
+      ``volumes``: list of single cases ``{"image", "label", "label_map": {source value: 0/1/2},
+      "source", "case"?, "patient"?}`` or datasets ``{"format": "decathlon" | "nih" | "folder" |
+      "corrections", "path", ...}`` (see ``volumes.read_volume_source``), cut into axial slices.
     Relative paths are taken as they are (relative to the working directory).
     """
     known = {"nih_hu", "nih_8bit", "volumes"}
@@ -182,6 +184,10 @@ def build_slice_sources(spec: Mapping) -> list[SliceSample]:
         else:
             samples += load_nih_8bit_slices(entry)
     for volume in spec.get("volumes", []):
+        if "format" in volume:
+            for case in read_volume_source(volume):
+                samples += slices_from_case(case)
+            continue
         label_map = {int(k): int(v) for k, v in volume["label_map"].items()}
         samples += axial_slices_from_volume(Path(volume["image"]), Path(volume["label"]), label_map,
                                             volume["source"], case=volume.get("case"),
