@@ -40,21 +40,38 @@ def gamma_in_window(hu: np.ndarray, gamma: float, hu_window: Sequence[float]) ->
     return low + unit ** gamma * (high - low)
 
 
+def sample_intensity_augmentation(rng: np.random.Generator, probability: float = 0.5) -> dict:
+    """Draw one augmentation: each step is on with ``probability`` (off = neutral value)."""
+    def maybe(low_high, neutral):
+        return rng.uniform(*low_high) if rng.random() < probability else neutral
+
+    return {"enhancement_scale": maybe(ENHANCEMENT_SCALE, 1.0), "shift_hu": maybe(HU_SHIFT, 0.0),
+            "gamma": maybe(GAMMA, 1.0), "blur_sigma_voxels": maybe(BLUR_SIGMA_VOXELS, 0.0),
+            "noise_std_hu": maybe(NOISE_STD_HU, 0.0)}
+
+
+def apply_intensity_augmentation(hu: np.ndarray, params: dict, hu_window: Sequence[float],
+                                 rng: np.random.Generator | None = None,
+                                 pointwise_only: bool = False) -> np.ndarray:
+    """Apply drawn parameters (float32, same shape). ``pointwise_only`` skips blur and noise,
+    e.g. to follow the soft-tissue reference of a whole volume through the same curve."""
+    hu = scale_enhancement(np.asarray(hu, dtype=np.float32), params["enhancement_scale"])
+    hu = hu + params["shift_hu"]
+    if params["gamma"] != 1.0:
+        hu = gamma_in_window(hu, params["gamma"], hu_window)
+    if not pointwise_only:
+        if params["blur_sigma_voxels"] > 0:
+            hu = ndimage.gaussian_filter(hu, params["blur_sigma_voxels"])
+        if params["noise_std_hu"] > 0:
+            hu = hu + rng.normal(0.0, params["noise_std_hu"], hu.shape)
+    return hu.astype(np.float32)
+
+
 def augment_intensity(hu: np.ndarray, rng: np.random.Generator, hu_window: Sequence[float],
                       probability: float = 0.5) -> np.ndarray:
     """Random contrast-phase and scanner augmentation of an HU array (float32, same shape)."""
-    hu = np.asarray(hu, dtype=np.float32)
-    if rng.random() < probability:
-        hu = scale_enhancement(hu, rng.uniform(*ENHANCEMENT_SCALE))
-    if rng.random() < probability:
-        hu = hu + rng.uniform(*HU_SHIFT)
-    if rng.random() < probability:
-        hu = gamma_in_window(hu, rng.uniform(*GAMMA), hu_window)
-    if rng.random() < probability:
-        hu = ndimage.gaussian_filter(hu, rng.uniform(*BLUR_SIGMA_VOXELS))
-    if rng.random() < probability:
-        hu = hu + rng.normal(0.0, rng.uniform(*NOISE_STD_HU), hu.shape)
-    return hu.astype(np.float32)
+    params = sample_intensity_augmentation(rng, probability)
+    return apply_intensity_augmentation(hu, params, hu_window, rng)
 
 
 def build_spatial_augmentation(spatial_dims: int, flip_probability: float = 0.1,

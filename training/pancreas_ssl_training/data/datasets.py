@@ -15,23 +15,20 @@ the pancreas (MONAI ``RandCropByPosNegLabel``, padded when the slice is smaller)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
-from monai.transforms import RandCropByPosNegLabel, SpatialPad
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
 
 from .augment import augment_intensity, build_spatial_augmentation
 from .intensity_mapping import GreyMapping, to_hu
-from .slices import (SliceSample, axial_slices_from_volume, load_nih_8bit_slices,
-                     load_nih_hu_slices)
+from .sampling import AugmentationStream, crop_biased_to_label, to_tensors
+from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 from .synthetic_lesions import insert_synthetic_lesion
-from .volumes import read_volume_source, slices_from_case
+from .volumes import VOLUME_SPEC_KEYS, slices_from_case, volume_cases_from_spec
 
 # The NIH slice folders store no spacing; NIH Pancreas-CT in-plane spacing is 0.66–0.98 mm
 # (data README). 0.8 mm is the assumed middle when a slice has none.
@@ -79,27 +76,14 @@ class SliceDataset(Dataset):
         self.seed = seed
         self.to_hu = to_hu
         self.spatial = build_spatial_augmentation(spatial_dims=2)
-        self._stream_seed = 0
-        self._draws = 0
+        self._stream = AugmentationStream(seed)
 
     def set_random_state(self, seed: int) -> None:
-        """Restart the augmentation stream: the items drawn next depend only on ``seed``,
-        ``self.seed``, the indices asked for and their order (exact resume)."""
-        self._stream_seed = int(seed)
-        self._draws = 0
+        """Restart the augmentation stream (exact resume; see ``AugmentationStream``)."""
+        self._stream.set_random_state(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
-
-    def _rng(self, index: int) -> np.random.Generator:
-        if not self.augment:
-            return np.random.default_rng([self.seed, index])  # same patch every time
-        # Differs per call and per DataLoader worker (torch gives each worker its own seed).
-        self._draws += 1
-        worker = get_worker_info()
-        worker_seed = 0 if worker is None else worker.seed % 2**32
-        return np.random.default_rng([self.seed, self._stream_seed, worker_seed, index,
-                                      self._draws])
 
     def _hu_and_label(self, sample: SliceSample) -> tuple[np.ndarray, np.ndarray]:
         image = np.asarray(sample.image, dtype=np.float32)
@@ -115,7 +99,7 @@ class SliceDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
-        rng = self._rng(index)
+        rng = self._stream.rng(index, self.augment)
         hu, label = self._hu_and_label(sample)
         spacing = self.spacing_mm or sample.spacing_mm or ASSUMED_NIH_SPACING_MM
         if self.augment:
@@ -125,27 +109,13 @@ class SliceDataset(Dataset):
             hu = augment_intensity(hu, rng, self.hu_window)
         reference_hu = soft_tissue_reference(hu)
 
-        image_patch, label_patch = self._crop(hu[None], label[None], rng)
+        image_patch, label_patch = crop_biased_to_label(hu[None], label[None], self.patch_size, rng)
         image_patch = normalize_ct(image_patch, self.hu_window, reference_hu)
-        item = {"image": image_patch, "label": label_patch.astype(np.float32)}
-        if self.augment:
-            self.spatial.set_random_state(seed=int(rng.integers(2**31)))
-            item = self.spatial(item)
-        return {"image": torch.as_tensor(np.asarray(item["image"]), dtype=torch.float32),
-                "label": torch.as_tensor(np.asarray(item["label"])).round().to(torch.int64),
+        image, label = to_tensors(image_patch, label_patch,
+                                  self.spatial if self.augment else None, rng)
+        return {"image": image, "label": label,
                 "has_label": sample.label is not None, "source": sample.source,
                 "case": sample.case}
-
-    def _crop(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator):
-        """(1, H, W) patch pair, centred on pancreas half the time when the slice has any."""
-        pad = SpatialPad(self.patch_size, mode="edge")
-        image, label = np.asarray(pad(image)), np.asarray(pad(label))
-        cropper = RandCropByPosNegLabel(self.patch_size, label=label > 0, pos=1, neg=1,
-                                        num_samples=1, image=None, allow_smaller=True)
-        cropper.set_random_state(seed=int(rng.integers(2**31)))
-        image_patch = cropper(image, randomize=True)[0]
-        label_patch = cropper(label, randomize=False)[0]
-        return np.asarray(image_patch), np.asarray(label_patch)
 
 
 def split_by_patient(samples: Sequence[SliceSample], validation_fraction: float = 0.2,
@@ -160,17 +130,16 @@ def split_by_patient(samples: Sequence[SliceSample], validation_fraction: float 
 
 
 def build_slice_sources(spec: Mapping) -> list[SliceSample]:
-    """Slice samples named by a config's data section.
+    """Slice samples named by a config's data section (``data.sources``).
 
     Keys (all optional):
       ``nih_hu``: folder of the NIH HU slices;
       ``nih_8bit``: folder, or ``{"path": folder, "patients": ["0004", ...]}``;
-      ``volumes``: list of single cases ``{"image", "label", "label_map": {source value: 0/1/2},
-      "source", "case"?, "patient"?}`` or datasets ``{"format": "decathlon" | "nih" | "folder" |
-      "corrections", "path", ...}`` (see ``volumes.read_volume_source``), cut into axial slices.
+      volume sources, cut into axial slices: ``task07``, ``nih_dicom``, ``folders``,
+      ``corrections``, ``volumes`` (see ``volumes.volume_cases_from_spec``).
     Relative paths are taken as they are (relative to the working directory).
     """
-    known = {"nih_hu", "nih_8bit", "volumes"}
+    known = {"nih_hu", "nih_8bit", *VOLUME_SPEC_KEYS}
     unknown = set(spec) - known
     if unknown:
         raise InputError(f"data spec: unknown keys {sorted(unknown)}; expected {sorted(known)}")
@@ -183,13 +152,6 @@ def build_slice_sources(spec: Mapping) -> list[SliceSample]:
             samples += load_nih_8bit_slices(entry["path"], entry.get("patients"))
         else:
             samples += load_nih_8bit_slices(entry)
-    for volume in spec.get("volumes", []):
-        if "format" in volume:
-            for case in read_volume_source(volume):
-                samples += slices_from_case(case)
-            continue
-        label_map = {int(k): int(v) for k, v in volume["label_map"].items()}
-        samples += axial_slices_from_volume(Path(volume["image"]), Path(volume["label"]), label_map,
-                                            volume["source"], case=volume.get("case"),
-                                            patient=volume.get("patient"))
+    for case in volume_cases_from_spec(spec):
+        samples += slices_from_case(case)
     return samples

@@ -39,13 +39,21 @@ _LESION_NAMES = ("cancer", "tumor", "tumour", "lesion", "mass")
 
 @dataclass(frozen=True)
 class VolumeCase:
-    """One 3-D case: image file or DICOM folder, label file, and how to read its labels."""
+    """One 3-D case: image file or DICOM folder, label file, and how to read its labels.
+
+    ``patient`` defaults to ``case`` (splits are made by patient).
+    """
 
     image_path: Path
     label_path: Path | None
     case: str
     source: str
     label_map: Mapping[int, int] = field(default_factory=lambda: dict(PROJECT_LABELS))
+    patient: str | None = None
+
+    @property
+    def patient_id(self) -> str:
+        return self.patient or self.case
 
 
 def case_name(path: Path) -> str:
@@ -172,9 +180,47 @@ def read_volume_source(entry: Mapping) -> list[VolumeCase]:
                      "corrections")
 
 
+VOLUME_SPEC_KEYS = ("task07", "nih_dicom", "folders", "corrections", "volumes")
+
+
+def _single_case(entry: Mapping) -> VolumeCase:
+    missing = [key for key in ("image", "label", "label_map", "source") if key not in entry]
+    if missing:
+        raise InputError(f"volume entry {dict(entry)}: expected keys image, label, label_map, "
+                         f"source (or 'format' and 'path'); missing {missing}")
+    image = Path(entry["image"])
+    return VolumeCase(image, Path(entry["label"]), entry.get("case") or case_name(image),
+                      entry["source"], {int(k): int(v) for k, v in entry["label_map"].items()},
+                      entry.get("patient"))
+
+
+def volume_cases_from_spec(spec: Mapping) -> list[VolumeCase]:
+    """Cases named by a config's ``data.sources`` (keys other than these are ignored here).
+
+    ``task07``: Decathlon folder; ``nih_dicom``: ``{"images", "labels"?}`` or a folder;
+    ``folders``: list of ``{"path", "label_map", "source"}``; ``corrections``: folder;
+    ``volumes``: list of single cases ``{"image", "label", "label_map", "source", "case"?,
+    "patient"?}`` or datasets ``{"format", "path", ...}`` (see :func:`read_volume_source`).
+    """
+    cases: list[VolumeCase] = []
+    if "task07" in spec:
+        cases += read_decathlon(spec["task07"])
+    if "nih_dicom" in spec:
+        entry = spec["nih_dicom"]
+        entry = entry if isinstance(entry, Mapping) else {"images": entry}
+        cases += read_nih_pancreas_ct(entry["images"], entry.get("labels"))
+    for entry in spec.get("folders", []):
+        cases += read_volume_source({"format": "folder", **entry})
+    if "corrections" in spec:
+        cases += read_volume_source({"format": "corrections", "path": spec["corrections"]})
+    for entry in spec.get("volumes", []):
+        cases += read_volume_source(entry) if "format" in entry else [_single_case(entry)]
+    return cases
+
+
 def slices_from_case(case: VolumeCase) -> list[SliceSample]:
-    """Axial slices of one case; its slices share the case name as patient."""
+    """Axial slices of one case (slice cases ``<case>-zNNN``)."""
     if case.label_path is None:
         raise InputError(f"{case.image_path}: case {case.case} has no label map")
     return axial_slices_from_volume(case.image_path, case.label_path, case.label_map, case.source,
-                                    case=case.case, patient=case.case)
+                                    case=case.case, patient=case.patient_id)

@@ -1,0 +1,125 @@
+"""PyTorch dataset of 3-D training patches from ``VolumeCase`` records (3-D stages).
+
+Item (one random patch of one case)::
+
+    {"image": float32 tensor (1, D, H, W) = normalize_ct(HU, hu_window, per-volume reference),
+     "label": int64 tensor (1, D, H, W) in {0, 1, 2},
+     "has_label": True, "source": str, "case": str}
+
+Axes are the canonical (z, y, x) of ``NOTES.md``; ``patch_size`` is in that tensor order.
+Pipeline per item: read + reorient to LPS + resample to ``spacing_mm`` (x, y, z) once and keep it in
+memory (``cache=True``) → crop biased to the pancreas (MONAI ``RandCropByPosNegLabel``) →
+[synthetic lesion, intensity augmentation] → ``normalize_ct`` with the volume's soft-tissue
+reference (followed through the same intensity curve) → [MONAI spatial augmentation].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from torch.utils.data import Dataset
+
+from PancreasSSLSegLib.errors import InputError
+from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
+
+from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
+                      sample_intensity_augmentation)
+from .sampling import AugmentationStream, crop_biased_to_label, to_tensors
+from .slices import read_canonical, remap_labels
+from .synthetic_lesions import insert_synthetic_lesion
+from .volumes import VolumeCase
+
+AIR_HU = -1024.0
+# Voxels kept to follow the volume's soft-tissue reference through intensity augmentation.
+REFERENCE_SAMPLE_SIZE = 200_000
+
+
+def load_resampled_case(case: VolumeCase, spacing_mm: Sequence[float] | None
+                        ) -> tuple[np.ndarray, np.ndarray, tuple[float, float, float]]:
+    """(HU float32, label uint8 in 0/1/2, spacing (x, y, z) mm): arrays (z, y, x) in LPS,
+    resampled to ``spacing_mm`` unless it is ``None``."""
+    if case.label_path is None:
+        raise InputError(f"{case.image_path}: case {case.case} has no label map")
+    image = read_canonical(case.image_path, "CT image")
+    label = read_canonical(case.label_path, "label map")
+    if image.GetSize() != label.GetSize():
+        raise InputError(f"{case.label_path}: expected the grid of {case.image_path} "
+                         f"{image.GetSize()}, got {label.GetSize()}")
+    label.CopyInformation(image)  # same voxels; tiny header differences must not shift labels
+    if spacing_mm is not None:
+        image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm,
+                                    default_value=AIR_HU)
+        label = resample_to_spacing(label, spacing_mm, is_label=True, default_value=0)
+    return (sitk.GetArrayFromImage(image).astype(np.float32),
+            remap_labels(sitk.GetArrayFromImage(label), case.label_map),
+            tuple(float(s) for s in image.GetSpacing()))
+
+
+class VolumeDataset(Dataset):
+    """Random 3-D patches of labelled CT volumes (see the module docstring for items).
+
+    cases: ``VolumeCase`` list (``volumes.volume_cases_from_spec``).
+    patch_size: (D, H, W) voxels; spacing_mm: (x, y, z) to resample to, ``None`` keeps the grid.
+    cache: keep resampled volumes in memory (per process) after their first use.
+    """
+
+    def __init__(self, cases: Sequence[VolumeCase], patch_size: Sequence[int],
+                 spacing_mm: Sequence[float] | None = None, augment: bool = True,
+                 lesion_probability: float = 0.5, hu_window: Sequence[float] = (-200, 300),
+                 seed: int = 0, cache: bool = True):
+        if not cases:
+            raise InputError("VolumeDataset: expected at least one volume case, got none")
+        if len(patch_size) != 3:
+            raise InputError(f"VolumeDataset: expected a 3-D patch_size (D, H, W), got {patch_size}")
+        self.cases = list(cases)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
+        self.augment = augment
+        self.lesion_probability = lesion_probability
+        self.hu_window = tuple(float(h) for h in hu_window)
+        self.cache = cache
+        self.spatial = build_spatial_augmentation(spatial_dims=3)
+        self._stream = AugmentationStream(seed)
+        self._loaded: dict[int, tuple] = {}
+
+    def set_random_state(self, seed: int) -> None:
+        """Restart the augmentation stream (exact resume; see ``AugmentationStream``)."""
+        self._stream.set_random_state(seed)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def _load(self, index: int) -> tuple:
+        """(hu, label, spacing (x, y, z), voxel sample for the soft-tissue reference)."""
+        if index in self._loaded:
+            return self._loaded[index]
+        hu, label, spacing = load_resampled_case(self.cases[index], self.spacing_mm)
+        flat = hu.ravel()
+        loaded = (hu, label, spacing, flat[::max(1, flat.size // REFERENCE_SAMPLE_SIZE)].copy())
+        if self.cache:
+            self._loaded[index] = loaded
+        return loaded
+
+    def __getitem__(self, index: int) -> dict:
+        case = self.cases[index]
+        rng = self._stream.rng(index, self.augment)
+        hu, label, spacing, reference_voxels = self._load(index)
+        image_patch, label_patch = crop_biased_to_label(hu[None], label[None], self.patch_size, rng)
+        image_patch, label_patch = image_patch[0], label_patch[0]
+        if self.augment:
+            if rng.random() < self.lesion_probability:
+                image_patch, label_patch = insert_synthetic_lesion(image_patch, label_patch, rng,
+                                                                   spacing)
+            params = sample_intensity_augmentation(rng)
+            image_patch = apply_intensity_augmentation(image_patch, params, self.hu_window, rng)
+            # The volume's reference follows the same intensity curve (median commutes with it).
+            reference_voxels = apply_intensity_augmentation(reference_voxels, params,
+                                                            self.hu_window, pointwise_only=True)
+        image_patch = normalize_ct(image_patch, self.hu_window,
+                                   soft_tissue_reference(reference_voxels))
+        image, label_tensor = to_tensors(image_patch[None], label_patch[None],
+                                         self.spatial if self.augment else None, rng)
+        return {"image": image, "label": label_tensor, "has_label": True,
+                "source": case.source, "case": case.case}
