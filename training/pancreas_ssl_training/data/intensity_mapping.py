@@ -10,12 +10,25 @@ from neighbouring slices of the same patient, two ways:
   of all its HU values (only ranks where grey is unsaturated) and fit a line to those pairs.
   Misregistration does not enter; it assumes neighbouring slices share their intensity histogram.
 
-Grey levels 0 and 255 are saturated: the true HU is anywhere below / above the window edge. They
-cannot be inverted; :func:`to_hu` maps them to the edge and :func:`saturated_mask` marks them.
-For training this is harmless when the window covers the ``hu_window`` ``normalize_ct`` clips to.
+Grey levels 0 and 255 are saturated: the true HU is anywhere below / above the window edge and
+cannot be recovered (:func:`saturated_mask` marks them). The fitted window is narrow (about
+−11…280 HU), so fat saturates at 0; left at the window edge (−11 HU) it would count as soft
+tissue and drag the per-slice reference of ``normalize_ct`` to the edge. :func:`to_hu` therefore
+fills saturated-low pixels with fat (−100 HU) inside the body and air (−1000 HU) outside it —
+an assumption (bowel gas inside the body also becomes −100); saturated-high pixels stay at the
+upper edge (above most ``hu_window`` tops anyway).
 
-Measured (``python -m pancreas_ssl_training.data.intensity_mapping ../shared/data``, see
-``measure_mappings``): figures are in the module's command output and in the session report.
+Measured on patients 0001–0003 (command:
+``python -m pancreas_ssl_training.data.intensity_mapping ../shared/data``):
+- percentile: grey = 0.877·HU + 9.34 (window −10.7…280.1 HU); pixel-pair residual 51.8 grey
+  = 59.0 HU; pancreas mean HU error −1.9 / +6.8 / +4.0 HU (patients 0001/0002/0003), held out
+  (fit on the other two) +0.6 / +4.0 / +4.0 HU;
+- neighbour: grey = 0.106·HU + 77.4 (window −728…1672 HU); residual 52.7 grey = 496 HU;
+  pancreas mean HU error +110 / +87 / +137 HU, held out +113 / +80 / +137 HU; soft-tissue
+  reference error +25 / −30 / −53 HU;
+- soft-tissue reference of mapped slices minus that of the HU slices (percentile fit): with the
+  fill +12.9 / −5.6 / −15.0 HU, without it −57 / −89 / −88 HU.
+The residuals include the anatomy that differs between neighbouring slices.
 """
 
 from __future__ import annotations
@@ -28,13 +41,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from PancreasSSLSegLib.errors import InputError
+from PancreasSSLSegLib.preprocessing import soft_tissue_reference
 
 from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 
 GREY_MIN, GREY_MAX = 0, 255
 METHODS = ("neighbour", "percentile")
+FAT_HU = -100.0
+AIR_HU = -1000.0
 _QUANTILE_STEPS = 200
 
 
@@ -68,9 +85,31 @@ def saturated_mask(grey: np.ndarray) -> np.ndarray:
     return (grey <= GREY_MIN) | (grey >= GREY_MAX)
 
 
-def to_hu(grey: np.ndarray, fit: GreyMapping) -> np.ndarray:
-    """Invert the mapping (float32 HU). Saturated levels land on the window edge."""
-    return ((np.asarray(grey, dtype=np.float32) - np.float32(fit.b)) / np.float32(fit.a))
+def body_mask(grey: np.ndarray) -> np.ndarray:
+    """The patient's body in a 2-D slice: the largest non-black region with its holes filled
+    (the skin encloses the fat under it)."""
+    tissue = ndimage.binary_closing(grey > GREY_MIN, iterations=3)
+    components, count = ndimage.label(tissue)
+    if count == 0:
+        return tissue
+    sizes = ndimage.sum_labels(tissue, components, index=np.arange(1, count + 1))
+    return ndimage.binary_fill_holes(components == 1 + int(np.argmax(sizes)))
+
+
+def to_hu(grey: np.ndarray, fit: GreyMapping, fill_saturated: bool = True) -> np.ndarray:
+    """Invert the mapping (float32 HU, same shape).
+
+    ``fill_saturated``: grey 0 becomes fat (−100 HU) inside the body and air outside (2-D
+    slices only); otherwise saturated levels stay on the window edge.
+    """
+    grey = np.asarray(grey, dtype=np.float32)
+    hu = (grey - np.float32(fit.b)) / np.float32(fit.a)
+    if fill_saturated:
+        low = grey <= GREY_MIN
+        body = body_mask(grey)
+        hu[low & body] = min(FAT_HU, fit.window_hu[0])
+        hu[low & ~body] = AIR_HU
+    return hu
 
 
 def _by_patient(samples: Sequence[SliceSample]) -> dict[str, list[SliceSample]]:
@@ -149,8 +188,22 @@ def pancreas_mean_hu_error(fit: GreyMapping, hu_samples: Sequence[SliceSample],
     errors = {}
     for hu_slices, grey_slices in _paired(hu_samples, grey_samples):
         true_hu = np.concatenate([s.image[s.label > 0] for s in hu_slices])
-        mapped = np.concatenate([to_hu(s.image[s.label > 0], fit) for s in grey_slices])
+        mapped = np.concatenate([to_hu(s.image, fit)[s.label > 0] for s in grey_slices])
         errors[hu_slices[0].patient] = float(np.mean(mapped) - np.mean(true_hu))
+    return errors
+
+
+def reference_hu_error(fit: GreyMapping, hu_samples: Sequence[SliceSample],
+                       grey_samples: Sequence[SliceSample], fill_saturated: bool = True
+                       ) -> dict[str, float]:
+    """Per patient: mean soft-tissue reference (``normalize_ct``'s) of the mapped 8-bit slices
+    minus that of the HU slices."""
+    errors = {}
+    for hu_slices, grey_slices in _paired(hu_samples, grey_samples):
+        mapped = np.mean([soft_tissue_reference(to_hu(s.image, fit, fill_saturated))
+                          for s in grey_slices])
+        errors[hu_slices[0].patient] = float(
+            mapped - np.mean([soft_tissue_reference(s.image) for s in hu_slices]))
     return errors
 
 
@@ -190,6 +243,9 @@ def measure_mappings(data_root: str | Path) -> dict:
         report[method] = {"fit": fit.to_dict(),
                           "pancreas_mean_hu_error": pancreas_mean_hu_error(fit, hu_samples,
                                                                            grey_samples),
+                          "reference_hu_error": reference_hu_error(fit, hu_samples, grey_samples),
+                          "reference_hu_error_unfilled": reference_hu_error(
+                              fit, hu_samples, grey_samples, fill_saturated=False),
                           "leave_one_patient_out": held_out}
     return report
 
