@@ -83,8 +83,8 @@ def test_saturated_fat_is_filled_so_the_slice_reference_stays_right(nih_pairs):
     sample = grey[0]
     filled = to_hu(sample.image, fit)
     black = sample.image <= 0
-    assert set(np.unique(filled[black])) == {-1000.0, -100.0}  # air outside, fat inside the body
-    assert filled[0, 0] == -1000.0                              # image corner: outside
+    assert set(np.unique(filled[black])) == {-1024.0, -100.0}  # air outside, fat inside the body
+    assert filled[0, 0] == -1024.0                              # image corner: outside
     # Measured: within 15 HU with the fill, 57–89 HU too low without it.
     assert max(abs(e) for e in reference_hu_error(fit, hu, grey).values()) < 20
     unfilled = reference_hu_error(fit, hu, grey, fill_saturated=False)

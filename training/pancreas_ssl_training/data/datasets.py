@@ -26,14 +26,13 @@ from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, s
 from .augment import augment_intensity, build_spatial_augmentation
 from .intensity_mapping import GreyMapping, to_hu
 from .sampling import AugmentationStream, crop_biased_to_label, to_tensors
-from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
+from .slices import AIR_HU, SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VOLUME_SPEC_KEYS, slices_from_case, volume_cases_from_spec
 
 # The NIH slice folders store no spacing; NIH Pancreas-CT in-plane spacing is 0.66–0.98 mm
 # (data README). 0.8 mm is the assumed middle when a slice has none.
 ASSUMED_NIH_SPACING_MM = (0.8, 0.8)
-AIR_HU = -1024.0
 
 
 def _resample_slice(image: np.ndarray, label: np.ndarray, spacing_in: Sequence[float],

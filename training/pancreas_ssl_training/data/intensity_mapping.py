@@ -14,7 +14,7 @@ Grey levels 0 and 255 are saturated: the true HU is anywhere below / above the w
 cannot be recovered (:func:`saturated_mask` marks them). The fitted window is narrow (about
 −11…280 HU), so fat saturates at 0; left at the window edge (−11 HU) it would count as soft
 tissue and drag the per-slice reference of ``normalize_ct`` to the edge. :func:`to_hu` therefore
-fills saturated-low pixels with fat (−100 HU) inside the body and air (−1000 HU) outside it —
+fills saturated-low pixels with fat (−100 HU) inside the body and air (−1024 HU) outside it —
 an assumption (bowel gas inside the body also becomes −100); saturated-high pixels stay at the
 upper edge (above most ``hu_window`` tops anyway).
 
@@ -46,12 +46,11 @@ from scipy import ndimage
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.preprocessing import soft_tissue_reference
 
-from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
+from .slices import AIR_HU, SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 
 GREY_MIN, GREY_MAX = 0, 255
 METHODS = ("neighbour", "percentile")
 FAT_HU = -100.0
-AIR_HU = -1000.0
 _QUANTILE_STEPS = 200
 
 

@@ -27,11 +27,10 @@ from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, s
 from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
                       sample_intensity_augmentation)
 from .sampling import AugmentationStream, crop_biased_to_label, to_tensors
-from .slices import read_canonical, remap_labels
+from .slices import AIR_HU, read_canonical, remap_labels
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VolumeCase
 
-AIR_HU = -1024.0
 # Voxels kept to follow the volume's soft-tissue reference through intensity augmentation.
 REFERENCE_SAMPLE_SIZE = 200_000
 
