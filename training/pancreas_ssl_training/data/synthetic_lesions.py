@@ -1,7 +1,8 @@
 """Synthetic hypo-attenuating pancreatic lesions, 2-D or 3-D, for training without lesion labels.
 
 No lesion label exists in the project's data; this paints one into the pancreas: an irregular
-(noise-perturbed, randomly rotated) ellipsoid 5–30 mm across, darker than the surrounding pancreas
+(noise-perturbed, randomly rotated) ellipsoid whose long axis is 5–30 mm (the outline noise moves
+the local radius by at most ±25 %), darker than the surrounding pancreas
 by 10–80 HU, with its own smooth texture and a blurred margin. The lesion label (2) lies inside the
 original pancreas (label 1), and the image changes only within the blurred margin of the lesion,
 which is itself kept inside the pancreas.
@@ -20,6 +21,9 @@ DIAMETER_MM = (5.0, 30.0)
 CONTRAST_HU = (-80.0, -10.0)
 MARGIN_SIGMA_MM = (0.5, 2.0)
 TEXTURE_STD_HU = (0.0, 12.0)
+# Outline noise: unit-std smooth field clipped at ±2, scaled by the roughness → ±25 % at most.
+ROUGHNESS = (0.05, 0.125)
+OUTLINE_NOISE_CLIP = 2.0
 # scipy's gaussian_filter truncates its kernel at this many sigmas: the margin's exact reach.
 BLUR_TRUNCATE = 4.0
 
@@ -58,10 +62,13 @@ def insert_synthetic_lesion(image_hu: np.ndarray, label: np.ndarray, rng: np.ran
 
     candidates = np.argwhere(pancreas)
     centre = candidates[rng.integers(len(candidates))]
-    radii_mm = rng.uniform(diameter_mm[0], diameter_mm[1]) / 2 * rng.uniform(0.6, 1.0, ndim)
+    axis_ratios = rng.uniform(0.6, 1.0, ndim)
+    radii_mm = rng.uniform(diameter_mm[0], diameter_mm[1]) / 2 * axis_ratios / axis_ratios.max()
     margin_sigma_vox = rng.uniform(*MARGIN_SIGMA_MM) / spacing
     # Work in a box around the centre that holds the largest perturbed shape and its margin.
-    reach = np.ceil(1.5 * radii_mm.max() / spacing + BLUR_TRUNCATE * margin_sigma_vox).astype(int) + 1
+    max_outline = 1.0 + ROUGHNESS[1] * OUTLINE_NOISE_CLIP
+    reach_vox = max_outline * radii_mm.max() / spacing + BLUR_TRUNCATE * margin_sigma_vox
+    reach = np.ceil(reach_vox).astype(int) + 1
     low = np.maximum(centre - reach, 0)
     high = np.minimum(centre + reach + 1, image.shape)
     box = tuple(slice(lo, hi) for lo, hi in zip(low, high))
@@ -72,10 +79,10 @@ def insert_synthetic_lesion(image_hu: np.ndarray, label: np.ndarray, rng: np.ran
     offsets_mm = (grid - centre) * spacing
     rotated = offsets_mm @ _rotation(ndim, rng).T
     radius = np.sqrt(np.sum((rotated / radii_mm) ** 2, axis=-1))
-    # Irregular outline: perturb the normalised radius with smooth noise.
-    roughness = rng.uniform(0.05, 0.25)
-    radius = radius + roughness * _smooth_noise(radius.shape, 2.0 / spacing, rng)
-    lesion = (radius < 1.0) & box_pancreas
+    # Irregular outline: the boundary radius varies smoothly around the ellipsoid's.
+    outline = 1.0 + rng.uniform(*ROUGHNESS) * np.clip(
+        _smooth_noise(radius.shape, 2.0 / spacing, rng), -OUTLINE_NOISE_CLIP, OUTLINE_NOISE_CLIP)
+    lesion = (radius < outline) & box_pancreas
     lesion[tuple(centre - low)] = True  # at least the centre voxel
     if not lesion.any():
         return image, out_label
