@@ -25,8 +25,10 @@ def test_stage_overrides_win_over_top_level_sections():
     config = resolve_config({"network": {"channels": [8, 16], "strides": [2]},
                              "stages": {"coarse": {"patch_size": [32, 32],
                                                    "network": {"channels": [4, 8]},
-                                                   "data": {"lesion_probability": 0.0}}}})
+                                                   "data": {"lesion_probability": 0.0},
+                                                   "train": {"iterations": 5}}}})
     coarse = config["stages"]["coarse"]
+    assert coarse["train"]["iterations"] == 5 and coarse["train"]["batch_size"] == 4
     assert coarse["network"]["channels"] == [4, 8] and coarse["network"]["strides"] == [2]
     assert coarse["data"]["lesion_probability"] == 0.0
 
@@ -51,6 +53,8 @@ def test_deep_merge_does_not_modify_its_inputs():
     ({"stages": {"fine": {"patch_size": [64]}}}, "must list 2 sizes"),
     ({**MINIMAL, "network": {"channels": [8, 16], "strides": [2, 2]}}, "len(strides)"),
     ({**MINIMAL, "train": {"iterations": 0}}, "train.iterations"),
+    ({"stages": {"fine": {"patch_size": [64, 64], "train": {"batch_size": -1}}}},
+     "train.batch_size"),
     ({**MINIMAL, "methods": {"supervised": {"enabled": False}}}, "at least one method"),
     ({**MINIMAL, "methods": {"dual_task": {"weights": {"loss_sdm": "high"}}}}, "weights"),
     ({**MINIMAL, "optim": {"schedule": "step"}}, "optim.schedule"),

@@ -3,8 +3,9 @@
 Sections: ``data`` (defaults for every stage's slice sources), ``network`` (the engine's
 ``build_network`` config; SSL heads are added from the active methods), ``methods``
 (``{name: {enabled, weight | weights, params}}``), ``optim``, ``train``, ``stages`` (``coarse`` and/or
-``fine``: spacing, patch, their own ``data`` overrides), ``export`` (bundle metadata), and optional
-``init_encoder`` (a PolyCL checkpoint whose encoder initialises every stage).
+``fine``: spacing, patch, their own ``data``, ``network`` and ``train`` overrides), ``export`` (bundle metadata), and optional
+``init_encoder`` (a PolyCL checkpoint whose encoder initialises every stage) or ``init_weights``
+(a fit checkpoint whose stages initialise the same stages here: continued training).
 
 ``extends: other.yaml`` (relative to the config's folder) starts from another config and lays
 this one over it, so a method's config states only what differs from ``baseline.yaml``
@@ -25,7 +26,7 @@ from PancreasSSLSegLib.networks import validate_network_config
 
 STAGE_NAMES = ("coarse", "fine")
 SECTIONS = ("name", "extends", "data", "network", "methods", "optim", "train", "stages", "export",
-            "init_encoder")
+            "init_encoder", "init_weights")
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
@@ -41,9 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "export": {"name": "pancreas-model", "version": "0.1.0", "description": "",
                "license": "Apache-2.0"},
     "init_encoder": None,
+    "init_weights": None,
 }
 STAGE_DEFAULTS: dict[str, Any] = {"spacing_mm": [1.0, 1.0, 3.0], "patch_size": [96, 96],
-                                  "data": {}, "network": {}}
+                                  "data": {}, "network": {}, "train": {}}
 
 
 class ConfigError(PancreasSSLSegError):
@@ -97,6 +99,7 @@ def resolve_config(raw: dict[str, Any], source: str = "<dict>") -> dict[str, Any
     config = deep_merge(DEFAULTS, raw)
     if raw.get("methods") is not None:  # a config's methods replace the default set, not extend it
         config["methods"] = copy.deepcopy(raw["methods"])
+    _check_train(config["train"], config["optim"], source)
     _check(isinstance(config["stages"], dict) and config["stages"], source,
            f"stages must name at least one of {list(STAGE_NAMES)}")
     bad_stages = sorted(set(config["stages"]) - set(STAGE_NAMES))
@@ -104,7 +107,6 @@ def resolve_config(raw: dict[str, Any], source: str = "<dict>") -> dict[str, Any
     config["stages"] = {name: _resolve_stage(name, spec or {}, config, source)
                         for name, spec in config["stages"].items()}
     _check_methods(config["methods"], source)
-    _check_train(config["train"], config["optim"], source)
     return config
 
 
@@ -118,6 +120,8 @@ def _resolve_stage(name: str, spec: dict[str, Any], config: dict[str, Any],
     stage = deep_merge(STAGE_DEFAULTS, spec)
     stage["network"] = deep_merge(config["network"], stage["network"])
     stage["data"] = deep_merge(config["data"], stage["data"])
+    stage["train"] = deep_merge(config["train"], stage["train"])  # e.g. fewer coarse iterations
+    _check_train(stage["train"], config["optim"], f"{source} (stages.{name})")
     try:
         validate_network_config(stage["network"])
     except (ValueError, TypeError) as exc:

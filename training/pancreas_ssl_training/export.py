@@ -23,6 +23,7 @@ from PancreasSSLSegLib.networks import build_network
 
 from .bundle_metadata import default_metadata
 from .checkpoint import Checkpoint, load_checkpoint
+from .config import resolve_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,8 +60,8 @@ def provenance(checkpoint: Checkpoint) -> dict[str, Any]:
         "config_name": config["name"],
         "config": config,
         "data": {name: stage["data"] for name, stage in config["stages"].items()},
-        "iterations": {name: config["train"]["iterations"] for name in config["stages"]},
-        "batch_size": config["train"]["batch_size"],
+        "iterations": {name: s["train"]["iterations"] for name, s in config["stages"].items()},
+        "batch_size": {name: s["train"]["batch_size"] for name, s in config["stages"].items()},
         "train_seconds": round(float(checkpoint.extra.get("train_seconds", 0.0)), 1),
         "world_size": int(checkpoint.extra.get("world_size", 1)),
         "methods": sorted(n for n, s in config["methods"].items() if s.get("enabled", True)),
@@ -76,7 +77,8 @@ def model_card(metadata: dict[str, Any], card_text: str) -> str:
     lines = [f"# {metadata['name']} {metadata['version']}", "", metadata.get("description", ""),
              "", card_text.strip(), "", "## Training run (recorded at export)", "",
              f"- config: `{prov['config_name']}`; methods: {', '.join(prov['methods'])}",
-             f"- iterations: {json.dumps(prov['iterations'])}, batch size {prov['batch_size']}, "
+             f"- iterations: {json.dumps(prov['iterations'])}, batch size "
+             f"{json.dumps(prov['batch_size'])}, "
              f"{prov['world_size']} process(es)",
              f"- training time: {prov['train_seconds']} s",
              f"- git commit: `{prov['git_commit']}`; exported {prov['exported_at']}", ""]
@@ -97,7 +99,7 @@ def export_bundle(checkpoint_path: str | Path, out_dir: str | Path, *,
                   metrics: dict[str, Any] | None = None) -> Path:
     """Write the bundle for a checkpoint that holds both stages; returns its folder."""
     checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint.config
+    config = checkpoint.config = resolve_config(checkpoint.config)  # defaults added since it ran
     missing = [s for s in STAGES if s not in checkpoint.progress.get("completed", [])]
     if missing:
         raise BundleError(f"checkpoint {checkpoint_path}: stages {missing} are not trained "

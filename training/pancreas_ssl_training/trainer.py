@@ -122,6 +122,19 @@ def load_encoder(network: PancreasUNet, checkpoint_path: str | Path) -> None:
                       f"this network ({len(own)} tensors, channels {network.config['channels']})")
 
 
+def load_stage_weights(network: PancreasUNet, stage_name: str, checkpoint_path: str | Path) -> None:
+    """Initialise ``network`` from the same stage of an earlier run (heads it lacks stay random)."""
+    trained = load_checkpoint(checkpoint_path).network_states.get(stage_name)
+    if trained is None:
+        raise ConfigError(f"init_weights {checkpoint_path}: has no trained {stage_name} stage")
+    own = network.state_dict()
+    mismatched = [k for k, v in trained.items() if k in own and v.shape != own[k].shape]
+    if mismatched or not set(own) & set(trained):
+        raise ConfigError(f"init_weights {checkpoint_path}: the {stage_name} network differs "
+                          f"from this config's (e.g. {mismatched[:2]})")
+    network.load_state_dict({k: v for k, v in trained.items() if k in own}, strict=False)
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
             for k, v in batch.items()}
@@ -226,10 +239,13 @@ class Trainer:
         network = build_network(stage_network_config(stage, self.methods))
         if self.config.get("init_encoder"):
             load_encoder(network, self.config["init_encoder"])
+        if self.config.get("init_weights"):
+            load_stage_weights(network, stage_name, self.config["init_weights"])
         return network.to(self.context.device)
 
     def _train_stage(self, stage_name: str, log: LossLog, checkpoint: Checkpoint | None) -> None:
-        stage, train = self.config["stages"][stage_name], self.config["train"]
+        stage = self.config["stages"][stage_name]
+        train = stage["train"]
         device, context = self.context.device, self.context
         network = self._build_network(stage_name, stage)
         optimizer = torch.optim.AdamW(network.parameters(), lr=self.config["optim"]["lr"],
