@@ -161,3 +161,17 @@ def test_config_volume_sources(small_case, tmp_path):
     assert {s.patient for s in samples} == {"a", "c1"}
     with pytest.raises(InputError, match="format"):
         read_volume_source({"format": "zip", "path": "x"})
+
+
+def test_volume_without_label_gives_unlabelled_slices(shared_data):
+    from pancreas_ssl_training.data.datasets import SliceDataset
+
+    samples = build_slice_sources({"volumes": [
+        {"image": str(shared_data / "ct-dicom-series"), "source": "ct-dicom-series",
+         "case": "dicom"}]})
+    assert len(samples) == 20 and all(s.label is None for s in samples)
+    item = SliceDataset(samples, (64, 64), spacing_mm=(4.0, 4.0))[3]
+    assert item["has_label"] is False and int(item["label"].sum()) == 0
+    with pytest.raises(InputError, match="label_map"):
+        build_slice_sources({"volumes": [{"image": "x.nii.gz", "label": "y.nii.gz",
+                                          "source": "s"}]})

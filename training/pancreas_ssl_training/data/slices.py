@@ -36,7 +36,7 @@ class SliceSample:
 
     image: (H, W) float32; Hounsfield units (``units == "hu"``) or raw 8-bit grey levels
         (``units == "8bit"``, see ``intensity_mapping.to_hu``).
-    label: (H, W) uint8; 0 background, 1 pancreas, 2 lesion.
+    label: (H, W) uint8; 0 background, 1 pancreas, 2 lesion; ``None`` for unlabelled slices.
     case: slice identifier, e.g. ``"PANCREAS_0012-1045"``.
     patient: patient identifier (splits are made on this, never on slices), e.g. ``"0012"``.
     source: dataset name, e.g. ``"nih-hu"``, ``"nih-8bit"``, ``"ct-abdomen-3mm"``.
@@ -45,7 +45,7 @@ class SliceSample:
     """
 
     image: np.ndarray
-    label: np.ndarray
+    label: np.ndarray | None
     case: str
     patient: str
     source: str
@@ -156,26 +156,31 @@ def read_canonical(path: str | Path, what: str) -> sitk.Image:
     return to_canonical(image)
 
 
-def axial_slices_from_volume(image_path: str | Path, label_path: str | Path,
+def axial_slices_from_volume(image_path: str | Path, label_path: str | Path | None,
                              label_map: Mapping[int, int], source: str,
                              case: str | None = None, patient: str | None = None,
                              ) -> list[SliceSample]:
     """Every axial slice of a CT volume (canonical LPS, HU) with its remapped label.
 
-    Slices without pancreas are kept: the coarse stage needs negatives. ``case`` defaults to the
-    image file name without extension, ``patient`` to ``case``; slice cases are ``<case>-zNNN``.
+    Slices without pancreas are kept: the coarse stage needs negatives. ``label_path=None`` gives
+    unlabelled slices (``label=None``, for self-supervised pre-training). ``case`` defaults to
+    the image file name without extension, ``patient`` to ``case``; slice cases are
+    ``<case>-zNNN``.
     """
     image = read_canonical(image_path, "CT image")
-    label = read_canonical(label_path, "label map")
-    if image.GetSize() != label.GetSize():
-        raise InputError(f"{label_path}: expected the grid of {image_path} "
-                         f"{image.GetSize()}, got {label.GetSize()}")
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
+    labels = [None] * hu.shape[0]
+    if label_path is not None:
+        label = read_canonical(label_path, "label map")
+        if image.GetSize() != label.GetSize():
+            raise InputError(f"{label_path}: expected the grid of {image_path} "
+                             f"{image.GetSize()}, got {label.GetSize()}")
+        labels = remap_labels(sitk.GetArrayFromImage(label), label_map)
     case = case or Path(image_path).name.split(".")[0]
     patient = patient or case
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    labels = remap_labels(sitk.GetArrayFromImage(label), label_map)
     spacing_mm = (float(image.GetSpacing()[0]), float(image.GetSpacing()[1]))
-    return [SliceSample(image=np.ascontiguousarray(hu[z]), label=np.ascontiguousarray(labels[z]),
+    return [SliceSample(image=np.ascontiguousarray(hu[z]),
+                        label=None if labels[z] is None else np.ascontiguousarray(labels[z]),
                         case=f"{case}-z{z:03d}", patient=patient, source=source, units="hu",
                         spacing_mm=spacing_mm)
             for z in range(hu.shape[0])]

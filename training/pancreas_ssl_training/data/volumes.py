@@ -184,14 +184,18 @@ VOLUME_SPEC_KEYS = ("task07", "nih_dicom", "folders", "corrections", "volumes")
 
 
 def _single_case(entry: Mapping) -> VolumeCase:
-    missing = [key for key in ("image", "label", "label_map", "source") if key not in entry]
+    """``{"image", "source", "label"?, "label_map"?, "case"?, "patient"?}``; no label =
+    unlabelled (self-supervised pre-training only)."""
+    required = ("image", "source", "label_map") if "label" in entry else ("image", "source")
+    missing = [key for key in required if key not in entry]
     if missing:
-        raise InputError(f"volume entry {dict(entry)}: expected keys image, label, label_map, "
-                         f"source (or 'format' and 'path'); missing {missing}")
+        raise InputError(f"volume entry {dict(entry)}: expected keys image, source, and label with "
+                         f"label_map (or 'format' and 'path'); missing {missing}")
     image = Path(entry["image"])
-    return VolumeCase(image, Path(entry["label"]), entry.get("case") or case_name(image),
-                      entry["source"], {int(k): int(v) for k, v in entry["label_map"].items()},
-                      entry.get("patient"))
+    label = Path(entry["label"]) if "label" in entry else None
+    label_map = {int(k): int(v) for k, v in entry.get("label_map", {}).items()}
+    return VolumeCase(image, label, entry.get("case") or case_name(image), entry["source"],
+                      label_map, entry.get("patient"))
 
 
 def volume_cases_from_spec(spec: Mapping) -> list[VolumeCase]:
@@ -199,8 +203,8 @@ def volume_cases_from_spec(spec: Mapping) -> list[VolumeCase]:
 
     ``task07``: Decathlon folder; ``nih_dicom``: ``{"images", "labels"?}`` or a folder;
     ``folders``: list of ``{"path", "label_map", "source"}``; ``corrections``: folder;
-    ``volumes``: list of single cases ``{"image", "label", "label_map", "source", "case"?,
-    "patient"?}`` or datasets ``{"format", "path", ...}`` (see :func:`read_volume_source`).
+    ``volumes``: list of single cases ``{"image", "label"?, "label_map"?, "source", "case"?,
+    "patient"?}`` (no label: unlabelled slices) or datasets ``{"format", "path", ...}`` (see :func:`read_volume_source`).
     """
     cases: list[VolumeCase] = []
     if "task07" in spec:
@@ -219,8 +223,6 @@ def volume_cases_from_spec(spec: Mapping) -> list[VolumeCase]:
 
 
 def slices_from_case(case: VolumeCase) -> list[SliceSample]:
-    """Axial slices of one case (slice cases ``<case>-zNNN``)."""
-    if case.label_path is None:
-        raise InputError(f"{case.image_path}: case {case.case} has no label map")
+    """Axial slices of one case (slice cases ``<case>-zNNN``; unlabelled without a label)."""
     return axial_slices_from_volume(case.image_path, case.label_path, case.label_map, case.source,
                                     case=case.case, patient=case.patient_id)
