@@ -1,0 +1,78 @@
+"""run_evaluation: a checkpoint or bundle on real NIH slices and a real CT volume; files and rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import TINY_2D
+from PancreasSSLSegLib.errors import BundleError
+from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_training.checkpoint import save_checkpoint
+from pancreas_ssl_training.config import resolve_config
+from pancreas_ssl_training.evaluation import run_evaluation
+from pancreas_ssl_training.evaluation.evaluate import load_model, predict_probabilities
+from pancreas_ssl_training.evaluation.tables import read_csv
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A coarse-stage checkpoint whose network has an SSL head (dropped for inference)."""
+    config = resolve_config({"network": TINY_2D, "stages": {
+        "coarse": {"spacing_mm": [6.0, 6.0, 6.0], "patch_size": [64, 64]}}})
+    torch.manual_seed(0)
+    network = build_network({**TINY_2D, "heads": ["sdm"]})
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "checkpoint", config=config,
+                           progress={"stage": "coarse", "iteration": 1, "completed": ["coarse"]},
+                           network_states={"coarse": network.state_dict()})
+
+
+def test_checkpoint_on_slices_and_a_volume_writes_every_table(tiny_checkpoint, shared_data,
+                                                              tmp_path):
+    spec = {"nih_8bit": {"path": str(shared_data / "nih-pancreas-slices-8bit"),
+                         "patients": ["0010"]},
+            "volumes": [{"image": str(shared_data / "ct-abdomen-3mm" / "example_ct.nii.gz"),
+                         "label": str(shared_data / "ct-abdomen-3mm" /
+                                      "example_seg_fast_force_split.nii.gz"),
+                         "label_map": {7: 1}, "source": "ct-3mm", "case": "example"}],
+            "evaluation": {"surface_tolerance_mm": 3.0}}
+    result = run_evaluation(tiny_checkpoint, spec, tmp_path / "eval",
+                            extra_columns={"method": "tiny", "seed": 7})
+    files = {p.name for p in (tmp_path / "eval").iterdir()}
+    assert files == {"cases.csv", "calibration.csv", "summary.csv", "summary.md", "dice.png",
+                     "hd95_mm.png", "evaluation.json"}
+    rows = read_csv(tmp_path / "eval" / "cases.csv")
+    n_slices = 2  # patient 0010 has two slices
+    assert len(rows) == 2 * (n_slices + 1)  # pancreas + lesion per case
+    assert {r["source"] for r in rows} == {"nih-8bit", "ct-3mm"}
+    assert {r["method"] for r in rows} == {"tiny"} and {r["seed"] for r in rows} == {"7"}
+    volume = [r for r in rows if r["case"] == "example" and r["region"] == "pancreas"][0]
+    assert int(volume["true_voxels"]) == 695  # the README's pancreas count, on the input grid
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert result["cases"] == n_slices + 1 and result["stage"] == "coarse"
+    recorded = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert recorded["surface_tolerance_mm"] == 3.0
+    calibration = read_csv(tmp_path / "eval" / "calibration.csv")
+    assert all(0.0 <= float(r["ece_pancreas"]) <= 1.0 for r in calibration)
+
+
+def test_probabilities_come_back_on_the_input_grid(tiny_checkpoint):
+    model = load_model(tiny_checkpoint)
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 50, (130, 150))
+                                   .astype(np.float32))
+    image.SetSpacing((0.7, 0.9))
+    probabilities = predict_probabilities(model, image)
+    assert probabilities.shape == (3, 130, 150)
+    assert np.allclose(probabilities.sum(axis=0), 1.0, atol=1e-4)
+
+
+def test_bundle_loads_its_fine_stage_and_other_folders_are_refused(random_bundle, tmp_path):
+    model = load_model(random_bundle)
+    assert model.stage == "fine" and model.patch_size == (64, 64)
+    assert model.uncertainty_threshold == 0.5
+    with pytest.raises(BundleError, match="expected a model bundle folder"):
+        load_model(tmp_path)
