@@ -136,7 +136,8 @@ def test_corrections_reject_bad_input(small_case, tmp_path):
     with pytest.raises(InputError, match="folder name"):
         write_correction_case(tmp_path, "../escape", image, project, "m", "1", [])
     with pytest.raises(InputError, match="0, 1, 2"):
-        write_correction_case(tmp_path, "c", image, sitk.Cast(reference, sitk.sitkUInt8), "m", "1", [])
+        write_correction_case(tmp_path, "c", image, sitk.Cast(reference, sitk.sitkUInt8),
+                              "m", "1", [])
     shifted = sitk.Image(project)
     shifted.SetOrigin([o + 5 for o in project.GetOrigin()])
     with pytest.raises(InputError, match="grid"):

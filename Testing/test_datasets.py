@@ -1,4 +1,4 @@
-"""SliceDataset items, patient splits and config-driven sample assembly on the real NIH/3 mm data."""
+"""SliceDataset items, patient splits and config-driven sample assembly on real NIH/3 mm data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""8-bit → HU mapping: fitted from patients in both NIH folders, checked against their pancreas HU."""
+"""8-bit → HU mapping: fitted on patients in both NIH folders, checked on their pancreas HU."""
 
 from __future__ import annotations
 

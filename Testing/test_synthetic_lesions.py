@@ -21,7 +21,8 @@ def _phantom(shape, rng):
     return image.astype(np.float32), inside.astype(np.uint8)
 
 
-@pytest.mark.parametrize("shape,spacing_mm", [((96, 96), (0.8, 0.8)), ((24, 48, 48), (1.5, 1.5, 3.0))])
+@pytest.mark.parametrize("shape,spacing_mm",
+                         [((96, 96), (0.8, 0.8)), ((24, 48, 48), (1.5, 1.5, 3.0))])
 @pytest.mark.parametrize("seed", range(4))
 def test_lesion_properties(shape, spacing_mm, seed):
     rng = np.random.default_rng(seed)

@@ -29,7 +29,8 @@ BLUR_SIGMA_VOXELS = (0.0, 1.0)
 
 def scale_enhancement(hu: np.ndarray, scale: float) -> np.ndarray:
     """Scale the part of each value between the baseline and the cap by ``scale`` (continuous)."""
-    excess = np.clip(hu - ENHANCEMENT_BASELINE_HU, 0.0, ENHANCEMENT_CAP_HU - ENHANCEMENT_BASELINE_HU)
+    span_hu = ENHANCEMENT_CAP_HU - ENHANCEMENT_BASELINE_HU
+    excess = np.clip(hu - ENHANCEMENT_BASELINE_HU, 0.0, span_hu)
     return hu + (scale - 1.0) * excess
 
 

@@ -7,9 +7,10 @@
      "has_label": bool, "source": str, "case": str}
 
 Pipeline per item: 8-bit → HU (when ``to_hu`` is a ``GreyMapping``) → resample to ``spacing_mm``
-→ [synthetic lesion, intensity augmentation] → per-slice soft-tissue reference → crop biased to
-the pancreas (MONAI ``RandCropByPosNegLabel``, padded when the slice is smaller) →
-``normalize_ct`` → [MONAI spatial augmentation]. Brackets: only with ``augment=True``.
+(both kept in memory per slice, padded to the patch) → [synthetic lesion, intensity
+augmentation] → per-slice soft-tissue reference → crop biased to the pancreas (MONAI
+``RandCropByPosNegLabel``) → ``normalize_ct`` → [MONAI spatial augmentation].
+Brackets: only with ``augment=True``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, s
 
 from .augment import augment_intensity, build_spatial_augmentation
 from .intensity_mapping import GreyMapping, to_hu
-from .sampling import AugmentationStream, crop_biased_to_label, to_tensors
+from .sampling import (AugmentationStream, crop_biased_to_label, label_indices, pad_to_patch,
+                       to_tensors)
 from .slices import AIR_HU, SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VOLUME_SPEC_KEYS, slices_from_case, volume_cases_from_spec
@@ -36,7 +38,8 @@ ASSUMED_NIH_SPACING_MM = (0.8, 0.8)
 
 
 def _resample_slice(image: np.ndarray, label: np.ndarray, spacing_in: Sequence[float],
-                    spacing_out: Sequence[float], pad_value: float) -> tuple[np.ndarray, np.ndarray]:
+                    spacing_out: Sequence[float], pad_value: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """Resample a 2-D slice (spacing in (x, y) mm) with the engine's SimpleITK resampler."""
     image_sitk = sitk.GetImageFromArray(image)
     label_sitk = sitk.GetImageFromArray(label)
@@ -76,6 +79,7 @@ class SliceDataset(Dataset):
         self.to_hu = to_hu
         self.spatial = build_spatial_augmentation(spatial_dims=2)
         self._stream = AugmentationStream(seed)
+        self._cache: dict[int, tuple] = {}
 
     def set_random_state(self, seed: int) -> None:
         """Restart the augmentation stream (exact resume; see ``AugmentationStream``)."""
@@ -83,6 +87,15 @@ class SliceDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def _prepared(self, index: int) -> tuple:
+        """(HU (1, H, W), label (1, H, W), crop indices): resampled, padded to the patch,
+        computed once per slice (no randomness in them)."""
+        if index not in self._cache:
+            hu, label = self._hu_and_label(self.samples[index])
+            hu, label = pad_to_patch(hu[None], label[None], self.patch_size)
+            self._cache[index] = (hu, label, label_indices(label))
+        return self._cache[index]
 
     def _hu_and_label(self, sample: SliceSample) -> tuple[np.ndarray, np.ndarray]:
         image = np.asarray(sample.image, dtype=np.float32)
@@ -99,16 +112,18 @@ class SliceDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         sample = self.samples[index]
         rng = self._stream.rng(index, self.augment)
-        hu, label = self._hu_and_label(sample)
+        hu, label, indices = self._prepared(index)
         spacing = self.spacing_mm or sample.spacing_mm or ASSUMED_NIH_SPACING_MM
         if self.augment:
             in_hu = sample.units == "hu" or self.to_hu is not None
             if in_hu and rng.random() < self.lesion_probability:
-                hu, label = insert_synthetic_lesion(hu, label, rng, spacing)
+                # The lesion lies inside the pancreas: the foreground (crop indices) is unchanged.
+                hu_2d, label_2d = insert_synthetic_lesion(hu[0], label[0], rng, spacing)
+                hu, label = hu_2d[None], label_2d[None]
             hu = augment_intensity(hu, rng, self.hu_window)
         reference_hu = soft_tissue_reference(hu)
 
-        image_patch, label_patch = crop_biased_to_label(hu[None], label[None], self.patch_size, rng)
+        image_patch, label_patch = crop_biased_to_label(hu, label, self.patch_size, rng, indices)
         image_patch = normalize_ct(image_patch, self.hu_window, reference_hu)
         image, label = to_tensors(image_patch, label_patch,
                                   self.spatial if self.augment else None, rng)

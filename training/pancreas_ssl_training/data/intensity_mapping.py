@@ -179,7 +179,7 @@ def fit_grey_mapping(hu_samples: Sequence[SliceSample], grey_samples: Sequence[S
 
 def pancreas_mean_hu_error(fit: GreyMapping, hu_samples: Sequence[SliceSample],
                            grey_samples: Sequence[SliceSample]) -> dict[str, float]:
-    """Per patient: mean mapped HU inside the 8-bit pancreas masks minus mean HU inside the HU masks.
+    """Per patient: mean mapped HU in the 8-bit pancreas masks minus mean HU in the HU masks.
 
     A check independent of how the fit was made: the pancreas of one patient has nearly the same
     attenuation on neighbouring slices.

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from monai.transforms import RandCropByPosNegLabel, SpatialPad
+from monai.transforms.utils import map_binary_to_indices
 from torch.utils.data import get_worker_info
 
 
@@ -38,20 +39,41 @@ class AugmentationStream:
                                       self._draws])
 
 
+def pad_to_patch(image: np.ndarray, label: np.ndarray, patch_size: Sequence[int]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-pad channel-first arrays that are smaller than the patch (no-op otherwise)."""
+    if all(size >= patch for size, patch in zip(label.shape[1:], patch_size)):
+        return image, label
+    pad = SpatialPad(tuple(patch_size), mode="edge")
+    return np.asarray(pad(image)), np.asarray(pad(label))
+
+
+def label_indices(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(foreground, background) flat indices of a channel-first label (foreground = label > 0)."""
+    foreground, background = map_binary_to_indices(label > 0)
+    return np.asarray(foreground), np.asarray(background)
+
+
 def crop_biased_to_label(image: np.ndarray, label: np.ndarray, patch_size: Sequence[int],
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                         rng: np.random.Generator,
+                         indices: tuple[np.ndarray, np.ndarray] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Channel-first patch pair of ``patch_size``, centred on foreground half the time.
 
-    Arrays smaller than the patch are edge-padded first. Without foreground every patch is a
-    background patch (MONAI warns and sets its positive ratio to 0).
+    Arrays smaller than the patch are edge-padded first. ``indices``: ``label_indices`` of an
+    already padded ``label`` (any label with the same foreground), to skip recomputing them.
+    Without foreground every patch is a background patch (MONAI warns and sets its positive
+    ratio to 0).
     """
-    pad = SpatialPad(tuple(patch_size), mode="edge")
-    image, label = np.asarray(pad(image)), np.asarray(pad(label))
-    cropper = RandCropByPosNegLabel(tuple(patch_size), label=label > 0, pos=1, neg=1,
-                                    num_samples=1, allow_smaller=True)
+    padded_image, padded_label = pad_to_patch(image, label, patch_size)
+    if indices is None or padded_label is not label:
+        indices = label_indices(padded_label)
+    cropper = RandCropByPosNegLabel(tuple(patch_size), pos=1, neg=1, num_samples=1,
+                                    allow_smaller=True)
     cropper.set_random_state(seed=int(rng.integers(2**31)))
-    return (np.asarray(cropper(image, randomize=True)[0]),
-            np.asarray(cropper(label, randomize=False)[0]))
+    cropper.randomize(padded_label, fg_indices=indices[0], bg_indices=indices[1])
+    return (np.asarray(cropper(padded_image, randomize=False)[0]),
+            np.asarray(cropper(padded_label, randomize=False)[0]))
 
 
 def to_tensors(image: np.ndarray, label: np.ndarray, spatial=None,

@@ -7,10 +7,11 @@ Item (one random patch of one case)::
      "has_label": True, "source": str, "case": str}
 
 Axes are the canonical (z, y, x) of ``NOTES.md``; ``patch_size`` is in that tensor order.
-Pipeline per item: read + reorient to LPS + resample to ``spacing_mm`` (x, y, z) once and keep it in
-memory (``cache=True``) → crop biased to the pancreas (MONAI ``RandCropByPosNegLabel``) →
-[synthetic lesion, intensity augmentation] → ``normalize_ct`` with the volume's soft-tissue
-reference (followed through the same intensity curve) → [MONAI spatial augmentation].
+Pipeline per item: read + reorient to LPS + resample to ``spacing_mm`` (x, y, z) + pad to the
+patch once, kept in memory (``cache=True``) → crop biased to the pancreas (MONAI
+``RandCropByPosNegLabel``) → [synthetic lesion, intensity augmentation] → ``normalize_ct`` with
+the volume's soft-tissue reference (followed through the same intensity curve) → [MONAI spatial
+augmentation].
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, s
 
 from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
                       sample_intensity_augmentation)
-from .sampling import AugmentationStream, crop_biased_to_label, to_tensors
+from .sampling import (AugmentationStream, crop_biased_to_label, label_indices, pad_to_patch,
+                       to_tensors)
 from .slices import AIR_HU, read_canonical, remap_labels
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VolumeCase
@@ -71,7 +73,8 @@ class VolumeDataset(Dataset):
         if not cases:
             raise InputError("VolumeDataset: expected at least one volume case, got none")
         if len(patch_size) != 3:
-            raise InputError(f"VolumeDataset: expected a 3-D patch_size (D, H, W), got {patch_size}")
+            raise InputError("VolumeDataset: expected a 3-D patch_size (D, H, W), "
+                             f"got {patch_size}")
         self.cases = list(cases)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.spacing_mm = None if spacing_mm is None else tuple(float(s) for s in spacing_mm)
@@ -91,12 +94,15 @@ class VolumeDataset(Dataset):
         return len(self.cases)
 
     def _load(self, index: int) -> tuple:
-        """(hu, label, spacing (x, y, z), voxel sample for the soft-tissue reference)."""
+        """(hu (1, D, H, W), label (1, D, H, W), crop indices, spacing (x, y, z), voxel sample
+        for the soft-tissue reference); arrays padded to the patch."""
         if index in self._loaded:
             return self._loaded[index]
         hu, label, spacing = load_resampled_case(self.cases[index], self.spacing_mm)
         flat = hu.ravel()
-        loaded = (hu, label, spacing, flat[::max(1, flat.size // REFERENCE_SAMPLE_SIZE)].copy())
+        reference_voxels = flat[::max(1, flat.size // REFERENCE_SAMPLE_SIZE)].copy()
+        hu, label = pad_to_patch(hu[None], label[None], self.patch_size)
+        loaded = (hu, label, label_indices(label), spacing, reference_voxels)
         if self.cache:
             self._loaded[index] = loaded
         return loaded
@@ -104,8 +110,8 @@ class VolumeDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         case = self.cases[index]
         rng = self._stream.rng(index, self.augment)
-        hu, label, spacing, reference_voxels = self._load(index)
-        image_patch, label_patch = crop_biased_to_label(hu[None], label[None], self.patch_size, rng)
+        hu, label, indices, spacing, reference_voxels = self._load(index)
+        image_patch, label_patch = crop_biased_to_label(hu, label, self.patch_size, rng, indices)
         image_patch, label_patch = image_patch[0], label_patch[0]
         if self.augment:
             if rng.random() < self.lesion_probability:

@@ -170,7 +170,8 @@ def read_volume_source(entry: Mapping) -> list[VolumeCase]:
     if kind == "decathlon":
         return read_decathlon(path, entry.get("source", "decathlon-task07"))
     if kind == "nih":
-        return read_nih_pancreas_ct(path, entry.get("labels"), entry.get("source", "nih-pancreas-ct"))
+        return read_nih_pancreas_ct(path, entry.get("labels"),
+                                    entry.get("source", "nih-pancreas-ct"))
     if kind == "folder":
         return read_image_label_folders(path, entry.get("label_map", PROJECT_LABELS),
                                         entry.get("source", Path(path).name))
@@ -204,7 +205,8 @@ def volume_cases_from_spec(spec: Mapping) -> list[VolumeCase]:
     ``task07``: Decathlon folder; ``nih_dicom``: ``{"images", "labels"?}`` or a folder;
     ``folders``: list of ``{"path", "label_map", "source"}``; ``corrections``: folder;
     ``volumes``: list of single cases ``{"image", "label"?, "label_map"?, "source", "case"?,
-    "patient"?}`` (no label: unlabelled slices) or datasets ``{"format", "path", ...}`` (see :func:`read_volume_source`).
+    "patient"?}`` (no label: unlabelled slices) or datasets ``{"format", "path", ...}``
+    (see :func:`read_volume_source`).
     """
     cases: list[VolumeCase] = []
     if "task07" in spec:
