@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from PancreasSSLSegLib.errors import InputError
-from pancreas_ssl_training.data.intensity_mapping import (GreyMapping, fit_grey_mapping,
+from pancreas_ssl_training.data.intensity_mapping import (GreyMapping, body_mask, fit_grey_mapping,
                                                           measure_mappings,
                                                           pancreas_mean_hu_error,
                                                           reference_hu_error,
@@ -85,7 +85,9 @@ def test_saturated_fat_is_filled_so_the_slice_reference_stays_right(nih_pairs):
     black = sample.image <= 0
     assert set(np.unique(filled[black])) == {-1024.0, -100.0}  # air outside, fat inside the body
     assert filled[0, 0] == -1024.0                              # image corner: outside
-    # Measured: within 15 HU with the fill, 57–89 HU too low without it.
-    assert max(abs(e) for e in reference_hu_error(fit, hu, grey).values()) < 20
+    outside_noise = ~body_mask(sample.image) & (sample.image > 0) & (sample.image < 16)
+    assert outside_noise.any() and np.all(filled[outside_noise] == -1024.0)  # JPEG ringing
+    # Measured: within 22 HU with the fill, 57–89 HU too low without it.
+    assert max(abs(e) for e in reference_hu_error(fit, hu, grey).values()) < 25
     unfilled = reference_hu_error(fit, hu, grey, fill_saturated=False)
     assert min(abs(e) for e in unfilled.values()) > 40
