@@ -71,6 +71,18 @@ def test_decathlon_layout_maps_labels_by_name(small_case, tmp_path):
         read_decathlon(root)
 
 
+def test_nnunet_v2_conversion_of_task07_is_read_too(small_case, tmp_path):
+    image, _, project = small_case
+    _write(image, tmp_path / "imagesTr" / "pancreas_004_0000.nii.gz")
+    _write(project, tmp_path / "labelsTr" / "pancreas_004.nii.gz")
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "labels": {"background": 0, "pancreas": 1, "tumour": 2}, "file_ending": ".nii.gz"}))
+    cases = read_decathlon(tmp_path)
+    assert [(c.case, c.label_path.name) for c in cases] == [("pancreas_004", "pancreas_004.nii.gz")]
+    assert cases[0].label_map == {1: 1, 2: 2}
+    assert sum(int((s.label == 2).sum()) for s in slices_from_case(cases[0])) == 1
+
+
 def test_nih_layout_reads_the_dicom_series_and_its_label(shared_data, tmp_path):
     series = shared_data / "ct-dicom-series"
     patient = tmp_path / "Pancreas-CT" / "PANCREAS_0007" / "study" / "series"

@@ -71,7 +71,11 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _decathlon_label_map(labels: Mapping[str, str], dataset_json: Path) -> dict[int, int]:
+def _decathlon_label_map(labels: Mapping, dataset_json: Path) -> dict[int, int]:
+    """Project label values by name; ``labels`` is ``{"1": "pancreas"}`` (Decathlon) or
+    ``{"pancreas": 1}`` (nnU-Net v2)."""
+    if all(isinstance(value, int) for value in labels.values()):
+        labels = {value: name for name, value in labels.items()}
     label_map = {}
     for value, name in labels.items():
         lowered = str(name).lower()
@@ -84,22 +88,33 @@ def _decathlon_label_map(labels: Mapping[str, str], dataset_json: Path) -> dict[
     return label_map
 
 
+def _nnunet_entries(root: Path) -> list[dict[str, str]]:
+    """nnU-Net v2 lists no cases: ``imagesTr/<case>_0000.nii.gz`` pairs with ``labelsTr/<case>``."""
+    return [{"image": str(image.relative_to(root)),
+             "label": str(Path("labelsTr") / image.name.replace("_0000.", "."))}
+            for image in sorted((root / "imagesTr").glob("*_0000.nii*"))]
+
+
 def read_decathlon(root: str | Path, source: str = "decathlon-task07") -> list[VolumeCase]:
-    """Training cases of a Decathlon task folder, label values mapped by their names."""
+    """Training cases of a Decathlon task folder (or its nnU-Net v2 conversion), label values
+    mapped by their names."""
     root = Path(root)
     dataset_json = _require(root / "dataset.json", "a Decathlon dataset.json")
     try:
         description = json.loads(dataset_json.read_text())
-        entries, labels = description["training"], description["labels"]
+        labels = description["labels"]
     except (ValueError, KeyError) as error:
-        raise InputError(f"{dataset_json}: expected JSON with 'training' and 'labels' "
-                         f"({error})") from error
+        raise InputError(f"{dataset_json}: expected JSON with 'labels' ({error})") from error
     label_map = _decathlon_label_map(labels, dataset_json)
+    entries = description.get("training") or _nnunet_entries(root)
+    if not entries:
+        raise InputError(f"{dataset_json}: expected a 'training' list or imagesTr/*_0000.nii.gz")
     cases = []
     for entry in entries:
         image = _require(root / entry["image"], f"the image listed in {dataset_json.name}")
         label = _require(root / entry["label"], f"the label listed in {dataset_json.name}")
-        cases.append(VolumeCase(image, label, case_name(image), source, label_map))
+        # Named after the label: nnU-Net image names carry a channel suffix (_0000).
+        cases.append(VolumeCase(image, label, case_name(label), source, label_map))
     return cases
 
 
