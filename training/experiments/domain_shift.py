@@ -55,7 +55,7 @@ CALIBRATION = ("ece_pancreas", "error_uncertainty_dice")
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"network": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2],
                          "projection_dim": 32},
-             "train": {"iterations": 120, "batch_size": 6},
+             "train": {"iterations": 100, "batch_size": 6},
              "pretrain_iterations": 60,
              "stage": {"spacing_mm": [2.5, 2.5, 2.5], "patch_size": [96, 96]}},
     "tiny": {"network": {"channels": [8, 16, 32], "strides": [2, 2], "projection_dim": 16},
@@ -124,7 +124,8 @@ def unlabelled_8bit_factory(stage_name: str, stage: dict[str, Any], seed: int):
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    """Train (unless a finished checkpoint is there) and evaluate one job; returns timings."""
+    """Train and evaluate one job; returns timings. A finished checkpoint or evaluation already
+    in the run folder is kept, so an interrupted experiment continues where it stopped."""
     import torch
 
     torch.set_num_threads(1)  # the machine's cores are shared; parallelism comes from --jobs
@@ -142,7 +143,7 @@ def run_job(job: Job) -> dict[str, Any]:
         fit(load_config(job.config_path), job.run_dir, dataset_factory=factory,
             show_progress=False)
     record["train_seconds"] = round(time.time() - started, 1)
-    if job.eval_spec is not None:
+    if job.eval_spec is not None and not (job.run_dir / "evaluation" / "cases.csv").is_file():
         started = time.time()
         run_evaluation(checkpoint, job.eval_spec, job.run_dir / "evaluation",
                        extra_columns={"method": job.arm, "seed": job.seed})

@@ -51,24 +51,30 @@ def case_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
     spacing = [float(s) for s in voxel_spacing_mm]
     pred, truth = region_channels(pred_labels, regions), region_channels(true_labels, regions)
     dice = DiceMetric(include_background=True, reduction="none", ignore_empty=False)(pred, truth)
-    with warnings.catch_warnings():
-        # MONAI warns for every empty region (the conventions above handle those cases) and about
-        # a deprecated argument its own surface-distance code passes; neither is the caller's.
-        warnings.simplefilter("ignore", UserWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        hd95 = HausdorffDistanceMetric(include_background=True, percentile=95,
-                                       reduction="none")(pred, truth, spacing=spacing)
-        surface = SurfaceDiceMetric([surface_tolerance_mm] * len(regions), include_background=True,
-                                    reduction="none")(pred, truth, spacing=spacing)
     rows = []
     for index, name in enumerate(regions):
         n_true, n_pred = int(truth[0, index].sum()), int(pred[0, index].sum())
-        row = {"region": name, "dice": float(dice[0, index]), "hd95_mm": float(hd95[0, index]),
-               "surface_dice": float(surface[0, index]), "true_voxels": n_true,
-               "pred_voxels": n_pred}
+        row = {"region": name, "dice": float(dice[0, index]), "hd95_mm": math.nan,
+               "surface_dice": math.nan, "true_voxels": n_true, "pred_voxels": n_pred}
         if n_true == 0 and n_pred == 0:
-            row.update(dice=math.nan, hd95_mm=math.nan, surface_dice=math.nan)
+            row.update(dice=math.nan)
         elif n_true == 0 or n_pred == 0:
-            row.update(dice=0.0, hd95_mm=math.nan, surface_dice=0.0)
+            row.update(dice=0.0, surface_dice=0.0)
+        else:  # surface distances only where both surfaces exist (they are the costly part)
+            one = slice(index, index + 1)
+            row.update(hd95_mm=_surface_metric(HausdorffDistanceMetric(
+                include_background=True, percentile=95, reduction="none"),
+                pred[:, one], truth[:, one], spacing))
+            row.update(surface_dice=_surface_metric(SurfaceDiceMetric(
+                [surface_tolerance_mm], include_background=True, reduction="none"),
+                pred[:, one], truth[:, one], spacing))
         rows.append(row)
     return rows
+
+
+def _surface_metric(metric, pred: torch.Tensor, truth: torch.Tensor,
+                    spacing: list[float]) -> float:
+    with warnings.catch_warnings():
+        # MONAI warns about a deprecated argument its own surface-distance code passes.
+        warnings.simplefilter("ignore", FutureWarning)
+        return float(metric(pred, truth, spacing=spacing)[0, 0])
