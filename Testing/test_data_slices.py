@@ -77,3 +77,14 @@ def test_axial_slices_from_volume_keep_negatives_in_lps(shared_data, tmp_path):
     with pytest.raises(InputError, match="grid"):
         axial_slices_from_volume(folder / "example_ct.nii.gz", tmp_path / "small.nii.gz",
                                  {7: 1}, "x")
+
+
+def test_label_with_another_origin_is_paired_voxelwise_with_a_warning(shared_data, tmp_path):
+    folder = shared_data / "ct-abdomen-3mm"
+    label = sitk.ReadImage(str(folder / "example_seg_fast_force_split.nii.gz"))
+    label.SetOrigin((0.0, 0.0, 0.0))  # like label files written without geometry
+    sitk.WriteImage(label, str(tmp_path / "label.nii.gz"))
+    with pytest.warns(UserWarning, match="voxel by voxel"):
+        samples = axial_slices_from_volume(folder / "example_ct.nii.gz", tmp_path / "label.nii.gz",
+                                           {7: 1}, "ct-abdomen-3mm")
+    assert sum(int(s.label.sum()) for s in samples) == 695

@@ -9,6 +9,7 @@ SimpleITK order the bundle uses; ``None`` when the source does not record it (NI
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +157,27 @@ def read_canonical(path: str | Path, what: str) -> sitk.Image:
     return to_canonical(image)
 
 
+def read_canonical_pair(image_path: str | Path, label_path: str | Path
+                        ) -> tuple[sitk.Image, sitk.Image]:
+    """CT and label map in canonical LPS, the label on the image's grid (voxel correspondence).
+
+    Sizes must agree. A label whose header puts it elsewhere (origin more than a voxel away)
+    is still paired voxel by voxel, with a warning: some public label files carry no or wrong
+    geometry, and resampling by such a header would misplace every label.
+    """
+    image = read_canonical(image_path, "CT image")
+    label = read_canonical(label_path, "label map")
+    if image.GetSize() != label.GetSize():
+        raise InputError(f"{label_path}: expected the grid of {image_path} "
+                         f"{image.GetSize()}, got {label.GetSize()}")
+    offset_mm = np.abs(np.subtract(image.GetOrigin(), label.GetOrigin()))
+    if np.any(offset_mm > np.array(image.GetSpacing())):
+        warnings.warn(f"{label_path}: origin {label.GetOrigin()} differs from the image's "
+                      f"{image.GetOrigin()}; pairing voxel by voxel", stacklevel=2)
+    label.CopyInformation(image)
+    return image, label
+
+
 def axial_slices_from_volume(image_path: str | Path, label_path: str | Path | None,
                              label_map: Mapping[int, int], source: str,
                              case: str | None = None, patient: str | None = None,
@@ -167,15 +189,13 @@ def axial_slices_from_volume(image_path: str | Path, label_path: str | Path | No
     the image file name without extension, ``patient`` to ``case``; slice cases are
     ``<case>-zNNN``.
     """
-    image = read_canonical(image_path, "CT image")
-    hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    labels = [None] * hu.shape[0]
-    if label_path is not None:
-        label = read_canonical(label_path, "label map")
-        if image.GetSize() != label.GetSize():
-            raise InputError(f"{label_path}: expected the grid of {image_path} "
-                             f"{image.GetSize()}, got {label.GetSize()}")
+    if label_path is None:
+        image = read_canonical(image_path, "CT image")
+        labels = [None] * image.GetSize()[2]
+    else:
+        image, label = read_canonical_pair(image_path, label_path)
         labels = remap_labels(sitk.GetArrayFromImage(label), label_map)
+    hu = sitk.GetArrayFromImage(image).astype(np.float32)
     case = case or Path(image_path).name.split(".")[0]
     patient = patient or case
     spacing_mm = (float(image.GetSpacing()[0]), float(image.GetSpacing()[1]))

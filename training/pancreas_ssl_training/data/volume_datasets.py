@@ -29,7 +29,7 @@ from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
                       sample_intensity_augmentation)
 from .sampling import (AugmentationStream, crop_biased_to_label, label_indices, pad_to_patch,
                        to_tensors)
-from .slices import AIR_HU, read_canonical, remap_labels
+from .slices import AIR_HU, read_canonical_pair, remap_labels
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VolumeCase
 
@@ -43,12 +43,7 @@ def load_resampled_case(case: VolumeCase, spacing_mm: Sequence[float] | None
     resampled to ``spacing_mm`` unless it is ``None``."""
     if case.label_path is None:
         raise InputError(f"{case.image_path}: case {case.case} has no label map")
-    image = read_canonical(case.image_path, "CT image")
-    label = read_canonical(case.label_path, "label map")
-    if image.GetSize() != label.GetSize():
-        raise InputError(f"{case.label_path}: expected the grid of {case.image_path} "
-                         f"{image.GetSize()}, got {label.GetSize()}")
-    label.CopyInformation(image)  # same voxels; tiny header differences must not shift labels
+    image, label = read_canonical_pair(case.image_path, case.label_path)
     if spacing_mm is not None:
         image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm,
                                     default_value=AIR_HU)
