@@ -21,11 +21,11 @@ stay at the upper edge (near the usual ``hu_window`` top of 300 HU anyway).
 Measured on patients 0001–0003 (command:
 ``python -m pancreas_ssl_training.data.intensity_mapping ../shared/data``):
 - percentile: grey = 0.877·HU + 9.34 (window −10.7…280.1 HU); pixel-pair residual 51.8 grey
-  = 59.0 HU; pancreas mean HU error −1.9 / +6.8 / +4.0 HU (patients 0001/0002/0003), held out
-  (fit on the other two) +0.6 / +4.0 / +4.0 HU;
+  = 59.0 HU; pancreas mean HU error −1.9 / +6.8 / +4.0 HU (patients 0001/0002/0003); held out
+  (fit on the other two) +0.6 / +4.0 / +4.0 HU, residual 56.2 / 45.9 / 56.5 grey;
 - neighbour: grey = 0.106·HU + 77.4 (window −728…1672 HU); residual 52.7 grey = 496 HU;
-  pancreas mean HU error +110 / +87 / +137 HU, held out +113 / +80 / +137 HU; soft-tissue
-  reference error +25 / −30 / −53 HU;
+  pancreas mean HU error +110 / +87 / +137 HU; held out +113 / +80 / +137 HU, residual
+  56.6 / 47.2 / 57.2 grey; soft-tissue reference error +25 / −30 / −53 HU;
 - soft-tissue reference of mapped slices minus that of the HU slices (percentile fit): with the
   fill +22.0 / −2.1 / −12.4 HU, without it −57 / −89 / −88 HU.
 The residuals include the anatomy that differs between neighbouring slices.
