@@ -60,13 +60,11 @@ def read_image(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
                          f"{', '.join(IMAGE_SUFFIXES)} or a DICOM series folder")
     if path.name.lower().endswith(".gz"):
         _check_gzip_complete(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        _check_nifti_pixdim(path)
     try:
         with _itk_warnings_off():
-            if path.name.lower().endswith((".nii", ".nii.gz")):
-                _check_nifti_pixdim(path)
-            return reader.Execute()
+            return sitk.ReadImage(str(path))
     except RuntimeError as error:
         raise InputError(f"{path.name}: cannot be read as an image ({_itk_reason(error)})") from None
 
