@@ -53,6 +53,10 @@ def test_items_have_the_contract_shapes_and_types(samples):
         assert item["case"] == samples[index].case and item["source"] == samples[index].source
     batch = next(iter(DataLoader(dataset, batch_size=4, shuffle=False)))
     assert batch["image"].shape == (4, 1, 64, 64) and len(batch["case"]) == 4
+    # NIH slices have no stored spacing: the documented assumption (x, y) = 0.8 mm.
+    assert torch.equal(batch["spacing_mm"], torch.full((4, 2), 0.8))
+    resampled = SliceDataset(samples, (64, 64), spacing_mm=(3.0, 2.0), to_hu=FIT)
+    assert resampled[len(samples) - 1]["spacing_mm"].tolist() == [3.0, 2.0]
 
 
 def test_without_augmentation_item_is_normalized_crop_and_repeatable(samples):

@@ -4,6 +4,8 @@
 
     {"image": float32 tensor (1, H, W) = normalize_ct(HU, hu_window, per-slice reference),
      "label": int64 tensor (1, H, W) in {0, 1, 2},
+     "spacing_mm": float32 tensor (2,) = pixel spacing (x, y) of the patch (before the small
+         random zoom of the spatial augmentation),
      "has_label": bool, "source": str, "case": str}
 
 Pipeline per item: 8-bit → HU (when ``to_hu`` is a ``GreyMapping``) → resample to ``spacing_mm``
@@ -19,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from torch.utils.data import Dataset
 
 from PancreasSSLSegLib.errors import InputError
@@ -128,6 +131,7 @@ class SliceDataset(Dataset):
         image, label = to_tensors(image_patch, label_patch,
                                   self.spatial if self.augment else None, rng)
         return {"image": image, "label": label,
+                "spacing_mm": torch.tensor(spacing, dtype=torch.float32),
                 "has_label": sample.label is not None, "source": sample.source,
                 "case": sample.case}
 

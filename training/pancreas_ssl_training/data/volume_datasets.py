@@ -4,6 +4,7 @@ Item (one random patch of one case)::
 
     {"image": float32 tensor (1, D, H, W) = normalize_ct(HU, hu_window, per-volume reference),
      "label": int64 tensor (1, D, H, W) in {0, 1, 2},
+     "spacing_mm": float32 tensor (3,) = voxel spacing (x, y, z),
      "has_label": True, "source": str, "case": str}
 
 Axes are the canonical (z, y, x) of ``NOTES.md``; ``patch_size`` is in that tensor order.
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import SimpleITK as sitk
+import torch
 from torch.utils.data import Dataset
 
 from PancreasSSLSegLib.errors import InputError
@@ -121,5 +123,6 @@ class VolumeDataset(Dataset):
                                    soft_tissue_reference(reference_voxels))
         image, label_tensor = to_tensors(image_patch[None], label_patch[None],
                                          self.spatial if self.augment else None, rng)
-        return {"image": image, "label": label_tensor, "has_label": True,
+        return {"image": image, "label": label_tensor,
+                "spacing_mm": torch.tensor(spacing, dtype=torch.float32), "has_label": True,
                 "source": case.source, "case": case.case}
