@@ -2,7 +2,8 @@
 
 import pytest
 
-from pancreas_ssl_training.methods import build_methods
+from PancreasSSLSegLib.networks import KNOWN_HEADS
+from pancreas_ssl_training.methods import Method, build_methods
 
 
 def test_supervised_is_always_first_and_on():
@@ -30,6 +31,18 @@ def test_weights_float_dict_and_per_term_override():
     assert sup.weights == {"loss_seg": 3.0}
     with pytest.raises(ValueError, match="loss_bogus"):
         build_methods({"supervised": {"weights": {"loss_bogus": 1.0}}})
+
+
+def test_all_methods_build_with_defaults_and_declare_known_heads():
+    names = ["supervised", "dual_task", "view_consistency", "structure_contrastive",
+             "restoration", "polycl"]
+    methods = build_methods({name: {"enabled": True} for name in names})
+    assert [m.name for m in methods] == names
+    for method in methods:
+        assert isinstance(method, Method)
+        assert method.heads <= set(KNOWN_HEADS)
+        assert method.weights and all(t.startswith("loss_") for t in method.weights)
+        assert all(isinstance(w, float) for w in method.weights.values())
 
 
 def test_disabled_method_is_left_out():
