@@ -1,0 +1,166 @@
+"""Write one case's result files, all or nothing.
+
+The six files (names in :func:`output_paths`) are first written under temporary names in the
+output folder and renamed only once every one of them was written; on any failure the temporaries
+are removed and no file of this case is left, so a folder never holds half a case and
+:func:`case_is_complete` can drive resuming a batch. The report is renamed last: it is the marker
+that the case finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import slicerio
+
+# Suffixes after the case name; the report last (see the module docstring).
+OUTPUT_SUFFIXES = {
+    "labels": "_labels.nii.gz",
+    "uncertainty": "_uncertainty.nii.gz",
+    "regions": "_regions.nii.gz",
+    "segmentation": ".seg.nrrd",
+    "preview": "_preview.png",
+    "report": "_report.json",
+}
+TEMPORARY_PREFIX = ".partial-"
+# Slicer's terminology context for general anatomy: lets Slicer show the codes' names and icons.
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+CODED_FIELDS = ("category", "type", "typeModifier", "anatomicRegion", "anatomicRegionModifier")
+
+
+def output_paths(out_dir: str | Path, case: str) -> dict[str, Path]:
+    """Final path of each output of ``case``, keyed as in :data:`OUTPUT_SUFFIXES`."""
+    return {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
+
+
+def case_is_complete(out_dir: str | Path, case: str) -> bool:
+    """All six outputs of ``case`` exist (a finished case; skipped when a batch resumes)."""
+    return all(path.is_file() for path in output_paths(out_dir, case).values())
+
+
+def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path]:
+    """Write ``result``'s six files for ``case`` into ``out_dir``; returns their paths.
+
+    ``result`` is a ``SegmentationResult`` (``labels``, ``uncertainty``, ``regions`` arrays on the
+    input grid, ``report`` dict, ``image``, ``to_sitk``). Existing files of the case are replaced.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = output_paths(out_dir, case)
+    token = uuid.uuid4().hex[:8]
+    # The temporary name keeps the real suffix: the writers pick the format from it.
+    temporary = {key: path.with_name(f"{TEMPORARY_PREFIX}{token}-{path.name}")
+                 for key, path in final.items()}
+    writers = {
+        "labels": lambda path: _write_volume(result, result.labels, sitk.sitkUInt8, path),
+        "uncertainty": lambda path: _write_volume(result, result.uncertainty, sitk.sitkFloat32,
+                                                  path),
+        "regions": lambda path: _write_volume(result, result.regions, sitk.sitkInt32, path),
+        "segmentation": lambda path: write_seg_nrrd(result, path),
+        "preview": lambda path: _write_preview(result, path),
+        "report": lambda path: _write_report(result.report, path),
+    }
+    renamed: list[Path] = []
+    try:
+        for key, path in temporary.items():
+            writers[key](path)
+        for key, path in temporary.items():
+            os.replace(path, final[key])
+            renamed.append(final[key])
+    except BaseException:
+        for path in [*temporary.values(), *renamed]:
+            path.unlink(missing_ok=True)
+        raise
+    return final
+
+
+def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path) -> None:
+    image = sitk.Cast(result.to_sitk(np.asarray(array)), pixel_type)
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+def _write_preview(result, path: Path) -> None:
+    from .preview import write_preview  # imports matplotlib: only when a preview is written
+
+    write_preview(result, path)
+
+
+def _write_report(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2, default=_json_value) + "\n", encoding="utf-8")
+
+
+def _json_value(value: Any) -> Any:
+    """numpy scalars/arrays and paths in the report → plain JSON values."""
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"report value of type {type(value).__name__} is not JSON serialisable")
+
+
+def write_seg_nrrd(result, path: str | Path) -> None:
+    """Slicer segmentation file: one segment per bundle label (its value, name, colour,
+    terminology) on the input grid, plus the high-uncertainty review region (regions > 0), which
+    may overlap them and then goes to a second layer."""
+    image = result.image
+    report = result.report
+    # slicerio voxels are indexed (i, j, k) = (x, y, z): the transpose of SimpleITK's array.
+    segmentation = {"voxels": np.ascontiguousarray(np.asarray(result.labels, np.uint8).transpose()),
+                    "ijkToLPS": ijk_to_lps(image), "segments": []}
+    for label in report["segments"]:
+        value = int(label["value"])
+        if value == 0:
+            continue
+        mask = segmentation["voxels"] == value
+        segmentation["segments"].append({**_segment_fields(label, f"label_{value}"),
+                                         "labelValue": value, "layer": 0,
+                                         "extent": _extent(mask)})
+    uncertain = report.get("uncertain_region")
+    if uncertain is not None:
+        slicerio.add_segment(segmentation, np.asarray(result.regions).transpose() > 0,
+                             _segment_fields(uncertain, "uncertain_region"))
+    slicerio.write_segmentation(str(path), segmentation)
+
+
+def ijk_to_lps(image: sitk.Image) -> np.ndarray:
+    """4×4 voxel-index → LPS millimetre matrix of a SimpleITK image (its native space is LPS)."""
+    matrix = np.eye(4)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
+
+
+def _segment_fields(spec: dict[str, Any], segment_id: str) -> dict[str, Any]:
+    fields = {"id": segment_id, "name": spec["name"],
+              "color": [round(c / 255.0, 6) for c in spec.get("color", (128, 128, 128))]}
+    if "terminology" in spec:
+        fields["terminology"] = slicer_terminology(spec["terminology"])
+    return fields
+
+
+def slicer_terminology(terminology: dict[str, Any]) -> dict[str, Any]:
+    """Bundle terminology ({field: {scheme, code, meaning}}) → slicerio's [scheme, code, meaning]."""
+    entry: dict[str, Any] = {"contextName": TERMINOLOGY_CONTEXT}
+    for field in CODED_FIELDS:
+        if field in terminology:
+            code = terminology[field]
+            entry[field] = [code["scheme"], code["code"], code["meaning"]]
+    if "anatomicRegion" in entry:
+        entry["anatomicContextName"] = ANATOMIC_CONTEXT
+    return entry
+
+
+def _extent(mask: np.ndarray) -> list[int]:
+    """[i_min, i_max, j_min, j_max, k_min, k_max] of a mask; Slicer's empty extent if none."""
+    if not mask.any():
+        return [0, -1, 0, -1, 0, -1]
+    indices = np.nonzero(mask)
+    return [int(v) for axis in indices for v in (axis.min(), axis.max())]
