@@ -53,6 +53,9 @@ def test_items_have_the_contract_shapes_and_types(samples):
         assert item["case"] == samples[index].case and item["source"] == samples[index].source
     batch = next(iter(DataLoader(dataset, batch_size=4, shuffle=False)))
     assert batch["image"].shape == (4, 1, 64, 64) and len(batch["case"]) == 4
+    # Slices of one patient share a scan id (PolyCL pairs by it); cases stay per slice.
+    assert batch["patient"] == ["0001"] * 4 and batch["scan_id"].tolist() == [0] * 4
+    assert dataset[5]["scan_id"] == 1 and dataset[len(samples) - 1]["patient"] == "example_ct"
     # NIH slices have no stored spacing: the documented assumption (x, y) = 0.8 mm.
     assert torch.equal(batch["spacing_mm"], torch.full((4, 2), 0.8))
     resampled = SliceDataset(samples, (64, 64), spacing_mm=(3.0, 2.0), to_hu=FIT)

@@ -41,6 +41,7 @@ def test_whole_volume_patch_is_normalize_ct_of_the_volume(cases):
     np.testing.assert_array_equal(item["label"][0].numpy(), label)
     assert item["source"] == "ct-abdomen-3mm" and item["case"] == "example_ct"
     assert item["spacing_mm"].tolist() == [3.0, 3.0, 3.0]
+    assert item["patient"] == "example_ct" and item["scan_id"] == 0
 
 
 def test_augmented_patches_hold_pancreas_and_lesions_reproducibly(cases):

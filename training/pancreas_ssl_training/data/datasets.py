@@ -6,7 +6,9 @@
      "label": int64 tensor (1, H, W) in {0, 1, 2},
      "spacing_mm": float32 tensor (2,) = pixel spacing (x, y) of the patch (before the small
          random zoom of the spatial augmentation),
-     "has_label": bool, "source": str, "case": str}
+     "has_label": bool, "source": str, "case": str (the slice), "patient": str,
+     "scan_id": int = index of the patient among the dataset's sorted patients (slices of one
+         scan share it; PolyCL's "same scan" relation)}
 
 Pipeline per item: 8-bit → HU (when ``to_hu`` is a ``GreyMapping``) → resample to ``spacing_mm``
 (both kept in memory per slice, padded to the patch) → [synthetic lesion, intensity
@@ -83,6 +85,7 @@ class SliceDataset(Dataset):
         self.spatial = build_spatial_augmentation(spatial_dims=2)
         self._stream = AugmentationStream(seed)
         self._cache: dict[int, tuple] = {}
+        self._scan_ids = {p: i for i, p in enumerate(sorted({s.patient for s in self.samples}))}
 
     def set_random_state(self, seed: int) -> None:
         """Restart the augmentation stream (exact resume; see ``AugmentationStream``)."""
@@ -133,7 +136,8 @@ class SliceDataset(Dataset):
         return {"image": image, "label": label,
                 "spacing_mm": torch.tensor(spacing, dtype=torch.float32),
                 "has_label": sample.label is not None, "source": sample.source,
-                "case": sample.case}
+                "case": sample.case, "patient": sample.patient,
+                "scan_id": self._scan_ids[sample.patient]}
 
 
 def split_by_patient(samples: Sequence[SliceSample], validation_fraction: float = 0.2,

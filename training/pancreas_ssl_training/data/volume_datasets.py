@@ -5,7 +5,8 @@ Item (one random patch of one case)::
     {"image": float32 tensor (1, D, H, W) = normalize_ct(HU, hu_window, per-volume reference),
      "label": int64 tensor (1, D, H, W) in {0, 1, 2},
      "spacing_mm": float32 tensor (3,) = voxel spacing (x, y, z),
-     "has_label": True, "source": str, "case": str}
+     "has_label": True, "source": str, "case": str, "patient": str,
+     "scan_id": int = index of the patient among the dataset's sorted patients}
 
 Axes are the canonical (z, y, x) of ``NOTES.md``; ``patch_size`` is in that tensor order.
 Pipeline per item: read + reorient to LPS + resample to ``spacing_mm`` (x, y, z) + pad to the
@@ -82,6 +83,7 @@ class VolumeDataset(Dataset):
         self.spatial = build_spatial_augmentation(spatial_dims=3)
         self._stream = AugmentationStream(seed)
         self._loaded: dict[int, tuple] = {}
+        self._scan_ids = {p: i for i, p in enumerate(sorted({c.patient_id for c in self.cases}))}
 
     def set_random_state(self, seed: int) -> None:
         """Restart the augmentation stream (exact resume; see ``AugmentationStream``)."""
@@ -125,4 +127,5 @@ class VolumeDataset(Dataset):
                                          self.spatial if self.augment else None, rng)
         return {"image": image, "label": label_tensor,
                 "spacing_mm": torch.tensor(spacing, dtype=torch.float32), "has_label": True,
-                "source": case.source, "case": case.case}
+                "source": case.source, "case": case.case, "patient": case.patient_id,
+                "scan_id": self._scan_ids[case.patient_id]}
