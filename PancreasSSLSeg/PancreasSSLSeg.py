@@ -1,0 +1,438 @@
+"""3D Slicer module: pancreas and pancreatic lesion segmentation in CT, with uncertainty review.
+
+Slicer-facing glue only. The engine (``PancreasSSLSegLib``) runs as a background process; the
+pieces of this module's logic live in ``PancreasSSLSegModuleLib`` (one job per file).
+"""
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import vtk, qt, ctk, slicer  # noqa: E401,F401 (the standard Slicer module imports)
+from slicer.ScriptedLoadableModule import *  # noqa: F401,F403
+from slicer.i18n import tr as _
+
+from PancreasSSLSegModuleLib import engine_process, review, scene_results, volume_io
+from PancreasSSLSegModuleLib.engine_process import CANCELLED, ERROR, OK, EngineFailed, EngineProcess
+
+MODULE_DIR = Path(__file__).resolve().parent
+ENGINE_ENTRY = "import sys; from PancreasSSLSegLib.cli import main; sys.exit(main())"
+INPUT_CASE = "input"
+
+
+class PancreasSSLSeg(ScriptedLoadableModule):  # noqa: F405
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)  # noqa: F405
+        parent.title = _("Pancreas SSL Seg")
+        parent.categories = [_("Segmentation")]
+        parent.dependencies = []
+        parent.contributors = ["PancreasSSLSeg contributors"]
+        parent.helpText = _(
+            "Segments the pancreas and pancreatic lesions in CT and shows where the model is "
+            "unsure: a voxel uncertainty overlay (test-time augmentation / MC dropout predictive "
+            "entropy) and a ranked list of uncertain regions to accept, mark as lesion or discard. "
+            "Inference runs in a background process (Cancel stops it). Corrected cases can be "
+            "exported for fine-tuning. See the project README for the model card and limits.")
+        parent.acknowledgementText = _(
+            "Coarse-to-fine 2-D/3-D U-Nets (MONAI) trained with semi-supervised learning "
+            "(mean teacher, uncertainty-guided consistency, contrastive and restoration pretext "
+            "tasks) on NIH Pancreas-CT (Roth et al. 2016, TCIA, CC BY 3.0) with synthetic lesions. "
+            "Example CT: TotalSegmentator test data (Apache-2.0). Not a medical device.")
+
+
+class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
+    """Connects the panel to the Logic; every decision is made in the Logic."""
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)  # noqa: F405
+        ui_widget = slicer.util.loadUI(self.resourcePath("UI/PancreasSSLSeg.ui"))
+        self.layout.addWidget(ui_widget)
+        self.ui = slicer.util.childWidgetVariables(ui_widget)
+        ui_widget.setMRMLScene(slicer.mrmlScene)
+        self.logic = PancreasSSLSegLogic()
+        self.logic.logCallback = self.appendLog
+        self.timer = qt.QTimer()
+        self.timer.setInterval(200)
+        self.timer.timeout.connect(self.onTimer)
+        self.currentRegionId = None
+        self.ui.deviceComboBox.addItems([_("Auto"), _("GPU"), _("CPU")])
+        self.ui.uncertaintyThresholdSlider.value = 0.5
+        self.ui.applyButton.clicked.connect(self.onApplyOrCancel)
+        self.ui.uncertaintyCheckBox.toggled.connect(self.ui.uncertaintyThresholdSlider.setEnabled)
+        self.ui.regionsTable.itemSelectionChanged.connect(self.onRegionSelected)
+        self.ui.acceptButton.clicked.connect(lambda: self.onReview(review.ACCEPT_AS_PANCREAS))
+        self.ui.lesionButton.clicked.connect(lambda: self.onReview(review.MARK_AS_LESION))
+        self.ui.discardButton.clicked.connect(lambda: self.onReview(review.DISCARD))
+        self.ui.undoButton.clicked.connect(self.onUndo)
+        self.ui.nextButton.clicked.connect(self.onNextRegion)
+        self.ui.editButton.clicked.connect(self.onEdit)
+        self.ui.opacitySlider.valueChanged.connect(self.logic.setOverlayOpacity)
+        self.ui.exportButton.clicked.connect(self.onExport)
+        self.nextShortcut = qt.QShortcut(qt.QKeySequence("N"), slicer.util.mainWindow())
+        self.nextShortcut.activated.connect(self.onNextRegion)
+        self.updateReviewPanel()
+
+    def cleanup(self):
+        self.logic.cancel()
+        self.timer.stop()
+        self.nextShortcut.setParent(None)
+
+    def appendLog(self, text):
+        self.ui.logTextEdit.appendPlainText(text)
+
+    def onProgress(self, progress):
+        self.ui.progressBar.value = int(100 * progress.fraction)
+        if progress.message:
+            self.ui.statusLabel.text = progress.message
+
+    def onApplyOrCancel(self):
+        if self.logic.isRunning():
+            self.logic.cancel()
+            return
+        from PancreasSSLSegModuleLib import dependencies
+        if not dependencies.ensure_installed(slicer.util.confirmOkCancelDisplay):
+            return
+        inputVolume = self.ui.inputVolumeSelector.currentNode()
+        output = self.ui.outputSegmentationSelector.currentNode()
+        replace = False
+        if output is not None and scene_results.was_edited(output, inputVolume):
+            replace = slicer.util.confirmYesNoDisplay(
+                _("'{name}' has edits. Replace its segments? (No writes to a new segmentation.)")
+                .format(name=output.GetName()))
+        device = {0: "auto", 1: "cuda", 2: "cpu"}[self.ui.deviceComboBox.currentIndex]
+        with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
+            self.logic.process(
+                inputVolume, output, model=self.ui.modelPathLineEdit.currentPath or None,
+                device=device, fast=self.ui.fastCheckBox.checked,
+                uncertainty=self.ui.uncertaintyCheckBox.checked,
+                uncertaintyThreshold=self.ui.uncertaintyThresholdSlider.value,
+                wait=False, onProgress=self.onProgress, replace=replace)
+            self.ui.applyButton.text = _("Cancel")
+            self.timer.start()
+
+    def onTimer(self):
+        outcome = self.logic.poll()
+        if outcome is None:
+            return
+        self.timer.stop()
+        self.ui.applyButton.text = _("Apply")
+        self.ui.progressBar.value = 100 if outcome.status == OK else 0
+        self.ui.statusLabel.text = outcome.message
+        if outcome.status == ERROR:
+            slicer.util.errorDisplay(outcome.message)
+        if outcome.status == OK:
+            self.ui.outputSegmentationSelector.setCurrentNode(outcome.segmentationNode)
+        self.updateReviewPanel()
+
+    def updateReviewPanel(self):
+        table = self.ui.regionsTable
+        table.clearContents()
+        rows = self.logic.review.region_table if self.logic.review else []
+        table.setRowCount(len(rows))
+        for row, region in enumerate(rows):
+            done = self.logic.review.reviewed.get(region["id"], "")
+            values = [str(region["rank"]), f"{region['volume_ml']:.2f}",
+                      f"{region['mean_uncertainty']:.2f}",
+                      ", ".join(f"{c:.0f}" for c in region.get("centroid_ras_mm", [])), done]
+            for column, value in enumerate(values):
+                item = qt.QTableWidgetItem(value)
+                item.setData(qt.Qt.UserRole, region["id"])
+                table.setItem(row, column, item)
+        summary = self.logic.reviewSummary()
+        self.ui.summaryLabel.text = "" if summary is None else _(
+            "Pancreas {p:.1f} mL · lesions {n} ({l:.2f} mL, largest {d:.1f} mm) · "
+            "{r} regions to review").format(p=summary["pancreas_volume_ml"], n=summary["lesion_count"],
+                                            l=summary["lesion_volume_ml"],
+                                            d=summary["largest_lesion_diameter_mm"],
+                                            r=summary["regions_left"])
+
+    def onRegionSelected(self):
+        items = self.ui.regionsTable.selectedItems()
+        if items:
+            self.currentRegionId = int(items[0].data(qt.Qt.UserRole))
+            self.logic.review.centre_views_on(self.currentRegionId)
+
+    def onReview(self, action):
+        if self.logic.review is None or self.currentRegionId is None:
+            return
+        with slicer.util.tryWithErrorDisplay(_("Could not change the region."), waitCursor=True):
+            self.logic.review.apply(self.currentRegionId, action)
+        self.updateReviewPanel()
+        self.onNextRegion()
+
+    def onUndo(self):
+        if self.logic.review and self.logic.review.can_undo():
+            self.logic.review.undo()
+            self.updateReviewPanel()
+
+    def onNextRegion(self):
+        if self.logic.review is None:
+            return
+        region = self.logic.review.next_region(self.currentRegionId)
+        if region is not None:
+            row = [r["id"] for r in self.logic.review.region_table].index(region["id"])
+            self.ui.regionsTable.selectRow(row)
+
+    def onEdit(self):
+        if self.logic.review is None:
+            return
+        segmentation = self.logic.review.segmentation_node
+        slicer.util.selectModule("SegmentEditor")
+        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor.setSegmentationNode(segmentation)
+        editor.setSourceVolumeNode(self.ui.inputVolumeSelector.currentNode())
+        uncertain = self.logic.review.segment_ids.get(scene_results.UNCERTAIN_SEGMENT_VALUE)
+        if uncertain:
+            editor.setCurrentSegmentID(uncertain)
+
+    def onExport(self):
+        folder = self.ui.correctionsPathLineEdit.currentPath
+        if not folder or self.logic.review is None:
+            slicer.util.errorDisplay(_("Choose a corrections folder and segment a case first."))
+            return
+        with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
+            path = self.logic.exportCorrectedCase(folder)
+            self.appendLog(f"Exported corrected case to {path}")
+
+
+class SegmentationOutcome:
+    """What one run produced: ``status`` (ok/error/cancelled), ``message``, the nodes, the report."""
+
+    def __init__(self, status, message, segmentationNode=None, uncertaintyNode=None, report=None):
+        self.status = status
+        self.message = message
+        self.segmentationNode = segmentationNode
+        self.uncertaintyNode = uncertaintyNode
+        self.report = report or {}
+
+
+class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
+    """All decisions, no Qt: run the engine in the background, load its results, review, export.
+
+    Console example::
+
+        logic = slicer.util.getModuleLogic("PancreasSSLSeg")
+        outcome = logic.process(slicer.util.getNode("CT"))          # blocks; wait=False polls
+        reports = logic.segmentFiles(["/data/a.nii.gz"], "/data/out")  # batch, no scene changes
+    """
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
+        python = shutil.which("PythonSlicer") or sys.executable
+        self.engineCommand = [python, "-c", ENGINE_ENTRY]  # tests point this at a fake engine
+        self.logCallback = None
+        self.review = None
+        self.lastResult = None
+        self._run = None
+
+    # ---- running the engine -------------------------------------------------------------------
+    def log(self, text):
+        logging.info(text)
+        if self.logCallback:
+            self.logCallback(text)
+
+    def isRunning(self):
+        return self._run is not None
+
+    def engineArguments(self, inputs, outputDir, model=None, device="auto", fast=False,
+                        uncertainty=True, uncertaintyThreshold=None):
+        """The CLI argument list (never a shell string)."""
+        arguments = [*self.engineCommand, "segment", *map(str, inputs), "-o", str(outputDir),
+                     "--device", device, "--progress", "json"]
+        if model:
+            arguments += ["--model", str(model)]
+        if fast:
+            arguments.append("--fast")
+        if not uncertainty:
+            arguments.append("--no-uncertainty")
+        if uncertaintyThreshold is not None:
+            arguments += ["--uncertainty-threshold", str(float(uncertaintyThreshold))]
+        return arguments
+
+    def _start(self, arguments, onProgress):
+        return EngineProcess(arguments, env=engine_process.engine_environment(str(MODULE_DIR)),
+                             on_progress=onProgress, on_log=self.log)
+
+    def targetSegmentation(self, inputVolume, outputSegmentation, replace=False):
+        """The node to write into, or None for a new one: never overwrite edits unless told to."""
+        if outputSegmentation is None:
+            return None
+        if scene_results.was_edited(outputSegmentation, inputVolume) and not replace:
+            self.log(f"'{outputSegmentation.GetName()}' has edits: writing to a new segmentation.")
+            return None
+        return outputSegmentation
+
+    def process(self, inputVolume, outputSegmentation=None, model=None, device="auto", fast=False,
+                uncertainty=True, wait=True, onProgress=None, uncertaintyThreshold=None,
+                replace=False):
+        """Segment ``inputVolume`` in a background engine process.
+
+        ``wait=True`` blocks and returns a ``SegmentationOutcome`` (raises ``EngineFailed`` when the
+        engine fails); ``wait=False`` returns at once: call ``poll()`` until it returns the outcome.
+        The scene is changed only when the run succeeded.
+        """
+        if inputVolume is None:
+            raise ValueError("process: an input volume is required")
+        if self.isRunning():
+            raise RuntimeError("process: a segmentation is already running; cancel it first")
+        workDir = Path(tempfile.mkdtemp(prefix="PancreasSSLSeg-"))
+        inputPath = workDir / f"{INPUT_CASE}.nrrd"
+        volume_io.write_volume(inputVolume, inputPath)
+        arguments = self.engineArguments([inputPath], workDir / "out", model, device, fast,
+                                         uncertainty, uncertaintyThreshold)
+        self.log(f"Starting the engine on '{inputVolume.GetName()}' ({device}, "
+                 f"{'fast' if fast else 'accurate'})")
+        self._run = {"process": self._start(arguments, onProgress), "workDir": workDir,
+                     "input": inputVolume, "uncertainty": uncertainty, "started": time.time(),
+                     "target": self.targetSegmentation(inputVolume, outputSegmentation, replace)}
+        if not wait:
+            return None
+        self._run["process"].wait()
+        outcome = self.poll()
+        if outcome.status == ERROR:
+            raise EngineFailed(outcome.message, self.lastExitCode)
+        return outcome
+
+    def poll(self):
+        """None while running; the ``SegmentationOutcome`` once finished (results loaded)."""
+        if self._run is None:
+            return None
+        run = self._run
+        status = run["process"].poll()
+        if status == engine_process.RUNNING:
+            return None
+        self._run = None
+        self.lastExitCode = run["process"].exit_code
+        try:
+            if status == OK:
+                outcome = self._loadResults(run)
+            else:
+                outcome = SegmentationOutcome(status, run["process"].error_message())
+        except Exception as error:  # noqa: BLE001 (any failure to load must leave the scene as it was)
+            outcome = SegmentationOutcome(ERROR, f"Could not load the engine's results: {error}")
+        finally:
+            shutil.rmtree(run["workDir"], ignore_errors=True)
+        self.log(f"{outcome.status}: {outcome.message} ({time.time() - run['started']:.1f} s)")
+        return outcome
+
+    def cancel(self):
+        """Stop a running segmentation; the scene is left unchanged."""
+        if self._run is not None:
+            self._run["process"].cancel()
+
+    def _loadResults(self, run):
+        outDir = run["workDir"] / "out"
+        inputVolume = run["input"]
+        report = json.loads((outDir / f"{INPUT_CASE}_report.json").read_text())
+        labels = volume_io.read_array_on_grid(outDir / f"{INPUT_CASE}_labels.nii.gz", inputVolume)
+        uncertainty = regions = None
+        if run["uncertainty"]:
+            uncertainty = volume_io.read_array_on_grid(
+                outDir / f"{INPUT_CASE}_uncertainty.nii.gz", inputVolume)
+            regions = volume_io.read_array_on_grid(outDir / f"{INPUT_CASE}_regions.nii.gz", inputVolume)
+        scene = slicer.mrmlScene
+        created = []
+        try:
+            segmentation = run["target"]
+            if segmentation is None:
+                segmentation = scene.AddNewNodeByClass(
+                    "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{inputVolume.GetName()} pancreas"))
+                created.append(segmentation)
+                segmentation.CreateDefaultDisplayNodes()
+            segmentIds = scene_results.fill_segmentation(segmentation, inputVolume, labels, regions, report)
+            uncertaintyNode = None
+            if uncertainty is not None:
+                uncertaintyNode = scene_results.add_uncertainty_volume(
+                    scene, inputVolume, uncertainty, scene.GenerateUniqueName(f"{inputVolume.GetName()} uncertainty"))
+                created.append(uncertaintyNode)
+            scene_results.show_overlay(scene, inputVolume, uncertaintyNode)
+        except Exception:
+            for node in created:
+                scene.RemoveNode(node)
+            raise
+        self.review = None
+        if regions is not None:
+            self.review = review.RegionReview(scene, segmentation, inputVolume, segmentIds, regions,
+                                              report.get("regions", []))
+        self.lastResult = {"segmentation": segmentation, "uncertainty": uncertaintyNode,
+                           "input": inputVolume, "report": report, "segmentIds": segmentIds}
+        pancreas = report.get("pancreas", {})
+        message = (f"Pancreas {pancreas.get('volume_ml', 0):.1f} mL, "
+                   f"{report.get('lesions', {}).get('count', 0)} lesion(s), "
+                   f"{len(report.get('regions', []))} uncertain region(s)")
+        return SegmentationOutcome(OK, message, segmentation, uncertaintyNode, report)
+
+    # ---- batch --------------------------------------------------------------------------------
+    def segmentFiles(self, paths, outputDir, model=None, device="auto", fast=False, uncertainty=True,
+                     onProgress=None):
+        """Segment image files (or DICOM folders) into ``outputDir``; the scene is not touched.
+
+        Returns ``{case: report}`` for every case the engine finished; raises ``EngineFailed`` when
+        it finished none (e.g. a bad bundle).
+        """
+        outputDir = Path(outputDir)
+        started = time.time()
+        process = self._start(self.engineArguments(paths, outputDir, model, device, fast, uncertainty),
+                              onProgress)
+        status = process.wait()
+        reports = {}
+        for reportPath in sorted(outputDir.glob("*_report.json")):
+            if reportPath.stat().st_mtime >= started - 1.0:  # written by this run, not an older one
+                reports[reportPath.name[: -len("_report.json")]] = json.loads(reportPath.read_text())
+        if status != OK:
+            if not reports:
+                raise EngineFailed(process.error_message(), process.exit_code)
+            self.log(f"Some cases failed: {process.error_message()}")
+        return reports
+
+    # ---- review and export --------------------------------------------------------------------
+    def reviewSummary(self):
+        return self.review.summary() if self.review else None
+
+    def setOverlayOpacity(self, opacity):
+        scene = slicer.mrmlScene
+        for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+            scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode").SetForegroundOpacity(opacity)
+
+    def exportCorrectedCase(self, correctionsRoot, caseName=None):
+        """Write the CT, the corrected labels and a record to ``<root>/<case>/`` for training."""
+        from PancreasSSLSegModuleLib import corrections_export
+        if self.lastResult is None:
+            raise RuntimeError("exportCorrectedCase: segment a volume first")
+        result = self.lastResult
+        edited = sorted(self.review.edited_segments) if self.review else []
+        model = result["report"].get("model", {})
+        return corrections_export.export_case(
+            correctionsRoot, caseName or result["input"].GetName(), result["input"],
+            result["segmentation"], result["segmentIds"], model.get("name", "unknown"), model.get("version", "unknown"), edited)
+
+
+class PancreasSSLSegTest(ScriptedLoadableModuleTest):  # noqa: F405
+    """Self-test in a real Slicer: the shipped example CT through the logic."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_segment_example_ct()
+
+    def test_segment_example_ct(self):
+        example = MODULE_DIR.parent / "Resources" / "Examples" / "example_ct.nii.gz"
+        self.delayDisplay(f"Loading {example}")
+        volume = slicer.util.loadVolume(str(example))
+        outcome = PancreasSSLSegLogic().process(volume, device="auto", fast=True)
+        self.assertEqual(outcome.status, OK)
+        segmentation = outcome.segmentationNode.GetSegmentation()
+        names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+        self.assertIn("Pancreas", names)
+        self.assertIn("Pancreatic lesion", names)
+        self.assertIsNotNone(outcome.uncertaintyNode)
+        self.assertEqual(outcome.uncertaintyNode.GetImageData().GetDimensions(),
+                         volume.GetImageData().GetDimensions())
+        self.delayDisplay("Test passed")

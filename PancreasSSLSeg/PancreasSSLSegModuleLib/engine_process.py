@@ -1,0 +1,183 @@
+"""Run the engine CLI in a background process: start, poll its JSON progress lines, cancel.
+
+The GUI stays responsive because nothing here blocks: ``EngineProcess.poll()`` drains what the
+process printed so far (a reader thread fills a queue) and returns at once. Cancel kills the whole
+process tree (the engine may start workers), so nothing keeps writing after the user said stop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+from PancreasSSLSegLib.errors import PancreasSSLSegError
+
+RUNNING, OK, ERROR, CANCELLED = "running", "ok", "error", "cancelled"
+STDERR_TAIL_LINES = 20
+
+
+class EngineFailed(PancreasSSLSegError):
+    """The engine process exited with an error; ``exit_code`` is its status (2 = bad input/bundle)."""
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class Progress:
+    """One ``{"stage", "fraction", "message"}`` line of the engine's ``--progress json`` output."""
+    stage: str
+    fraction: float
+    message: str = ""
+    raw: dict = field(default_factory=dict)
+
+
+def parse_progress_line(line: str) -> Progress | None:
+    """The progress record in ``line``, or None for any other output (plain log text)."""
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(record, dict) or "stage" not in record:
+        return None
+    return Progress(str(record["stage"]), float(record.get("fraction", 0.0)),
+                    str(record.get("message", "")), record)
+
+
+def kill_process_tree(pid: int) -> None:
+    """Kill ``pid`` and all its descendants (children first, so none is re-parented and missed)."""
+    try:
+        parent = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    victims = parent.children(recursive=True) + [parent]
+    for process in victims:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=10)
+
+
+def _pump(stream, sink: queue.Queue, tag: str) -> None:
+    for line in iter(stream.readline, ""):
+        sink.put((tag, line.rstrip("\n")))
+    stream.close()
+    sink.put((tag, None))
+
+
+class EngineProcess:
+    """One background run of ``command`` (an argument list; never a shell string)."""
+
+    def __init__(self, command: Sequence[str], env: dict[str, str] | None = None,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 on_log: Callable[[str], None] | None = None):
+        self.command = [str(part) for part in command]
+        self.status = RUNNING
+        self.exit_code: int | None = None
+        self.final: dict | None = None  # the engine's last ("done") progress record
+        self.log_lines: list[str] = []
+        self._stderr_tail: list[str] = []
+        self._on_progress = on_progress
+        self._on_log = on_log
+        self._lines: queue.Queue = queue.Queue()
+        self._open_streams = 2
+        self._process = subprocess.Popen(
+            self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            text=True, encoding="utf-8", errors="replace", env=env)
+        for stream, tag in ((self._process.stdout, "out"), (self._process.stderr, "err")):
+            threading.Thread(target=_pump, args=(stream, self._lines, tag), daemon=True).start()
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    def poll(self) -> str:
+        """Handle the output printed so far; returns the status (``RUNNING`` until it ended)."""
+        self._drain()
+        if self.status == RUNNING and self._open_streams == 0:
+            self.exit_code = self._process.wait()
+            self.status = OK if self.exit_code == 0 and self._final_ok() else ERROR
+        return self.status
+
+    def wait(self, interval_s: float = 0.1) -> str:
+        """Block until the process ended or was cancelled (console and tests)."""
+        while self.poll() == RUNNING:
+            try:
+                self._handle(*self._lines.get(timeout=interval_s))
+            except queue.Empty:
+                pass
+        return self.status
+
+    def cancel(self) -> None:
+        if self.status != RUNNING:
+            return
+        kill_process_tree(self._process.pid)
+        self._process.wait()
+        self.exit_code = self._process.returncode
+        self.status = CANCELLED
+        self._log("Cancelled: the engine process and its children were stopped.")
+
+    def error_message(self) -> str:
+        """Why the run failed, in one paragraph: the engine's own message, else its stderr tail."""
+        if self.status == CANCELLED:
+            return "Cancelled by the user."
+        if self.final and self.final.get("status") == "error" and self.final.get("message"):
+            return str(self.final["message"])
+        tail = "\n".join(self._stderr_tail[-STDERR_TAIL_LINES:]).strip()
+        return (f"The segmentation engine stopped with exit code {self.exit_code}"
+                + (f":\n{tail}" if tail else " and printed no error message."))
+
+    def _final_ok(self) -> bool:
+        # A process that exits 0 without its "done" line was cut short: treat as a failure.
+        return bool(self.final) and self.final.get("status") == "ok"
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                tag, line = self._lines.get_nowait()
+            except queue.Empty:
+                return
+            self._handle(tag, line)
+
+    def _handle(self, tag: str, line: str | None) -> None:
+        if line is None:
+            self._open_streams -= 1
+            return
+        if self.status == CANCELLED:
+            return
+        progress = parse_progress_line(line) if tag == "out" else None
+        if progress is None:
+            if tag == "err":
+                self._stderr_tail = (self._stderr_tail + [line])[-STDERR_TAIL_LINES:]
+            self._log(line)
+            return
+        if progress.stage == "done":
+            self.final = progress.raw
+        if self._on_progress:
+            self._on_progress(progress)
+
+    def _log(self, line: str) -> None:
+        self.log_lines.append(line)
+        if self._on_log:
+            self._on_log(line)
+
+
+def engine_environment(module_dir: str) -> dict[str, str]:
+    """The environment for the engine: this module's folder first on PYTHONPATH, so the engine
+    package beside the module is found also when the extension was not pip-installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (module_dir, env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

@@ -1,0 +1,139 @@
+"""Review the ranked uncertain regions: accept as pancreas, mark as lesion, or discard one.
+
+Each action changes exactly the voxels of that region (the engine's region map) and is recorded in
+Slicer's segment editor undo history first, so ``undo()`` restores the segmentation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
+
+import slicer
+
+from .scene_results import UNCERTAIN_SEGMENT_VALUE
+from .volume_io import ijk_to_ras
+
+PANCREAS, LESION = 1, 2
+ACCEPT_AS_PANCREAS, MARK_AS_LESION, DISCARD = "accept", "lesion", "discard"
+
+
+def largest_diameter_mm(mask: np.ndarray, ijk_to_ras_matrix: np.ndarray) -> float:
+    """Longest distance between two voxel centres of ``mask`` (one connected component), in mm."""
+    kji = np.argwhere(mask)
+    if len(kji) < 2:
+        return 0.0
+    points = (np.c_[kji[:, ::-1], np.ones(len(kji))] @ ijk_to_ras_matrix.T)[:, :3]
+    try:
+        points = points[ConvexHull(points).vertices]  # the farthest pair lies on the hull
+    except (QhullError, ValueError):
+        pass  # flat or tiny component: use all points
+    return float(pdist(points).max())
+
+
+class RegionReview:
+    """The review state of one segmentation: its region map, table, and undo history."""
+
+    def __init__(self, scene, segmentation_node, reference_volume, segment_ids: dict[int, str],
+                 regions: np.ndarray, region_table: list[dict], app_logic=None):
+        self.scene = scene
+        self.segmentation_node = segmentation_node
+        self.reference_volume = reference_volume
+        self.segment_ids = segment_ids
+        self.regions = regions
+        self.region_table = sorted(region_table, key=lambda row: row["rank"])
+        self.reviewed: dict[int, str] = {}
+        self._history: list[int] = []  # region IDs in the order they were reviewed, for undo
+        self.edited_segments: set[str] = set()
+        self._editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
+        self._editor_node.SetAttribute("PancreasSSLSeg.Review", "1")
+        self._editor = slicer.vtkSlicerSegmentEditorLogic()
+        if app_logic is not None:
+            self._editor.SetMRMLApplicationLogic(app_logic)
+        self._editor.SetMRMLScene(scene)
+        self._editor.SetSegmentEditorNode(self._editor_node)
+        self._editor.SetSegmentationNode(segmentation_node)
+
+    def region_mask(self, region_id: int) -> np.ndarray:
+        return self.regions == region_id
+
+    def _segment(self, value: int) -> np.ndarray | None:
+        segment_id = self.segment_ids.get(value)
+        if segment_id is None:
+            return None
+        return slicer.util.arrayFromSegmentBinaryLabelmap(
+            self.segmentation_node, segment_id, self.reference_volume).astype(bool)
+
+    def _write(self, value: int, mask: np.ndarray) -> None:
+        slicer.util.updateSegmentBinaryLabelmapFromArray(
+            mask.astype(np.uint8), self.segmentation_node, self.segment_ids[value],
+            self.reference_volume)
+        self.edited_segments.add(self.segment_ids[value])
+
+    def apply(self, region_id: int, action: str) -> None:
+        """Accept the region as pancreas, mark it as lesion, or discard it (see module doc)."""
+        if action not in (ACCEPT_AS_PANCREAS, MARK_AS_LESION, DISCARD):
+            raise ValueError(f"unknown review action {action!r}")
+        region = self.region_mask(region_id)
+        if not region.any():
+            raise ValueError(f"region {region_id} is not in the region map")
+        self._editor.SaveStateForUndo()
+        keep_as = {ACCEPT_AS_PANCREAS: PANCREAS, MARK_AS_LESION: LESION, DISCARD: None}[action]
+        for value in (PANCREAS, LESION, UNCERTAIN_SEGMENT_VALUE):
+            current = self._segment(value)
+            if current is None:
+                continue
+            updated = (current | region) if value == keep_as else (current & ~region)
+            if not np.array_equal(updated, current):
+                self._write(value, updated)
+        self.reviewed[region_id] = action
+        self._history.append(region_id)
+
+    def can_undo(self) -> bool:
+        return bool(self._editor.CanUndo())
+
+    def undo(self) -> None:
+        """Undo the last change (a review action, or an edit saved in the same history)."""
+        self._editor.Undo()
+        if self._history:
+            self.reviewed.pop(self._history.pop(), None)
+
+    def next_region(self, after_region_id: int | None = None) -> dict | None:
+        """The next row of the table not yet reviewed, after ``after_region_id`` (wrapping)."""
+        ids = [row["id"] for row in self.region_table]
+        start = ids.index(after_region_id) + 1 if after_region_id in ids else 0
+        for row in self.region_table[start:] + self.region_table[:start]:
+            if row["id"] not in self.reviewed:
+                return row
+        return None
+
+    def centre_views_on(self, region_id: int) -> list[float]:
+        """Centre every slice view on the region (the report's centroid); returns that RAS point."""
+        row = next((r for r in self.region_table if r["id"] == region_id), None)
+        if row and row.get("centroid_ras_mm"):
+            ras = [float(c) for c in row["centroid_ras_mm"]]
+        else:
+            k, j, i = np.argwhere(self.region_mask(region_id)).mean(axis=0)
+            ras = (ijk_to_ras(self.reference_volume) @ [i, j, k, 1.0])[:3].tolist()
+        for index in range(self.scene.GetNumberOfNodesByClass("vtkMRMLSliceNode")):
+            self.scene.GetNthNodeByClass(index, "vtkMRMLSliceNode").JumpSliceByCentering(*ras)
+        return ras
+
+    def summary(self) -> dict:
+        """Pancreas volume, lesion count/volume and largest lesion diameter, as edited now."""
+        voxel_ml = float(np.prod(self.reference_volume.GetSpacing())) / 1000.0
+        pancreas, lesion = self._segment(PANCREAS), self._segment(LESION)
+        pancreas_voxels = 0 if pancreas is None else int(pancreas.sum())
+        lesion = np.zeros(self.regions.shape, bool) if lesion is None else lesion
+        components, count = ndimage.label(lesion)
+        matrix = ijk_to_ras(self.reference_volume)
+        diameters = [largest_diameter_mm(components == n, matrix) for n in range(1, count + 1)]
+        remaining = self._segment(UNCERTAIN_SEGMENT_VALUE)
+        return {"pancreas_volume_ml": pancreas_voxels * voxel_ml,
+                "lesion_count": int(count),
+                "lesion_volume_ml": float(lesion.sum()) * voxel_ml,
+                "largest_lesion_diameter_mm": max(diameters, default=0.0),
+                "regions_left": len(self.region_table) - len(self.reviewed),
+                "uncertain_volume_ml": 0.0 if remaining is None else float(remaining.sum()) * voxel_ml}

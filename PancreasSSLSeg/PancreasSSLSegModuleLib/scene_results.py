@@ -1,0 +1,131 @@
+"""Engine outputs → MRML: the segmentation node and the uncertainty overlay.
+
+Segment names, colours and terminology come only from the engine report's ``segments`` and
+``uncertain_region`` entries (which the engine copies from the bundle metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import slicer
+
+# Marks a node this module created, the input it belongs to, and its content when loaded.
+ATTR_SOURCE_VOLUME = "PancreasSSLSeg.SourceVolumeID"
+ATTR_LOADED_FINGERPRINT = "PancreasSSLSeg.LoadedFingerprint"
+TERMINOLOGY_CONTEXT = "Segmentation category and type - PancreasSSLSeg"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+# Slicer's PET heat map exists in every Slicer and reads as "hotter = less sure".
+UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
+UNCERTAINTY_HIDDEN_BELOW = 0.05  # below this, the overlay is transparent so the CT shows through
+UNCERTAIN_SEGMENT_VALUE = -1     # key of the review segment in ``segment_ids``
+
+
+@dataclass
+class LoadedResult:
+    segmentation_node: object
+    uncertainty_node: object | None
+    segment_ids: dict[int, str]          # label value (or UNCERTAIN_SEGMENT_VALUE) → segment ID
+    regions: np.ndarray | None           # (k, j, i) int32 region map, 0 = none
+    report: dict = field(default_factory=dict)
+
+
+def _code(entry: dict | None) -> str:
+    entry = entry or {}
+    return "^".join(str(entry.get(key, "")) for key in ("scheme", "code", "meaning"))
+
+
+def terminology_entry(terminology: dict) -> str:
+    """Slicer's terminology string (context~category~type~modifier~anatomic context~region~modifier)."""
+    return "~".join([TERMINOLOGY_CONTEXT, _code(terminology.get("category")),
+                     _code(terminology.get("type")), _code(terminology.get("type_modifier")),
+                     ANATOMIC_CONTEXT, _code(terminology.get("region")),
+                     _code(terminology.get("region_modifier"))])
+
+
+def _add_segment(segmentation, spec: dict) -> str:
+    colour = [c / 255.0 for c in spec["color"]]
+    segment_id = segmentation.AddEmptySegment(spec["name"], spec["name"], colour)
+    if spec.get("terminology"):
+        segmentation.GetSegment(segment_id).SetTerminology(terminology_entry(spec["terminology"]))
+    return segment_id
+
+
+def segment_specs(report: dict) -> list[dict]:
+    """Foreground segments (label value > 0) as the report lists them."""
+    return [spec for spec in report["segments"] if int(spec["value"]) > 0]
+
+
+def fill_segmentation(segmentation_node, reference_volume, labels: np.ndarray,
+                      regions: np.ndarray | None, report: dict) -> dict[int, str]:
+    """Replace ``segmentation_node``'s segments with the engine's; returns value → segment ID."""
+    segmentation = segmentation_node.GetSegmentation()
+    segmentation.RemoveAllSegments()
+    segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    segment_ids = {}
+    for spec in segment_specs(report):
+        segment_ids[int(spec["value"])] = _add_segment(segmentation, spec)
+    if regions is not None and report.get("uncertain_region"):
+        segment_ids[UNCERTAIN_SEGMENT_VALUE] = _add_segment(segmentation, report["uncertain_region"])
+    for value, segment_id in segment_ids.items():
+        mask = (regions > 0) if value == UNCERTAIN_SEGMENT_VALUE else (labels == value)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node,
+                                                         segment_id, reference_volume)
+    segmentation_node.CreateClosedSurfaceRepresentation()  # 3-D surfaces on
+    segmentation_node.SetAttribute(ATTR_SOURCE_VOLUME, reference_volume.GetID())
+    segmentation_node.SetAttribute(ATTR_LOADED_FINGERPRINT,
+                                   segmentation_fingerprint(segmentation_node, reference_volume))
+    return segment_ids
+
+
+def segmentation_fingerprint(segmentation_node, reference_volume) -> str:
+    """A hash of every segment's name and voxels: changes whenever the user edits anything."""
+    digest = hashlib.sha1()
+    segmentation = segmentation_node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        digest.update(segment_id.encode())
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id,
+                                                          reference_volume)
+        digest.update(np.packbits(mask > 0).tobytes())
+    return digest.hexdigest()
+
+
+def was_edited(segmentation_node, reference_volume) -> bool:
+    """True when the node holds content this module did not load (edited, or made elsewhere)."""
+    loaded = segmentation_node.GetAttribute(ATTR_LOADED_FINGERPRINT)
+    if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
+        return False
+    return loaded != segmentation_fingerprint(segmentation_node, reference_volume)
+
+
+def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray, name: str):
+    """A scalar volume on the input's grid holding ``uncertainty`` (0..1), with a heat colour map."""
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.CopyOrientation(reference_volume)
+    slicer.util.updateVolumeFromArray(node, uncertainty.astype(np.float32))
+    node.CreateDefaultDisplayNodes()
+    display = node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevelMinMax(0.0, 1.0)
+    display.SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
+    display.SetLowerThreshold(UNCERTAINTY_HIDDEN_BELOW)
+    display.SetUpperThreshold(1.0)
+    display.ApplyThresholdOn()
+    node.SetAttribute(ATTR_SOURCE_VOLUME, reference_volume.GetID())
+    return node
+
+
+def show_overlay(scene, background_volume, uncertainty_node, opacity: float = 0.4) -> None:
+    """Every slice view: the CT behind, the uncertainty map in front at ``opacity``."""
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLSliceCompositeNode")):
+        composite = scene.GetNthNodeByClass(index, "vtkMRMLSliceCompositeNode")
+        composite.SetBackgroundVolumeID(background_volume.GetID())
+        composite.SetForegroundVolumeID(uncertainty_node.GetID() if uncertainty_node else None)
+        composite.SetForegroundOpacity(opacity)
+    colors = getattr(getattr(slicer, "modules", None), "colors", None)
+    if uncertainty_node is not None and colors is not None:
+        colors.logic().AddDefaultColorLegendDisplayNode(uncertainty_node)
