@@ -1,0 +1,260 @@
+"""``pancreas-ssl-seg``: segment CT files and DICOM folders in batch, or describe a model bundle.
+
+Each failing case prints one line ``error: <file>: <problem>`` on stderr and the batch goes on;
+finished cases (all six outputs present) are skipped unless ``--overwrite``, so a stopped batch
+resumes where it was. Exit codes are in :data:`EXIT_CODES_HELP`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .bundle import ModelBundle, load_bundle
+from .errors import BundleError, DeviceError, InputError, PancreasSSLSegError
+from .image_io import as_image, case_name, dicom_series_ids, is_image_file
+from .outputs import case_is_complete, write_case_outputs
+from .progress import PROGRESS_KINDS, default_progress_kind, make_progress
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_CODES_HELP = """exit codes:
+  0  every case was segmented (or skipped because its outputs already exist)
+  1  some cases failed while others succeeded, or an unexpected error occurred
+  2  nothing was segmented because of bad input, a bad model bundle, an unavailable device or
+     bad arguments (every case failed with such an error, or the run was refused before any case)
+"""
+# Errors that would repeat for every case: stop the batch at the first one.
+RUN_FATAL_ERRORS = (BundleError, DeviceError)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input to segment: a file or a DICOM folder, and the name its outputs get."""
+
+    path: Path
+    name: str
+
+
+def expand_inputs(inputs: list[str]) -> list[Case]:
+    """Files and DICOM folders are cases; other folders contribute their image files and DICOM
+    subfolders (one level). A path that is none of these stays a case, so that reading it
+    reports the problem."""
+    paths: list[Path] = []
+    for given in map(Path, inputs):
+        if given.is_dir() and not dicom_series_ids(given):
+            children = sorted(given.iterdir())
+            found = [c for c in children if is_image_file(c) or (c.is_dir() and dicom_series_ids(c))]
+            paths.extend(found or [given])
+        else:
+            paths.append(given)
+    return [Case(path, case_name(path)) for path in paths]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pancreas-ssl-seg", epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment the pancreas and pancreatic lesions in CT, with voxel uncertainty.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser(
+        "segment", epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="segment CT volumes", description=(
+            "Segment each INPUT (a .nii/.nii.gz/.nrrd/.mha/.mhd file, a DICOM series folder, or a "
+            "folder of those) and write <case>_labels.nii.gz, <case>_uncertainty.nii.gz, "
+            "<case>_regions.nii.gz, <case>.seg.nrrd, <case>_report.json and <case>_preview.png "
+            "into OUTDIR."))
+    segment.add_argument("inputs", nargs="+", metavar="INPUT")
+    segment.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
+    segment.add_argument("--model", type=Path, metavar="BUNDLE",
+                         help="model bundle folder (default: the shipped model)")
+    segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    segment.add_argument("--fast", action="store_true",
+                         help="fewer test-time augmentations: faster, rougher uncertainty")
+    segment.add_argument("--no-uncertainty", dest="uncertainty", action="store_false",
+                         help="skip the uncertainty estimate (its outputs are then all zero)")
+    segment.add_argument("--uncertainty-threshold", type=_fraction, metavar="X",
+                         help="uncertainty (0..1) above which voxels form review regions "
+                              "(default: the bundle's)")
+    segment.add_argument("--progress", choices=PROGRESS_KINDS,
+                         help="bar (default on a terminal), json lines on stdout, or none")
+    segment.add_argument("--overwrite", action="store_true",
+                         help="segment again cases whose outputs already exist")
+    segment.set_defaults(handler=run_segment)
+
+    info = commands.add_parser("info", help="describe a model bundle",
+                               epilog=EXIT_CODES_HELP,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    info.add_argument("--model", type=Path, metavar="BUNDLE",
+                      help="model bundle folder (default: the shipped model)")
+    info.set_defaults(handler=run_info)
+    return parser
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except PancreasSSLSegError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # noqa: BLE001 — the CLI's promise: one line, never a traceback
+        print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    kind = args.progress or default_progress_kind()
+    # Run-level lines exist only in JSON; bars are per case.
+    run_progress = make_progress("json" if kind == "json" else "none")
+    try:
+        code, summary = _segment_cases(args, kind, run_progress)
+    except PancreasSSLSegError as error:
+        run_progress.finish("error", message=str(error))
+        raise
+    except Exception as error:
+        run_progress.finish("error", message=f"unexpected {type(error).__name__}: {error}")
+        raise
+    run_progress.finish("ok" if code == EXIT_OK else "error", **summary)
+    return code
+
+
+def _segment_cases(args: argparse.Namespace, kind: str, run_progress) -> tuple[int, dict]:
+    cases = expand_inputs(args.inputs)
+    bundle = load_bundle(args.model)
+    outcomes: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for case in cases:
+        if case.name in seen:
+            outcome = _failed(case, InputError(
+                f"{case.path}: case name '{case.name}' is already used by {seen[case.name]}; "
+                "rename one of them"))
+        elif not args.overwrite and case_is_complete(args.output, case.name):
+            outcome = {"case": case.name, "status": "skipped"}
+            run_progress("skipped", 1.0, f"{case.name}: outputs exist (--overwrite to redo)")
+            if kind != "json":
+                print(f"skipped {case.name}: outputs exist in {args.output} "
+                      "(--overwrite to segment again)", file=sys.stderr)
+        else:
+            outcome = _run_case(case, bundle, args, kind)
+        seen.setdefault(case.name, case.path)
+        outcomes.append(outcome)
+    return _exit_code(outcomes), _summary(outcomes)
+
+
+def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: str) -> dict:
+    progress = make_progress(kind, case=case.name)
+    try:
+        notes: list[str] = []
+        image = as_image(case.path, notes=notes)
+        result = _segment(image, model=bundle, device=args.device, uncertainty=args.uncertainty,
+                          progress=progress, fast=args.fast,
+                          uncertainty_threshold=args.uncertainty_threshold)
+        result.report["case"] = case.name
+        result.report["warnings"] = notes + list(result.report.get("warnings", []))
+        paths = write_case_outputs(result, args.output, case.name)
+    except RUN_FATAL_ERRORS:
+        progress.close("error")
+        raise
+    except PancreasSSLSegError as error:
+        progress.close("error")
+        return _failed(case, error)
+    except Exception as error:  # noqa: BLE001 — one bad case must not stop the batch
+        progress.close("error")
+        return _failed(case, error, unexpected=True)
+    progress.close("ok")
+    return {"case": case.name, "status": "ok", "outputs": {k: str(p) for k, p in paths.items()}}
+
+
+def _segment(image, **options):
+    from .segment import segment  # imports torch and MONAI: not needed for --help or info
+
+    return segment(image, **options)
+
+
+def _failed(case: Case, error: Exception, unexpected: bool = False) -> dict:
+    message = str(error)
+    if unexpected:
+        message = f"unexpected {type(error).__name__}: {message}"
+    if not (message.startswith(case.path.name) or message.startswith(str(case.path))):
+        message = f"{case.path}: {message}"
+    print(f"error: {message}", file=sys.stderr)
+    return {"case": case.name, "status": "error", "message": message,
+            "user_error": not unexpected}
+
+
+def _exit_code(outcomes: list[dict]) -> int:
+    failed = [o for o in outcomes if o["status"] == "error"]
+    if not failed:
+        return EXIT_OK
+    if len(failed) == len(outcomes) and all(o["user_error"] for o in failed):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILED
+
+
+def _summary(outcomes: list[dict]) -> dict[str, Any]:
+    counts = {status: sum(o["status"] == status for o in outcomes)
+              for status in ("ok", "error", "skipped")}
+    summary: dict[str, Any] = {"cases_ok": counts["ok"], "cases_failed": counts["error"],
+                               "cases_skipped": counts["skipped"],
+                               "cases": [{k: v for k, v in o.items() if k != "user_error"}
+                                         for o in outcomes]}
+    failed = [o for o in outcomes if o["status"] == "error"]
+    if failed:
+        summary["message"] = (failed[0]["message"] if len(outcomes) == 1 else
+                              f"{len(failed)} of {len(outcomes)} cases failed; first: "
+                              f"{failed[0]['message']}")
+    return summary
+
+
+def run_info(args: argparse.Namespace) -> int:
+    bundle = load_bundle(args.model)
+    print(format_bundle_info(bundle))
+    return EXIT_OK
+
+
+def format_bundle_info(bundle: ModelBundle) -> str:
+    metadata = bundle.metadata
+    lines = [f"model:    {bundle.name} {bundle.version}", f"path:     {bundle.path}",
+             f"licence:  {metadata['license']}"]
+    if metadata.get("description"):
+        lines.append(f"about:    {metadata['description']}")
+    lines.append("labels:")
+    lines += [f"  {label['value']}  {label['name']}" for label in bundle.labels]
+    lines.append("stages:")
+    for name in metadata["stages"]:
+        stage = bundle.stage(name)
+        lines.append(f"  {name:<7} {stage.spatial_dims}-D, spacing {list(stage.spacing_mm)} mm, "
+                     f"patch {list(stage.patch_size)}"
+                     + (f", margin {stage.margin_mm:g} mm" if stage.margin_mm else ""))
+    lines.append("metrics:" if metadata["metrics"] else "metrics:  none recorded")
+    lines += [f"  {key}: {value}" for key, value in _flatten(metadata["metrics"])]
+    return "\n".join(lines)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested metrics → ("a.b", value) lines; lists stay one compact JSON value."""
+    items: list[tuple[str, str]] = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value if isinstance(value, str) else json.dumps(value)))
+    return items
+
+
+if __name__ == "__main__":
+    sys.exit(main())
