@@ -375,15 +375,19 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         Returns ``{case: report}`` for every case the engine finished; raises ``EngineFailed`` when
         it finished none (e.g. a bad bundle).
         """
+        from PancreasSSLSegLib.image_io import case_name
+        from PancreasSSLSegLib.outputs import output_paths
         outputDir = Path(outputDir)
-        started = time.time()
+        reportPaths = {case_name(path): output_paths(outputDir, case_name(path))["report"] for path in paths}
+        # A report left by an earlier run must not pass for this run's: compare modification times.
+        earlier = {case: p.stat().st_mtime_ns for case, p in reportPaths.items() if p.is_file()}
         process = self._start(self.engineArguments(paths, outputDir, model, device, fast, uncertainty),
                               onProgress)
         status = process.wait()
         reports = {}
-        for reportPath in sorted(outputDir.glob("*_report.json")):
-            if reportPath.stat().st_mtime >= started - 1.0:  # written by this run, not an older one
-                reports[reportPath.name[: -len("_report.json")]] = json.loads(reportPath.read_text())
+        for case, reportPath in reportPaths.items():
+            if reportPath.is_file() and reportPath.stat().st_mtime_ns != earlier.get(case):
+                reports[case] = json.loads(reportPath.read_text())
         if status != OK:
             if not reports:
                 raise EngineFailed(process.error_message(), process.exit_code)

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 import slicer
+from PancreasSSLSegLib.outputs import ANATOMIC_CONTEXT, CODED_FIELDS, TERMINOLOGY_CONTEXT
 
 # Marks a node this module created, the input it belongs to, and its content when loaded.
 ATTR_SOURCE_VOLUME = "PancreasSSLSeg.SourceVolumeID"
 ATTR_LOADED_FINGERPRINT = "PancreasSSLSeg.LoadedFingerprint"
-TERMINOLOGY_CONTEXT = "Segmentation category and type - PancreasSSLSeg"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 # Slicer's PET heat map exists in every Slicer and reads as "hotter = less sure".
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 UNCERTAINTY_HIDDEN_BELOW = 0.05  # below this, the overlay is transparent so the CT shows through
@@ -39,11 +38,12 @@ def _code(entry: dict | None) -> str:
 
 
 def terminology_entry(terminology: dict) -> str:
-    """Slicer's terminology string (context~category~type~modifier~anatomic context~region~modifier)."""
-    return "~".join([TERMINOLOGY_CONTEXT, _code(terminology.get("category")),
-                     _code(terminology.get("type")), _code(terminology.get("type_modifier")),
-                     ANATOMIC_CONTEXT, _code(terminology.get("region")),
-                     _code(terminology.get("region_modifier"))])
+    """Slicer's terminology string, the same entry the engine writes into ``.seg.nrrd``:
+    context~category~type~type modifier~anatomic context~region~region modifier."""
+    category, type_, modifier, region, region_modifier = (_code(terminology.get(field))
+                                                          for field in CODED_FIELDS)
+    return "~".join([TERMINOLOGY_CONTEXT, category, type_, modifier, ANATOMIC_CONTEXT, region,
+                     region_modifier])
 
 
 def _add_segment(segmentation, spec: dict) -> str:
