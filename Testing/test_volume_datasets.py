@@ -9,7 +9,8 @@ import torch
 
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.preprocessing import normalize_ct
-from pancreas_ssl_training.data.volume_datasets import VolumeDataset, load_resampled_case
+from pancreas_ssl_training.data.volume_datasets import (VolumeDataset, labelled_region,
+                                                        load_resampled_case)
 from pancreas_ssl_training.data.volumes import volume_cases_from_spec
 
 
@@ -63,3 +64,19 @@ def test_augmented_patches_hold_pancreas_and_lesions_reproducibly(cases):
 def test_wrong_patch_dimensionality_is_an_input_error(cases):
     with pytest.raises(InputError, match="3-D patch_size"):
         VolumeDataset(cases, (32, 32))
+
+
+def test_roi_keeps_the_labelled_region_and_its_margin(cases):
+    hu, label, spacing = load_resampled_case(cases[0], None)
+    region = labelled_region(label, spacing, margin_mm=15.0)
+    kept = label[region]
+    assert kept.sum() == label.sum()  # every pancreas voxel
+    assert kept.size < label.size / 10
+    # 15 mm at 3 mm = 5 voxels beyond the label on each side (inside the volume).
+    foreground = np.argwhere(kept > 0)
+    assert foreground.min(0).tolist() == [5, 5, 5]
+    assert (np.array(kept.shape) - 1 - foreground.max(0)).tolist() == [5, 5, 5]
+    dataset = VolumeDataset(cases, (16, 16, 16), roi_margin_mm=15.0, augment=False)
+    assert (dataset[0]["label"] == 1).any()
+    empty = np.zeros((4, 5, 6), np.uint8)
+    assert labelled_region(empty, spacing, 15.0) == (slice(0, 4), slice(0, 5), slice(0, 6))

@@ -56,18 +56,34 @@ def load_resampled_case(case: VolumeCase, spacing_mm: Sequence[float] | None
             tuple(float(s) for s in image.GetSpacing()))
 
 
+def labelled_region(label: np.ndarray, spacing_mm: Sequence[float], margin_mm: float
+                    ) -> tuple[slice, ...]:
+    """Bounding box of ``label > 0`` grown by ``margin_mm`` (spacing (x, y, z), array (z, y, x));
+    the whole array when nothing is labelled."""
+    foreground = np.argwhere(label > 0)
+    if foreground.size == 0:
+        return tuple(slice(0, size) for size in label.shape)
+    margin = np.ceil(margin_mm / np.asarray(spacing_mm, float)[::-1]).astype(int)
+    low = np.maximum(foreground.min(0) - margin, 0)
+    high = np.minimum(foreground.max(0) + margin + 1, label.shape)
+    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+
+
 class VolumeDataset(Dataset):
     """Random 3-D patches of labelled CT volumes (see the module docstring for items).
 
     cases: ``VolumeCase`` list (``volumes.volume_cases_from_spec``).
     patch_size: (D, H, W) voxels; spacing_mm: (x, y, z) to resample to, ``None`` keeps the grid.
-    cache: keep resampled volumes in memory (per process) after their first use.
+    cache: keep resampled volumes in memory (per process) after their first use (about 9 bytes
+        per voxel with the crop indices; use ``roi_margin_mm`` or ``cache=False`` for large sets).
+    roi_margin_mm: keep only the labelled region's bounding box grown by this margin (the fine
+        stage sees only the coarse box plus its margin at inference); ``None`` keeps everything.
     """
 
     def __init__(self, cases: Sequence[VolumeCase], patch_size: Sequence[int],
                  spacing_mm: Sequence[float] | None = None, augment: bool = True,
                  lesion_probability: float = 0.5, hu_window: Sequence[float] = (-200, 300),
-                 seed: int = 0, cache: bool = True):
+                 seed: int = 0, cache: bool = True, roi_margin_mm: float | None = None):
         if not cases:
             raise InputError("VolumeDataset: expected at least one volume case, got none")
         if len(patch_size) != 3:
@@ -80,6 +96,7 @@ class VolumeDataset(Dataset):
         self.lesion_probability = lesion_probability
         self.hu_window = tuple(float(h) for h in hu_window)
         self.cache = cache
+        self.roi_margin_mm = roi_margin_mm
         self.spatial = build_spatial_augmentation(spatial_dims=3)
         self._stream = AugmentationStream(seed)
         self._loaded: dict[int, tuple] = {}
@@ -99,7 +116,11 @@ class VolumeDataset(Dataset):
             return self._loaded[index]
         hu, label, spacing = load_resampled_case(self.cases[index], self.spacing_mm)
         flat = hu.ravel()
+        # The reference is the whole volume's, as at inference, even when only a region is kept.
         reference_voxels = flat[::max(1, flat.size // REFERENCE_SAMPLE_SIZE)].copy()
+        if self.roi_margin_mm is not None:
+            region = labelled_region(label, spacing, self.roi_margin_mm)
+            hu, label = hu[region].copy(), label[region].copy()
         hu, label = pad_to_patch(hu[None], label[None], self.patch_size)
         loaded = (hu, label, label_indices(label), spacing, reference_voxels)
         if self.cache:
