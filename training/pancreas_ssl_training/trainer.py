@@ -101,12 +101,11 @@ def learning_rate(optim: dict[str, Any], iteration: int, total: int) -> float:
     return optim["lr"] * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def weighted_terms(method_settings: dict[str, Any],
+def weighted_terms(weights: dict[str, float],
                    terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Apply ``weights[term]`` (per term) or ``weight`` (whole method) to unweighted terms."""
-    per_term = method_settings.get("weights", {})
-    default = float(method_settings.get("weight", 1.0))
-    return {name: value * float(per_term.get(name, default)) for name, value in terms.items()}
+    """Each unweighted term times its weight (``Method.weights``, from the config's
+    ``weight``/``weights``); a term without a weight counts once."""
+    return {name: value * float(weights.get(name, 1.0)) for name, value in terms.items()}
 
 
 def load_encoder(network: PancreasUNet, checkpoint_path: str | Path) -> None:
@@ -198,7 +197,6 @@ class Trainer:
         self.context = context or setup_distributed()
         self.dataset_factory, self.show_progress = dataset_factory, show_progress
         self.methods = build_methods_for(config)
-        self.method_settings = enabled_methods(config)
         self.network_states: dict[str, dict[str, torch.Tensor]] = {}
         self.started = time.time()
 
@@ -281,7 +279,7 @@ class Trainer:
                 for method in self.methods:
                     raw = method.losses(caller, batch, outputs)
                     terms.update(raw)
-                    weighted.update(weighted_terms(self.method_settings[method.name], raw))
+                    weighted.update(weighted_terms(method.weights, raw))
                 loss = sum(weighted.values())
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
