@@ -12,14 +12,16 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .bundle import ModelBundle, load_bundle
 from .errors import BundleError, DeviceError, InputError, PancreasSSLSegError
 from .image_io import as_image, case_name, dicom_series_ids, is_image_file
 from .outputs import case_is_complete, write_case_outputs
 from .progress import PROGRESS_KINDS, default_progress_kind, make_progress
+
+if TYPE_CHECKING:
+    from .bundle import ModelBundle
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_CODES_HELP = """exit codes:
@@ -48,7 +50,8 @@ def expand_inputs(inputs: list[str]) -> list[Case]:
     for given in map(Path, inputs):
         if given.is_dir() and not dicom_series_ids(given):
             children = sorted(given.iterdir())
-            found = [c for c in children if is_image_file(c) or (c.is_dir() and dicom_series_ids(c))]
+            found = [child for child in children
+                     if is_image_file(child) or (child.is_dir() and dicom_series_ids(child))]
             paths.extend(found or [given])
         else:
             paths.append(given)
@@ -134,7 +137,7 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def _segment_cases(args: argparse.Namespace, kind: str, run_progress) -> tuple[int, dict]:
     cases = expand_inputs(args.inputs)
-    bundle = load_bundle(args.model)
+    bundle = _load_bundle(args.model)
     outcomes: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}
     for case in cases:
@@ -179,8 +182,15 @@ def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: s
     return {"case": case.name, "status": "ok", "outputs": {k: str(p) for k, p in paths.items()}}
 
 
+# torch (seconds to import) is imported only when a command needs it: --help stays instant.
+def _load_bundle(path: Path | None) -> ModelBundle:
+    from .bundle import load_bundle
+
+    return load_bundle(path)
+
+
 def _segment(image, **options):
-    from .segment import segment  # imports torch and MONAI: not needed for --help or info
+    from .segment import segment
 
     return segment(image, **options)
 
@@ -221,7 +231,7 @@ def _summary(outcomes: list[dict]) -> dict[str, Any]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    bundle = load_bundle(args.model)
+    bundle = _load_bundle(args.model)
     print(format_bundle_info(bundle))
     return EXIT_OK
 

@@ -66,7 +66,8 @@ def read_image(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
         with _itk_warnings_off():
             return sitk.ReadImage(str(path))
     except RuntimeError as error:
-        raise InputError(f"{path.name}: cannot be read as an image ({_itk_reason(error)})") from None
+        reason = _itk_reason(error)
+        raise InputError(f"{path.name}: cannot be read as an image ({reason})") from None
 
 
 @contextmanager
@@ -87,7 +88,8 @@ def _check_gzip_complete(path: Path) -> None:
             while stream.read(1 << 24):
                 pass
     except (EOFError, OSError, zlib.error) as error:
-        raise InputError(f"{path.name}: compressed data is truncated or corrupt ({error})") from None
+        raise InputError(f"{path.name}: compressed data is truncated or corrupt "
+                         f"({error})") from None
 
 
 def _check_nifti_pixdim(path: Path) -> None:

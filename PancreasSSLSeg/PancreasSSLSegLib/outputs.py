@@ -147,7 +147,7 @@ def _segment_fields(spec: dict[str, Any], segment_id: str) -> dict[str, Any]:
 
 
 def slicer_terminology(terminology: dict[str, Any]) -> dict[str, Any]:
-    """Bundle terminology ({field: {scheme, code, meaning}}) → slicerio's [scheme, code, meaning]."""
+    """Bundle terminology ``{field: {scheme, code, meaning}}`` → slicerio's lists."""
     entry: dict[str, Any] = {"contextName": TERMINOLOGY_CONTEXT}
     for field in CODED_FIELDS:
         if field in terminology:

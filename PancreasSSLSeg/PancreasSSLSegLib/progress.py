@@ -3,8 +3,8 @@
 Three kinds, chosen with :func:`make_progress`: a tqdm bar on stderr (people at a terminal), JSON
 lines on stdout (programs such as the Slicer module; one object per line, flushed at once), and
 none. Each also has ``close(status)``, called when one case ends (the bar closes), and
-``finish(status, **fields)``, called once when the whole run ends (the JSON reporter prints the final
-line ``{"stage": "done", "fraction": 1.0, "status": ..., **fields}``).
+``finish(status, **fields)``, called once when the whole run ends (the JSON reporter prints the
+final line ``{"stage": "done", "fraction": 1.0, "status": ..., **fields}``).
 """
 
 from __future__ import annotations
