@@ -221,3 +221,13 @@ def test_info_prints_bundle_summary(capsys, random_bundle, tmp_path):
     assert "coarse  2-D, spacing [6.0, 6.0, 6.0] mm" in out and "margin 15 mm" in out
     code, out, err = run(capsys, "info", "--model", tmp_path / "nothing")
     assert code == 2 and out == "" and len(err.splitlines()) == 1
+
+
+def test_dicom_folder_with_missing_slice_exit_2(capsys, tmp_path, shared_data, random_bundle,
+                                                fake_segment):
+    from test_image_io import copy_series, dicom_files
+    files = dicom_files(shared_data / "ct-dicom-series")
+    folder = copy_series(files[:9] + files[10:], tmp_path / "gap-series")
+    code, _, err = run(capsys, "segment", folder, "-o", tmp_path / "out", "--model", random_bundle)
+    assert code == 2 and err.startswith("error: gap-series: ") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists() and fake_segment.calls == []
