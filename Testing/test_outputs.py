@@ -141,6 +141,7 @@ def test_failure_in_rename_removes_already_renamed_files(tmp_path: Path, fake_pr
 
 def test_completeness_and_overwrite(tmp_path: Path, fake_preview):
     assert not case_is_complete(tmp_path, "c1")
+    (tmp_path / ".partial-0badf00d-c1_labels.nii.gz").write_bytes(b"left by a killed run")
     write_case_outputs(fake_result(), tmp_path, "c1")
     second = fake_result()
     second.labels[:] = 0

@@ -54,6 +54,7 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = output_paths(out_dir, case)
+    _remove_stale_temporaries(final)
     token = uuid.uuid4().hex[:8]
     # The temporary name keeps the real suffix: the writers pick the format from it.
     temporary = {key: path.with_name(f"{TEMPORARY_PREFIX}{token}-{path.name}")
@@ -79,6 +80,13 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
             path.unlink(missing_ok=True)
         raise
     return final
+
+
+def _remove_stale_temporaries(final: dict[str, Path]) -> None:
+    """Temporaries a killed run left behind (the Slicer module cancels by killing the process)."""
+    for path in final.values():
+        for stale in path.parent.glob(f"{TEMPORARY_PREFIX}*-{path.name}"):
+            stale.unlink(missing_ok=True)
 
 
 def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path) -> None:
