@@ -65,7 +65,7 @@ class Method:
 def zero_like_graph(tensor: torch.Tensor) -> torch.Tensor:
     """A scalar zero still attached to ``tensor``'s graph: a term with nothing to measure in this
     batch (no labelled sample, no organ) must still backpropagate (DDP expects every parameter)."""
-    return tensor.sum() * 0.0
+    return tensor.float().abs().sum() * 0.0  # abs: a plain 0.0, never -0.0, in the logs
 
 
 def build_methods(methods_cfg: dict[str, dict[str, Any]]) -> list[Method]:
