@@ -42,11 +42,15 @@ def test_every_arm_and_seed_is_trained_from_its_own_config(tiny_experiment):
 def test_results_hold_per_case_rows_and_a_summary_over_seeds(tiny_experiment):
     results = tiny_experiment / "results"
     cases = read_csv(results / "domain_shift_report_cases.csv")
-    # patient 0031 only (--limit-patients 1): 4 slices x 2 regions x 2 arms x 2 seeds
+    # patient 0031 only (--limit-patients 1): 4 slices x 2 regions x (2 arms + the baseline
+    # scored on mapped 8-bit slices) x 2 seeds
     assert {row["patient"] for row in cases} == {"0031"}
-    assert len(cases) == 4 * 2 * 2 * 2
+    assert len(cases) == 4 * 2 * 3 * 2
+    assert {row["units"] for row in cases if row["method"] == "baseline_8bit_to_hu"} == \
+        {"8bit-mapped-hu"}
+    assert {row["units"] for row in cases if row["method"] != "baseline_8bit_to_hu"} == {"8bit"}
     summary = {row["method"]: row for row in read_csv(results / "domain_shift_report_summary.csv")}
-    assert set(summary) == {"baseline", "dual_task"}
+    assert set(summary) == {"baseline", "dual_task", "baseline_8bit_to_hu"}
     assert summary["baseline"]["dice_mean_n"] == "2"  # one value per seed
     assert float(summary["baseline"]["dice_minus_baseline_mean"]) == 0.0
     table = (results / "domain_shift_report.md").read_text()

@@ -39,7 +39,7 @@ def test_checkpoint_on_slices_and_a_volume_writes_every_table(tiny_checkpoint, s
                          "label": str(shared_data / "ct-abdomen-3mm" /
                                       "example_seg_fast_force_split.nii.gz"),
                          "label_map": {7: 1}, "source": "ct-3mm", "case": "example"}],
-            "evaluation": {"surface_tolerance_mm": 3.0}}
+            "evaluation": {"surface_tolerance_mm": 3.0, "tta_flip": False}}
     result = run_evaluation(tiny_checkpoint, spec, tmp_path / "eval",
                             extra_columns={"method": "tiny", "seed": 7})
     files = {p.name for p in (tmp_path / "eval").iterdir()}
@@ -76,3 +76,15 @@ def test_bundle_loads_its_fine_stage_and_other_folders_are_refused(random_bundle
     assert model.uncertainty_threshold == 0.5
     with pytest.raises(BundleError, match="expected a model bundle folder"):
         load_model(tmp_path)
+
+
+def test_grey_to_hu_maps_8bit_slices_before_the_network(tiny_checkpoint, shared_data, tmp_path):
+    slices = {"nih_8bit": {"path": str(shared_data / "nih-pancreas-slices-8bit"),
+                           "patients": ["0010"]}}
+    raw = run_evaluation(tiny_checkpoint, slices, tmp_path / "raw")
+    mapped = run_evaluation(tiny_checkpoint, {**slices, "grey_to_hu": {"data_root": str(
+        shared_data)}}, tmp_path / "mapped")
+    assert {r["units"] for r in read_csv(tmp_path / "mapped" / "cases.csv")} == {"8bit-mapped-hu"}
+    assert {r["units"] for r in read_csv(tmp_path / "raw" / "cases.csv")} == {"8bit"}
+    # the network saw different intensities, so its pancreas prediction differs
+    assert raw["summary"][0]["dice_mean"] != mapped["summary"][0]["dice_mean"]

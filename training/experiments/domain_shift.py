@@ -9,7 +9,8 @@ Arms: ``baseline`` (supervised Dice + cross-entropy), each method alone on top o
 (``dual_task``, ``view_consistency``, ``structure_contrastive``, ``restoration``, and ``polycl`` =
 PolyCL encoder pre-training, then supervised fine-tuning), and ``dual_ssl`` (PolyCL pre-training,
 then fine-tuning with the other four on). PolyCL pre-trains on the HU slices plus the 8-bit slices
-of the tuning patients with their labels removed (never the report patients). Every arm starts
+of the tuning patients with their labels removed (never the report patients), with PolyCL's
+same-scan rule ``S`` (unlabelled slices have no organ presence for rules ``O``/``M``). Every arm starts
 from the method's own config in ``training/configs/`` and gets the same experiment sizing
 (``PRESETS``), seed by seed.
 
@@ -17,6 +18,9 @@ Each run goes through the trainer (``pancreas_ssl_training.trainer.fit``) and is
 ``evaluation.run_evaluation``. Results (in ``--results``): ``domain_shift_<split>.md`` (mean ± sd
 over seeds of the per-seed mean, and pooled over cases), ``…_summary.csv``, ``…_cases.csv``,
 ``…_calibration.csv``, ``…_runs.csv`` (timings), box plots ``…_dice.png`` / ``…_hd95_mm.png``.
+A reference row, ``baseline_8bit_to_hu``, scores the baseline's checkpoints again with the 8-bit
+slices mapped to HU by the fit on patients 0001–0003 (``data.intensity_mapping``); it trains
+nothing and is not one of the compared arms.
 
     python training/experiments/domain_shift.py --split report --seeds 0 1 2 --jobs 2 \
         --runs runs/domain_shift --results training/results
@@ -47,6 +51,7 @@ PRETRAINED = {"polycl", "dual_ssl"}  # arms fine-tuned from a PolyCL-pretrained 
 # Config each arm extends (polycl = baseline fine-tuned from the pre-trained encoder).
 ARM_CONFIG = {**{m: f"{m}.yaml" for m in METHODS}, "polycl": "baseline.yaml"}
 PRETRAIN_CONFIG = "polycl_pretrain.yaml"
+MAPPED_REFERENCE = "baseline_8bit_to_hu"
 METRICS = ("dice", "hd95_mm", "surface_dice")
 CALIBRATION = ("ece_pancreas", "error_uncertainty_dice")
 
@@ -55,13 +60,15 @@ CALIBRATION = ("ece_pancreas", "error_uncertainty_dice")
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"network": {"channels": [8, 16, 32, 64], "strides": [2, 2, 2],
                          "projection_dim": 32},
-             "train": {"iterations": 100, "batch_size": 6},
+             "train": {"iterations": 100, "batch_size": 8},
              "pretrain_iterations": 60,
-             "stage": {"spacing_mm": [2.5, 2.5, 2.5], "patch_size": [96, 96]}},
+             "stage": {"spacing_mm": [2.5, 2.5, 2.5], "patch_size": [64, 64]},
+             "evaluation": {"tta_flip": False}},
     "tiny": {"network": {"channels": [8, 16, 32], "strides": [2, 2], "projection_dim": 16},
              "train": {"iterations": 3, "batch_size": 2},
              "pretrain_iterations": 2,
-             "stage": {"spacing_mm": [6.0, 6.0, 6.0], "patch_size": [64, 64]}},
+             "stage": {"spacing_mm": [6.0, 6.0, 6.0], "patch_size": [64, 64]},
+             "evaluation": {"tta_flip": False}},
 }
 
 
@@ -100,6 +107,11 @@ def run_config(arm: str, seed: int, preset: dict[str, Any], data_root: Path,
                   "log_every": 10, "checkpoint_every": iterations},
         "stages": {"fine": dict(preset["stage"])},
     }
+    if arm == "pretrain":
+        # Rule S (same scan = positive): the unlabelled 8-bit slices have no organ presence, and
+        # rules O and M would leave them out. Twice the batch: more same-scan pairs per batch.
+        config["methods"] = {"polycl": {"rule": "S"}}
+        config["train"]["batch_size"] = 2 * preset["train"]["batch_size"]
     if arm in PRETRAINED:
         config["init_encoder"] = str(pretrain_checkpoint)
         # PolyCL is the pre-training here, not an extra loss term during fine-tuning.
@@ -107,9 +119,11 @@ def run_config(arm: str, seed: int, preset: dict[str, Any], data_root: Path,
     return config
 
 
-def eval_spec(split: str, data_root: Path, limit_patients: int | None = None) -> dict[str, Any]:
+def eval_spec(split: str, data_root: Path, settings: dict[str, Any],
+              limit_patients: int | None = None) -> dict[str, Any]:
     return {"nih_8bit": {"path": str(data_root / "nih-pancreas-slices-8bit"),
-                         "patients": patients(split)[:limit_patients]}}
+                         "patients": patients(split)[:limit_patients]},
+            "evaluation": dict(settings)}
 
 
 def unlabelled_8bit_factory(stage_name: str, stage: dict[str, Any], seed: int):
@@ -151,10 +165,37 @@ def run_job(job: Job) -> dict[str, Any]:
     return record
 
 
+def evaluate_mapped_reference(fits: list[Job], data_root: Path) -> list[Job]:
+    """The baseline's checkpoints scored once more with the 8-bit slices mapped to HU (fit on
+    patients 0001-0003): how much of the gap a known intensity mapping would close. Not an arm."""
+    import torch
+
+    torch.set_num_threads(1)
+    from pancreas_ssl_training.evaluation.evaluate import run_evaluation
+
+    references = []
+    for job in fits:
+        if job.arm != "baseline":
+            continue
+        reference = dataclasses.replace(job, arm=MAPPED_REFERENCE)
+        out = job.run_dir / f"evaluation_{MAPPED_REFERENCE}"
+        if not (out / "cases.csv").is_file():
+            spec = {**job.eval_spec, "grey_to_hu": {"data_root": str(data_root)}}
+            run_evaluation(job.run_dir / "checkpoint", spec, out,
+                           extra_columns={"method": MAPPED_REFERENCE, "seed": job.seed})
+        references.append(reference)
+    return references
+
+
+def evaluation_dir(job: Job) -> Path:
+    suffix = f"_{MAPPED_REFERENCE}" if job.arm == MAPPED_REFERENCE else ""
+    return job.run_dir / f"evaluation{suffix}"
+
+
 def plan(args: argparse.Namespace) -> tuple[list[Job], list[Job]]:
     """(pre-training jobs, fine-tuning jobs), with each run's config written to its folder."""
     preset, data_root = PRESETS[args.preset], args.data_root.resolve()
-    spec = eval_spec(args.split, data_root, args.limit_patients)
+    spec = eval_spec(args.split, data_root, preset["evaluation"], args.limit_patients)
     pretrains, fits = [], []
 
     def make(arm: str, seed: int, pretrain_dir: Path | None) -> Job:
@@ -213,8 +254,8 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]], split: str, result
 
     cases, calibration = [], []
     for job in fits:
-        cases += read_csv(job.run_dir / "evaluation" / "cases.csv")
-        calibration += read_csv(job.run_dir / "evaluation" / "calibration.csv")
+        cases += read_csv(evaluation_dir(job) / "cases.csv")
+        calibration += read_csv(evaluation_dir(job) / "calibration.csv")
     prefix = results / f"domain_shift_{split}"
     write_csv(cases, f"{prefix}_cases.csv")
     write_csv(calibration, f"{prefix}_calibration.csv")
@@ -275,12 +316,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding nih-pancreas-slices-hu and -8bit")
     parser.add_argument("--limit-patients", type=int, default=None,
                         help="evaluate only the split's first N patients (smoke tests)")
+    parser.add_argument("--no-mapped-reference", action="store_true",
+                        help=f"skip {MAPPED_REFERENCE}: the baseline scored on 8-bit slices "
+                             "mapped to HU")
     args = parser.parse_args(argv)
     started = time.time()
     pretrains, fits = plan(args)
     records = execute(pretrains, fits, args.jobs)
     args.results.mkdir(parents=True, exist_ok=True)
     order = [m for m in METHODS if m in args.methods]
+    if "baseline" in args.methods and not args.no_mapped_reference:
+        fits += evaluate_mapped_reference(fits, args.data_root.resolve())
+        order.append(MAPPED_REFERENCE)
     print(aggregate(fits, records, args.split, args.results, order))
     wall = round(time.time() - started, 1)
     (args.results / f"domain_shift_{args.split}_run.json").write_text(json.dumps(

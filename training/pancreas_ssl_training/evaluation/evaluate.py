@@ -8,8 +8,10 @@
 (``nih_hu``, ``nih_8bit`` with optional ``patients``; each slice one case) and volume sources
 (``task07``, ``nih_dicom``, ``folders``, ``corrections``, ``volumes``; see
 ``data.volumes.volume_cases_from_spec``; each volume one 3-D case). Optional
-``evaluation``: ``{"stage", "surface_tolerance_mm", "uncertainty_threshold"}``. 8-bit slices are
-fed to the network as they are (grey levels taken for HU), like ``SliceDataset(to_hu=None)``.
+``evaluation``: ``{"stage", "surface_tolerance_mm", "uncertainty_threshold", "tta_flip"}``. 8-bit slices are
+fed to the network as they are (grey levels taken for HU), like ``SliceDataset(to_hu=None)``,
+unless ``grey_to_hu: {"data_root", "method"?}`` maps them to HU first (the fit of
+``data.intensity_mapping.estimate_grey_mapping``, as the trainer's ``data.grey_to_hu``).
 
 Prediction: resample to the stage's spacing (SimpleITK), ``normalize_ct`` with the per-slice
 (2-D) or per-volume (3-D) soft-tissue reference, MONAI sliding-window inference, softmax averaged
@@ -45,6 +47,7 @@ from ..bundle_metadata import INFERENCE_DEFAULTS
 from ..checkpoint import STATE_FILE, load_checkpoint
 from ..config import STAGE_NAMES
 from ..data.datasets import ASSUMED_NIH_SPACING_MM, build_slice_sources
+from ..data.intensity_mapping import estimate_grey_mapping, to_hu
 from ..data.slices import read_canonical, remap_labels
 from ..data.volumes import VOLUME_SPEC_KEYS, volume_cases_from_spec
 from ..export import inference_state
@@ -69,6 +72,7 @@ class EvaluatedModel:
     hu_window: tuple[float, float]
     uncertainty_threshold: float
     origin: str
+    tta_flip: bool = True  # average with a left-right flipped pass (halves the cost when off)
 
     @property
     def spatial_dims(self) -> int:
@@ -129,21 +133,23 @@ def read_data_spec(data: str | Path | Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"data spec {path}: expected a readable YAML file ({exc})") from None
     if not isinstance(spec, dict):
         raise InputError(f"data spec {path}: expected a mapping with keys "
-                         f"{[*SLICE_SOURCE_KEYS, *VOLUME_SPEC_KEYS, 'evaluation']}")
+                         f"{[*SLICE_SOURCE_KEYS, *VOLUME_SPEC_KEYS, 'grey_to_hu', 'evaluation']}")
     return spec
 
 
 @torch.no_grad()
 def _network_probabilities(model: EvaluatedModel, normalized: np.ndarray) -> np.ndarray:
     """Softmax ``(N, C, *spatial)`` of normalised images ``(N, *spatial)``, averaged over a
-    left–right flip; images go through the network in chunks (few large calls beat many small
+    left–right flip unless ``model.tta_flip`` is off; images go through the network in chunks (few large calls beat many small
     ones on a CPU)."""
     outputs = []
     for start in range(0, normalized.shape[0], INFERENCE_CHUNK):
         chunk = np.ascontiguousarray(normalized[start:start + INFERENCE_CHUNK], dtype=np.float32)
         tensor = torch.from_numpy(chunk)[:, None].to(model.device)
         total = None
-        for flip in ((), (-1,)):  # the last array axis is x (patient left) in 2-D and 3-D alike
+        # the last array axis is x (patient left) in 2-D and 3-D alike
+        flips = ((), (-1,)) if model.tta_flip else ((),)
+        for flip in flips:
             flipped = torch.flip(tensor, flip) if flip else tensor
             logits = sliding_window_inference(flipped, model.patch_size,
                                               sw_batch_size=INFERENCE_CHUNK,
@@ -152,7 +158,7 @@ def _network_probabilities(model: EvaluatedModel, normalized: np.ndarray) -> np.
             probabilities = torch.softmax(logits.float(), dim=1)
             probabilities = torch.flip(probabilities, flip) if flip else probabilities
             total = probabilities if total is None else total + probabilities
-        outputs.append((total / 2).cpu().numpy())
+        outputs.append((total / len(flips)).cpu().numpy())
     return np.concatenate(outputs)
 
 
@@ -209,11 +215,17 @@ def _slice_image(array: np.ndarray, spacing_xy: tuple[float, float]) -> sitk.Ima
 def labelled_cases(spec: Mapping[str, Any]):
     """Yield ``(info, image, labels)``: slices of the slice sources, then each volume whole."""
     slice_spec = {key: spec[key] for key in SLICE_SOURCE_KEYS if key in spec}
+    grey_to_hu = spec.get("grey_to_hu")
+    mapping = None if not grey_to_hu else estimate_grey_mapping(
+        grey_to_hu["data_root"], grey_to_hu.get("method", "percentile"))
     for sample in build_slice_sources(slice_spec) if slice_spec else []:
         spacing = tuple(sample.spacing_mm or ASSUMED_NIH_SPACING_MM)
+        image, units = sample.image, sample.units
+        if units == "8bit" and mapping is not None:
+            image, units = to_hu(image, mapping), "8bit-mapped-hu"
         info = {"source": sample.source, "case": sample.case, "patient": sample.patient,
-                "units": sample.units}
-        yield info, _slice_image(sample.image, spacing), sample.label
+                "units": units}
+        yield info, _slice_image(image, spacing), sample.label
     for volume in volume_cases_from_spec(spec):
         if volume.label_path is None:
             raise InputError(f"{volume.image_path}: evaluation needs a label map for every case")
@@ -265,6 +277,7 @@ def run_evaluation(model: str | Path, data_spec: str | Path | Mapping[str, Any],
     spec = read_data_spec(data_spec)
     settings = spec.get("evaluation", {}) or {}
     loaded = load_model(model, settings.get("stage"), pick_device(device))
+    loaded.tta_flip = bool(settings.get("tta_flip", True))
     tolerance = float(settings.get("surface_tolerance_mm", DEFAULT_SURFACE_TOLERANCE_MM))
     threshold = float(settings.get("uncertainty_threshold", loaded.uncertainty_threshold))
     extra = dict(extra_columns or {})
@@ -293,6 +306,7 @@ def run_evaluation(model: str | Path, data_spec: str | Path | Mapping[str, Any],
     calibration_summary = summarize(calibration_rows, ("source",),
                                     ("ece_pancreas", "error_uncertainty_dice"))
     result = {"model": loaded.origin, "stage": loaded.stage, "cases": len(calibration_rows),
+              "tta_flip": loaded.tta_flip,
               "surface_tolerance_mm": tolerance, "uncertainty_threshold": threshold,
               "summary": summary, "calibration": calibration_summary,
               "seconds": round(time.time() - started, 1)}
