@@ -427,7 +427,10 @@ class PancreasSSLSegTest(ScriptedLoadableModuleTest):  # noqa: F405
         self.test_segment_example_ct()
 
     def test_segment_example_ct(self):
-        example = MODULE_DIR.parent / "Resources" / "Examples" / "example_ct.nii.gz"
+        # checkout / additional module path, or the installed extension (see CMakeLists.txt)
+        example = next(p for p in (MODULE_DIR.parent / "Resources" / "Examples" / "example_ct.nii.gz",
+                                   MODULE_DIR / "Resources" / "Examples" / "example_ct.nii.gz")
+                       if p.is_file())
         self.delayDisplay(f"Loading {example}")
         volume = slicer.util.loadVolume(str(example))
         outcome = PancreasSSLSegLogic().process(volume, device="auto", fast=True)

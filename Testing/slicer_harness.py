@@ -8,7 +8,8 @@
 - ``render_slice_png``: a slice view rendered by Slicer's own ``vtkMRMLSliceLogic``.
 - Run as a script (``python slicer_harness.py segment INPUT -o OUT ...``) it is a fake engine CLI
   with the real one's outputs and progress lines; ``FAKE_ENGINE_MODE`` = ok | slow | crash |
-  bad_bundle picks its behaviour, ``FAKE_ENGINE_LABELS`` (JSON ``{labels, uncertain_region}``)
+  bad_bundle | reference (``FAKE_ENGINE_REFERENCE``/``_VALUE``: a label map shown as the result,
+  for pictures) picks its behaviour, ``FAKE_ENGINE_LABELS`` (JSON ``{labels, uncertain_region}``)
   gives the label table.
 """
 
@@ -119,10 +120,31 @@ class SlicerTestScene:
         return [self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())]
 
 
+def fake_engine_logic(monkeypatch, mode: str = "ok", **environment: str):
+    """The module's Logic running this file as its engine, in ``mode``."""
+    import json
+
+    import PancreasSSLSeg
+    from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION
+
+    monkeypatch.setenv("FAKE_ENGINE_MODE", mode)
+    monkeypatch.setenv("FAKE_ENGINE_LABELS", json.dumps({"labels": LABELS,
+                                                         "uncertain_region": UNCERTAIN_REGION}))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    logic = PancreasSSLSeg.PancreasSSLSegLogic()
+    logic.engineCommand = [sys.executable, str(HARNESS_PATH)]
+    return logic
+
+
 def render_slice_png(test_scene: SlicerTestScene, background, labelmap, foreground, path: Path,
                      offset_mm: float, opacity: float = 0.4, size=(512, 512)) -> Path:
-    """An axial slice rendered by Slicer's slice logic (background CT, label outline, overlay)."""
+    """An axial slice rendered by Slicer's slice logic (background CT, labels, overlay), the CT in
+    an abdominal soft-tissue window (W 400, L 40 HU)."""
     import vtk
+
+    background.GetDisplayNode().AutoWindowLevelOff()
+    background.GetDisplayNode().SetWindowLevel(400, 40)
 
     logic = test_scene.slice_logics[0]
     slice_node = logic.GetSliceNode()
@@ -144,8 +166,68 @@ def render_slice_png(test_scene: SlicerTestScene, background, labelmap, foregrou
     return path
 
 
+def render_segments_3d_png(segmentation_node, path: Path, size=(600, 500),
+                           see_through: dict[str, float] | None = None) -> Path:
+    """The segments' closed surfaces rendered off-screen by plain VTK (EGL where there is no
+    display: set VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow before the first render)."""
+    import vtk
+
+    renderer = vtk.vtkRenderer()
+    renderer.SetBackground(0.1, 0.12, 0.16)
+    segmentation = segmentation_node.GetSegmentation()
+    segmentation_node.CreateClosedSurfaceRepresentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment_id = segmentation.GetNthSegmentID(index)
+        surface = vtk.vtkPolyData()
+        segmentation_node.GetClosedSurfaceRepresentation(segment_id, surface)
+        if surface.GetNumberOfPoints() == 0:
+            continue
+        mapper = vtk.vtkPolyDataMapper()
+        mapper.SetInputData(surface)
+        actor = vtk.vtkActor()
+        actor.SetMapper(mapper)
+        actor.GetProperty().SetColor(segmentation.GetSegment(segment_id).GetColor())
+        actor.GetProperty().SetOpacity((see_through or {}).get(segment_id, 1.0))
+        renderer.AddActor(actor)
+    camera = renderer.GetActiveCamera()
+    camera.SetPosition(0, 1, 0)    # from anterior (+A in RAS), superior up, as Slicer opens
+    camera.SetViewUp(0, 0, 1)
+    renderer.ResetCamera()
+    camera.Zoom(1.3)
+    window = vtk.vtkRenderWindow()
+    window.SetOffScreenRendering(1)
+    window.SetMultiSamples(0)      # else see-through surfaces vanish (SLICER_CORE.md)
+    window.AddRenderer(renderer)
+    window.SetSize(*size)
+    window.Render()
+    grab = vtk.vtkWindowToImageFilter()
+    grab.SetInput(window)
+    writer = vtk.vtkPNGWriter()
+    writer.SetInputConnection(grab.GetOutputPort())
+    writer.SetFileName(str(path))
+    writer.Write()
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
 # Fake engine CLI: the real CLI's arguments, outputs and progress protocol, with made-up content.
+
+def _reference_outputs(image, reference_path: str, value: int):
+    """Illustration for screenshots: pancreas = a reference label map's ``value`` (no model),
+    uncertainty = a band along its outline, regions = the band's connected components."""
+    import numpy as np
+    import SimpleITK as sitk
+    from scipy import ndimage
+
+    pancreas = sitk.GetArrayFromImage(sitk.ReadImage(reference_path)) == value
+    # voxels from the outline: inside, to the nearest outside voxel; outside, to the pancreas
+    outline_distance = np.where(pancreas, ndimage.distance_transform_edt(pancreas),
+                                ndimage.distance_transform_edt(~pancreas))
+    uncertainty = (0.9 * np.exp(-0.5 * (outline_distance / 2.0) ** 2)).astype(np.float32)
+    uncertainty[outline_distance > 4] = 0.0
+    regions, _ = ndimage.label(uncertainty > 0.55)
+    return pancreas.astype(np.uint8), uncertainty, regions.astype(np.int32)
+
 
 def _fake_outputs(image):
     """Pancreas = a box, lesion = a box inside it, two uncertain regions (one on the pancreas edge,
@@ -211,22 +293,27 @@ def fake_engine_main(argv: list[str]) -> int:
     for number, path in enumerate(args.inputs):
         case = Path(path).name.split(".")[0]
         image = sitk.ReadImage(path)
-        labels, uncertainty, regions = _fake_outputs(image)
+        if mode == "reference":
+            labels, uncertainty, regions = _reference_outputs(
+                image, os.environ["FAKE_ENGINE_REFERENCE"], int(os.environ["FAKE_ENGINE_REFERENCE_VALUE"]))
+        else:
+            labels, uncertainty, regions = _fake_outputs(image)
         for array, suffix in ((labels, "labels"), (uncertainty, "uncertainty"), (regions, "regions")):
             result = sitk.GetImageFromArray(array)
             result.CopyInformation(image)
             sitk.WriteImage(result, str(out / f"{case}_{suffix}.nii.gz"))
         voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
         rows = []
-        for region_id in (1, 2):
+        for region_id in range(1, int(regions.max()) + 1):
             kji = np.argwhere(regions == region_id).mean(axis=0)
             lps = image.TransformContinuousIndexToPhysicalPoint(kji[::-1].tolist())
             rows.append({"id": region_id, "rank": region_id,
                          "volume_ml": float((regions == region_id).sum()) * voxel_ml,
                          "mean_uncertainty": 0.8, "max_uncertainty": 0.8, "score": 1.0 / region_id,
                          "centroid_ras_mm": [-lps[0], -lps[1], lps[2]],
-                         "dominant_label": 1 if region_id == 1 else 0})
-        report = {"case": case, "segments": table["labels"],
+                         "dominant_label": int(np.bincount(labels[regions == region_id]).argmax())})
+        report = {"case": case, "model": {"name": f"fake-engine-{mode}", "version": "0"},
+                  "segments": table["labels"],
                   "uncertain_region": table["uncertain_region"],
                   "pancreas": {"found": True, "volume_ml": float((labels == 1).sum()) * voxel_ml},
                   "lesions": {"count": 1, "total_volume_ml": float((labels == 2).sum()) * voxel_ml,

@@ -3,8 +3,6 @@ CLI (``slicer_harness.py``) that prints the real protocol's progress lines and w
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 
 import numpy as np
@@ -12,7 +10,7 @@ import psutil
 import pytest
 import SimpleITK as sitk
 
-from slicer_harness import HARNESS_PATH, SlicerTestScene, _fake_outputs, install_module_stubs
+from slicer_harness import SlicerTestScene, _fake_outputs, fake_engine_logic, install_module_stubs
 
 install_module_stubs()
 import slicer  # noqa: E402
@@ -36,12 +34,7 @@ def ct(scene, example_ct):
 
 @pytest.fixture
 def logic(monkeypatch):
-    monkeypatch.setenv("FAKE_ENGINE_MODE", "ok")
-    monkeypatch.setenv("FAKE_ENGINE_LABELS", json.dumps({"labels": LABELS,
-                                                         "uncertain_region": UNCERTAIN_REGION}))
-    logic = module.PancreasSSLSegLogic()
-    logic.engineCommand = [sys.executable, str(HARNESS_PATH)]
-    return logic
+    return fake_engine_logic(monkeypatch)
 
 
 @pytest.fixture

@@ -1,0 +1,85 @@
+"""Pictures of a result: a slice view rendered by Slicer's own slice logic (CT, segment outlines,
+uncertainty overlay) and a 3-D view of the segment surfaces (VTK off-screen through EGL).
+
+The picture content is an illustration, not model output: the fake engine shows the reference
+pancreas label of the example CT (made by TotalSegmentator) with an uncertainty band along its
+outline. Set PANCREAS_SSL_SCREENSHOTS=<folder> to keep the two PNGs (Resources/Screenshots/).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from slicer_harness import (SlicerTestScene, fake_engine_logic, install_module_stubs,  # noqa: E402
+                            render_segments_3d_png, render_slice_png)
+
+install_module_stubs()
+import slicer  # noqa: E402
+
+from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION  # noqa: E402
+
+
+def pixels_near(image: np.ndarray, rgb, tolerance=40) -> int:
+    return int((np.abs(image[..., :3].astype(int) - np.array(rgb)).max(axis=-1) < tolerance).sum())
+
+
+@pytest.fixture
+def result(monkeypatch, example_ct, shared_data):
+    scene = SlicerTestScene()
+    volume = scene.load_volume(example_ct, "example_ct")
+    logic = fake_engine_logic(
+        monkeypatch, "reference",
+        FAKE_ENGINE_REFERENCE=str(shared_data / "ct-abdomen-3mm" / "example_seg_fast_force_split.nii.gz"),
+        FAKE_ENGINE_REFERENCE_VALUE="7")
+    outcome = logic.process(volume)
+    assert outcome.status == "ok"
+    return scene, volume, outcome
+
+
+def test_slice_view_shows_ct_segments_and_uncertainty(result, tmp_path):
+    scene, volume, outcome = result
+    labelmap = scene.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    node = outcome.segmentationNode
+    visible = [node.GetSegmentation().GetNthSegmentID(i) for i in range(2)]  # not the review band
+    ids = __import__("vtk").vtkStringArray()
+    for segment_id in visible:
+        ids.InsertNextValue(segment_id)
+    assert scene.segmentations.ExportSegmentsToLabelmapNode(node, ids, labelmap, volume)
+    pancreas = slicer.util.arrayFromSegmentBinaryLabelmap(node, visible[0], volume)
+    k = int(np.argmax(pancreas.sum(axis=(1, 2))))  # the slice with the most pancreas
+    offset = float(volume.GetOrigin()[2] + k * volume.GetSpacing()[2])  # axis-aligned volume
+    path = render_slice_png(scene, volume, labelmap, outcome.uncertaintyNode,
+                            tmp_path / "slice_view.png", offset, opacity=0.6)
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert image.shape == (512, 512, 3)
+    assert pixels_near(image, LABELS[1]["color"]) > 200        # pancreas, from the bundle colour
+    without = np.asarray(Image.open(render_slice_png(scene, volume, labelmap, None,
+                                                     tmp_path / "no_overlay.png", offset)).convert("RGB"))
+    warmer = image[..., 0].astype(int) - image[..., 2] - (without[..., 0].astype(int) - without[..., 2])
+    assert (warmer > 40).sum() > 50                            # the uncertainty overlay, heat colours
+    keep(path)
+
+
+def test_3d_view_shows_the_segment_surfaces(result, tmp_path):
+    _, _, outcome = result
+    node = outcome.segmentationNode
+    uncertain = node.GetSegmentation().GetNthSegmentID(2)
+    path = render_segments_3d_png(node, tmp_path / "3d_view.png", see_through={uncertain: 0.35})
+    image = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels_near(image, LABELS[1]["color"], tolerance=90) > 2000
+    assert pixels_near(image, UNCERTAIN_REGION["color"], tolerance=90) > 200
+    keep(path)
+
+
+def keep(path: Path) -> None:
+    folder = os.environ.get("PANCREAS_SSL_SCREENSHOTS")
+    if folder:
+        shutil.copy(path, Path(folder) / path.name)
