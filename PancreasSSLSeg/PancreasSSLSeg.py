@@ -369,25 +369,21 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     # ---- batch --------------------------------------------------------------------------------
     def segmentFiles(self, paths, outputDir, model=None, device="auto", fast=False, uncertainty=True,
-                     onProgress=None):
+                     overwrite=False, onProgress=None):
         """Segment image files (or DICOM folders) into ``outputDir``; the scene is not touched.
 
-        Returns ``{case: report}`` for every case the engine finished; raises ``EngineFailed`` when
-        it finished none (e.g. a bad bundle).
+        Cases whose outputs already exist are skipped by the engine unless ``overwrite`` (a batch
+        resumes). Returns ``{case: report}`` for every case with complete outputs; raises
+        ``EngineFailed`` when there is none (e.g. a bad bundle).
         """
         from PancreasSSLSegLib.image_io import case_name
-        from PancreasSSLSegLib.outputs import output_paths
-        outputDir = Path(outputDir)
-        reportPaths = {case_name(path): output_paths(outputDir, case_name(path))["report"] for path in paths}
-        # A report left by an earlier run must not pass for this run's: compare modification times.
-        earlier = {case: p.stat().st_mtime_ns for case, p in reportPaths.items() if p.is_file()}
-        process = self._start(self.engineArguments(paths, outputDir, model, device, fast, uncertainty),
-                              onProgress)
+        from PancreasSSLSegLib.outputs import case_is_complete, output_paths
+        arguments = self.engineArguments(paths, outputDir, model, device, fast, uncertainty)
+        process = self._start(arguments + (["--overwrite"] if overwrite else []), onProgress)
         status = process.wait()
-        reports = {}
-        for case, reportPath in reportPaths.items():
-            if reportPath.is_file() and reportPath.stat().st_mtime_ns != earlier.get(case):
-                reports[case] = json.loads(reportPath.read_text())
+        cases = [case_name(path) for path in paths]
+        reports = {case: json.loads(output_paths(outputDir, case)["report"].read_text())
+                   for case in cases if case_is_complete(outputDir, case)}
         if status != OK:
             if not reports:
                 raise EngineFailed(process.error_message(), process.exit_code)

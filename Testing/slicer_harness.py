@@ -267,6 +267,7 @@ def fake_engine_main(argv: list[str]) -> int:
     parser.add_argument("--no-uncertainty", action="store_true")
     parser.add_argument("--uncertainty-threshold", type=float)
     parser.add_argument("--progress")
+    parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
     # The label table comes from the test (bundle_metadata), passed in to keep torch out of here.
@@ -298,10 +299,12 @@ def fake_engine_main(argv: list[str]) -> int:
                 image, os.environ["FAKE_ENGINE_REFERENCE"], int(os.environ["FAKE_ENGINE_REFERENCE_VALUE"]))
         else:
             labels, uncertainty, regions = _fake_outputs(image)
-        for array, suffix in ((labels, "labels"), (uncertainty, "uncertainty"), (regions, "regions")):
+        for array, suffix in ((labels, "_labels.nii.gz"), (uncertainty, "_uncertainty.nii.gz"),
+                              (regions, "_regions.nii.gz"), (labels, ".seg.nrrd")):
             result = sitk.GetImageFromArray(array)
             result.CopyInformation(image)
-            sitk.WriteImage(result, str(out / f"{case}_{suffix}.nii.gz"))
+            sitk.WriteImage(result, str(out / f"{case}{suffix}"))
+        (out / f"{case}_preview.png").write_bytes(b"")  # the real engine's six outputs
         voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
         rows = []
         for region_id in range(1, int(regions.max()) + 1):

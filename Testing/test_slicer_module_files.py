@@ -51,3 +51,19 @@ def test_module_describes_itself():
     module.PancreasSSLSeg(parent)
     assert parent.title and parent.categories == ["Segmentation"]
     assert "uncertain" in parent.helpText and "NIH Pancreas-CT" in parent.acknowledgementText
+
+
+def test_module_loads_in_a_slicer_without_the_engine_dependencies(monkeypatch):
+    """Slicer must show the module (to offer installing torch & co.) before they are installed."""
+    import importlib
+    import sys
+
+    for name in ("torch", "monai", "scipy", "psutil", "slicerio", "safetensors"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails
+    for name in list(sys.modules):
+        if name.startswith(("PancreasSSLSeg", "PancreasSSLSegModuleLib")):
+            monkeypatch.delitem(sys.modules, name)
+    loaded = importlib.import_module("PancreasSSLSeg")
+    assert loaded.PancreasSSLSegLogic().engineCommand
+    from PancreasSSLSegModuleLib import dependencies
+    assert "torch" in dependencies.missing_packages(lambda name: sys.modules.get(name, object()))

@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import psutil
-
 from PancreasSSLSegLib.errors import PancreasSSLSegError
 
 RUNNING, OK, ERROR, CANCELLED = "running", "ok", "error", "cancelled"
@@ -57,6 +55,8 @@ def parse_progress_line(line: str) -> Progress | None:
 
 def kill_process_tree(pid: int) -> None:
     """Kill ``pid`` and all its descendants (children first, so none is re-parented and missed)."""
+    import psutil  # here, not at the top: the module must load before dependencies are installed
+
     try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:

@@ -7,9 +7,6 @@ Slicer's segment editor undo history first, so ``undo()`` restores the segmentat
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
-from scipy.spatial.distance import pdist
 
 import slicer
 
@@ -22,6 +19,10 @@ ACCEPT_AS_PANCREAS, MARK_AS_LESION, DISCARD = "accept", "lesion", "discard"
 
 def largest_diameter_mm(mask: np.ndarray, ijk_to_ras_matrix: np.ndarray) -> float:
     """Longest distance between two voxel centres of ``mask`` (one connected component), in mm."""
+    # scipy is imported where used: the module must load before dependencies are installed
+    from scipy.spatial import ConvexHull, QhullError
+    from scipy.spatial.distance import pdist
+
     kji = np.argwhere(mask)
     if len(kji) < 2:
         return 0.0
@@ -123,6 +124,8 @@ class RegionReview:
 
     def summary(self) -> dict:
         """Pancreas volume, lesion count/volume and largest lesion diameter, as edited now."""
+        from scipy import ndimage
+
         voxel_ml = float(np.prod(self.reference_volume.GetSpacing())) / 1000.0
         pancreas, lesion = self._segment(PANCREAS), self._segment(LESION)
         pancreas_voxels = 0 if pancreas is None else int(pancreas.sum())

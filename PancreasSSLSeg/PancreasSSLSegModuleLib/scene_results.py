@@ -7,12 +7,10 @@ Segment names, colours and terminology come only from the engine report's ``segm
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
 
 import numpy as np
 
 import slicer
-from PancreasSSLSegLib.outputs import ANATOMIC_CONTEXT, CODED_FIELDS, TERMINOLOGY_CONTEXT
 
 # Marks a node this module created, the input it belongs to, and its content when loaded.
 ATTR_SOURCE_VOLUME = "PancreasSSLSeg.SourceVolumeID"
@@ -23,15 +21,6 @@ UNCERTAINTY_HIDDEN_BELOW = 0.05  # below this, the overlay is transparent so the
 UNCERTAIN_SEGMENT_VALUE = -1     # key of the review segment in ``segment_ids``
 
 
-@dataclass
-class LoadedResult:
-    segmentation_node: object
-    uncertainty_node: object | None
-    segment_ids: dict[int, str]          # label value (or UNCERTAIN_SEGMENT_VALUE) → segment ID
-    regions: np.ndarray | None           # (k, j, i) int32 region map, 0 = none
-    report: dict = field(default_factory=dict)
-
-
 def _code(entry: dict | None) -> str:
     entry = entry or {}
     return "^".join(str(entry.get(key, "")) for key in ("scheme", "code", "meaning"))
@@ -40,6 +29,9 @@ def _code(entry: dict | None) -> str:
 def terminology_entry(terminology: dict) -> str:
     """Slicer's terminology string, the same entry the engine writes into ``.seg.nrrd``:
     context~category~type~type modifier~anatomic context~region~region modifier."""
+    # imported here: the engine's writer needs slicerio, which Slicer may not have yet
+    from PancreasSSLSegLib.outputs import ANATOMIC_CONTEXT, CODED_FIELDS, TERMINOLOGY_CONTEXT
+
     category, type_, modifier, region, region_modifier = (_code(terminology.get(field))
                                                           for field in CODED_FIELDS)
     return "~".join([TERMINOLOGY_CONTEXT, category, type_, modifier, ANATOMIC_CONTEXT, region,
