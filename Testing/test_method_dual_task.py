@@ -1,4 +1,4 @@
-"""Dual-task: sign convention and millimetre scaling of the distance map, differentiable transform."""
+"""Dual-task: sign convention and millimetres of the distance map, differentiable transform."""
 
 import numpy as np
 import pytest
@@ -74,5 +74,6 @@ def test_unlabeled_samples_are_ignored():
     wrong = target.clone()
     wrong[1] = -wrong[1]
     batch["has_label"] = torch.tensor([True, False])
-    terms = DualTaskMethod().losses(None, batch, {"sdm": wrong, "logits": torch.zeros(2, 3, 32, 32)})
+    outputs = {"sdm": wrong, "logits": torch.zeros(2, 3, 32, 32)}
+    terms = DualTaskMethod().losses(None, batch, outputs)
     assert terms["loss_sdm"] == 0.0

@@ -48,7 +48,8 @@ def test_info_nce_prefers_embeddings_that_follow_the_relation():
     centres = torch.nn.functional.normalize(torch.randn(3, 8, generator=generator), dim=1)
     noise = 0.05 * torch.randn(6, 8, generator=generator)
     aligned = torch.nn.functional.normalize(centres[scan] + noise, dim=1)
-    shuffled = torch.nn.functional.normalize(centres[torch.tensor([0, 1, 2, 0, 1, 2])] + noise, dim=1)
+    mixed_up = centres[torch.tensor([0, 1, 2, 0, 1, 2])]
+    shuffled = torch.nn.functional.normalize(mixed_up + noise, dim=1)
     assert info_nce(aligned, positive, negative, 0.1) < info_nce(shuffled, positive, negative, 0.1)
 
 

@@ -75,6 +75,7 @@ def test_unlabeled_batch_gives_attached_zero():
     network = tiny_network(2, heads=("projection",))
     batch = blob_batch(2)
     batch["has_label"][:] = False
-    loss = StructureContrastiveMethod().losses(network, batch, network.forward_heads(batch["image"]))
+    outputs = network.forward_heads(batch["image"])
+    loss = StructureContrastiveMethod().losses(network, batch, outputs)
     assert loss["loss_structure_contrastive"].item() == 0.0
     loss["loss_structure_contrastive"].backward()

@@ -41,6 +41,7 @@ def test_no_labeled_sample_gives_zero_attached_to_graph():
     network = tiny_network(2)
     batch = blob_batch(2)
     batch["has_label"][:] = False
-    loss = SupervisedMethod().losses(network, batch, network.forward_heads(batch["image"]))["loss_seg"]
+    outputs = network.forward_heads(batch["image"])
+    loss = SupervisedMethod().losses(network, batch, outputs)["loss_seg"]
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()

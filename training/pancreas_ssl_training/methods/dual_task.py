@@ -20,7 +20,8 @@ from torch import nn
 from .base import Method, zero_like_graph
 
 
-def signed_distance_map(mask: np.ndarray, spacing_mm: tuple[float, ...] | None = None) -> np.ndarray:
+def signed_distance_map(mask: np.ndarray,
+                        spacing_mm: tuple[float, ...] | None = None) -> np.ndarray:
     """Normalised signed distance of one binary mask: -1..0 inside, 0 on the boundary, 0..1 outside.
 
     Distances are Euclidean in millimetres (``spacing_mm`` in array axis order); inside and outside
@@ -41,12 +42,12 @@ def signed_distance_map(mask: np.ndarray, spacing_mm: tuple[float, ...] | None =
 
 
 def region_masks(label: torch.Tensor, num_foreground: int) -> torch.Tensor:
-    """(N, 1, *S) labels -> (N, num_foreground, *S) float masks of the nested regions ``label >= c``."""
+    """(N, 1, *S) labels -> (N, num_foreground, *S) float masks of the regions ``label >= c``."""
     return torch.cat([(label >= c) for c in range(1, num_foreground + 1)], dim=1).float()
 
 
 def array_spacing(batch: dict[str, torch.Tensor], index: int) -> tuple[float, ...] | None:
-    """Sample ``index``'s spacing in array axis order (the batch holds SimpleITK order x, y[, z])."""
+    """Sample ``index``'s spacing in array axis order (the batch holds x, y[, z])."""
     if "spacing_mm" not in batch:
         return None
     return tuple(float(s) for s in batch["spacing_mm"][index].flip(0))
@@ -61,7 +62,7 @@ def sdm_targets(batch: dict[str, torch.Tensor], num_foreground: int) -> torch.Te
 
 
 def reciprocal_mask(sdm: torch.Tensor, k: float) -> torch.Tensor:
-    """Distance map -> soft mask, ``sigmoid(-k * sdm)``: ~1 inside, ~0 outside, 0.5 on the boundary."""
+    """Distance map -> soft mask ``sigmoid(-k * sdm)``: ~1 inside, ~0 outside, 0.5 on the edge."""
     return torch.sigmoid(-k * sdm)
 
 

@@ -38,7 +38,7 @@ def relation_masks(scan_id: torch.Tensor, organ_present: torch.Tensor, rule: str
 
 
 def make_pairs(scan_id: torch.Tensor, organ_present: torch.Tensor, rule: str) -> torch.Tensor:
-    """Every valid ``(anchor, positive, negative)`` index triplet of a batch under ``rule``, (T, 3)."""
+    """Every valid ``(anchor, positive, negative)`` index triplet under ``rule``, (T, 3)."""
     positive, negative = relation_masks(torch.as_tensor(scan_id),
                                         torch.as_tensor(organ_present).bool(), rule)
     triplets = positive[:, :, None] & negative[:, None, :]
@@ -48,7 +48,10 @@ def make_pairs(scan_id: torch.Tensor, organ_present: torch.Tensor, rule: str) ->
 def info_nce(embeddings: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
              temperature: float) -> torch.Tensor | None:
     """Mean over (anchor, positive) pairs with >= 1 negative of
-    ``-log(exp(s_ap/t) / (exp(s_ap/t) + sum_n exp(s_an/t)))``, s = cosine similarity."""
+    ``-log(exp(s_ap/t) / (exp(s_ap/t) + sum_n exp(s_an/t)))``, s = cosine similarity.
+
+    Written here because MONAI's ``ContrastiveLoss`` takes every other sample as a negative; the
+    PolyCL relations choose the negatives."""
     similarity = embeddings @ embeddings.T / temperature
     negative_lse = torch.logsumexp(similarity.masked_fill(~negative, float("-inf")), dim=1)
     pairs = positive & negative.any(1, keepdim=True)

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 
-def standardize_like(view: torch.Tensor, reference: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Shift and scale every sample of ``view`` to the mean and std of the same ``reference`` sample."""
+def standardize_like(view: torch.Tensor, reference: torch.Tensor,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """Shift and scale each sample of ``view`` to the mean and std of its ``reference`` sample."""
     dims = tuple(range(1, view.ndim))
     view_std, view_mean = torch.std_mean(view, dim=dims, keepdim=True)
     ref_std, ref_mean = torch.std_mean(reference, dim=dims, keepdim=True)

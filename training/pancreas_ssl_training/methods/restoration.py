@@ -114,7 +114,7 @@ def corrupt_in_band(image: torch.Tensor, band: torch.Tensor, shuffle_block: int 
 
 
 def band_l1(prediction: torch.Tensor, target: torch.Tensor, band: torch.Tensor) -> torch.Tensor:
-    """Mean absolute error over the band voxels only (``None``-free: zero-attached if empty)."""
+    """Mean absolute error over the band voxels only (an attached zero when the band is empty)."""
     count = band.sum()
     if count == 0:
         return zero_like_graph(prediction)
@@ -138,7 +138,8 @@ class RestorationMethod(Method):
         self.shuffle_block = int(shuffle_block)
         self.probabilities = tuple(float(p) for p in probabilities)
 
-    def band(self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def band(self, batch: dict[str, torch.Tensor],
+             outputs: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.band_source == "entropy":
             return entropy_band(outputs["logits"], self.entropy_threshold)
         labeled = batch["has_label"].bool().reshape((-1,) + (1,) * (batch["label"].ndim - 1))

@@ -1,9 +1,9 @@
 """Global-feature contrastive SSL guided by pancreatic structure (arXiv 2505.07165).
 
 Points are sampled at the bottleneck resolution of the projection head: class 1 on the skeleton
-of the pancreas parenchyma (label 1), class 2 on the skeleton of the lesion, class 0 (negatives) on the skeleton of a
-ring around the organ — the organ dilated by a random 10-20 voxels at label resolution, minus the
-organ. A supervised NT-Xent loss (same class = positive) with organ points as anchors pulls
+of the pancreas parenchyma (label 1), class 2 on the skeleton of the lesion, class 0 (negatives)
+on the skeleton of a ring around the organ — the organ dilated by a random 10-20 voxels at label
+resolution, minus the organ. A supervised NT-Xent loss (same class = positive) with organ points as anchors pulls
 pancreas (and lesion) features together and pushes the surrounding tissue away.
 """
 
@@ -65,6 +65,7 @@ def supervised_nt_xent(features: torch.Tensor, classes: torch.Tensor, anchors: t
 
     For each anchor with at least one same-class point: mean over its positives of
     ``-log(exp(s_ip / t) / sum_{j != i} exp(s_ij / t))``. ``None`` when no anchor has a positive.
+    Written here because MONAI's ``ContrastiveLoss`` is the unsupervised (paired views) form.
     """
     similarity = features.float() @ features.float().T / temperature
     self_mask = torch.eye(len(features), dtype=torch.bool, device=features.device)
@@ -87,7 +88,8 @@ class StructureContrastiveMethod(Method):
                  max_points: int = 64, **weighting):
         super().__init__(**weighting)
         if not 0 < temperature <= 1:
-            raise ValueError(f"structure_contrastive: temperature must be in (0, 1], got {temperature}")
+            raise ValueError("structure_contrastive: temperature must be in (0, 1], "
+                             f"got {temperature}")
         self.temperature = float(temperature)
         self.ring_voxels = (int(ring_voxels[0]), int(ring_voxels[1]))
         self.max_points = int(max_points)

@@ -18,7 +18,8 @@ class SupervisedMethod(Method):
     def __init__(self, lambda_dice: float = 1.0, lambda_ce: float = 1.0,
                  include_background: bool = True, **weighting):
         super().__init__(**weighting)
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=include_background,
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True,
+                               include_background=include_background,
                                lambda_dice=lambda_dice, lambda_ce=lambda_ce)
 
     def losses(self, network: nn.Module, batch: dict[str, torch.Tensor],

@@ -51,7 +51,8 @@ class ViewConsistencyMethod(Method):
             if distance not in DISTANCES:
                 raise ValueError(f"view_consistency: distance {distance!r} not in {DISTANCES}")
         if not kernel_sizes or any(k < 1 or k % 2 == 0 for k in kernel_sizes):
-            raise ValueError(f"view_consistency: kernel_sizes must be odd and >= 1, got {kernel_sizes}")
+            raise ValueError("view_consistency: kernel_sizes must be odd and >= 1, "
+                             f"got {kernel_sizes}")
         self.kernel_sizes = tuple(int(k) for k in kernel_sizes)
         self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
         self.output_distance = output_distance
