@@ -6,7 +6,6 @@ pieces of this module's logic live in ``PancreasSSLSegModuleLib`` (one job per f
 
 import json
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -18,7 +17,7 @@ from slicer.ScriptedLoadableModule import *  # noqa: F401,F403
 from slicer.i18n import tr as _
 
 from PancreasSSLSegModuleLib import engine_process, review, scene_results, volume_io
-from PancreasSSLSegModuleLib.engine_process import CANCELLED, ERROR, OK, EngineFailed, EngineProcess
+from PancreasSSLSegModuleLib.engine_process import ERROR, OK, EngineFailed, EngineProcess
 
 MODULE_DIR = Path(__file__).resolve().parent
 ENGINE_ENTRY = "import sys; from PancreasSSLSegLib.cli import main; sys.exit(main())"
@@ -228,6 +227,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         self.logCallback = None
         self.review = None
         self.lastResult = None
+        self.lastExitCode = None
         self._run = None
 
     # ---- running the engine -------------------------------------------------------------------
@@ -287,9 +287,10 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
                                          uncertainty, uncertaintyThreshold)
         self.log(f"Starting the engine on '{inputVolume.GetName()}' ({device}, "
                  f"{'fast' if fast else 'accurate'})")
+        target = self.targetSegmentation(inputVolume, outputSegmentation, replace)
         self._run = {"process": self._start(arguments, onProgress), "workDir": workDir,
                      "input": inputVolume, "uncertainty": uncertainty, "started": time.time(),
-                     "target": self.targetSegmentation(inputVolume, outputSegmentation, replace)}
+                     "target": target}
         if not wait:
             return None
         self._run["process"].wait()
