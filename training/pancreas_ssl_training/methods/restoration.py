@@ -41,6 +41,14 @@ def entropy_band(logits: torch.Tensor, threshold: float) -> torch.Tensor:
     return entropy / math.log(logits.shape[1]) > threshold
 
 
+def _uniform(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None,
+             device: torch.device) -> torch.Tensor:
+    """U(0, 1) noise on ``device``: drawn there unless a (CPU) ``generator`` pins the stream."""
+    if generator is None:
+        return torch.rand(shape, device=device)
+    return torch.rand(shape, generator=generator).to(device)
+
+
 def local_shuffle(image: torch.Tensor, block: int, generator: torch.Generator | None = None
                   ) -> torch.Tensor:
     """Permute voxels within every ``block``-sided cube (each cube its own random permutation)."""
@@ -53,7 +61,7 @@ def local_shuffle(image: torch.Tensor, block: int, generator: torch.Generator | 
     x = x.reshape(n, c, *[v for g in grid for v in (g, block)])
     order = [0, 1] + [2 + 2 * i for i in range(dims)] + [3 + 2 * i for i in range(dims)]
     x = x.permute(order).reshape(n, c, math.prod(grid), block ** dims)
-    permutation = torch.rand(x.shape, generator=generator).argsort(-1).to(x.device)
+    permutation = _uniform(x.shape, generator, x.device).argsort(-1)
     x = x.gather(-1, permutation).reshape(n, c, *grid, *([block] * dims))
     inverse = [0, 1] + [v for i in range(dims) for v in (2 + i, 2 + dims + i)]
     x = x.permute(inverse).reshape(n, c, *padded_size)
@@ -92,7 +100,7 @@ def inpaint_blocks(image: torch.Tensor, blocks: int = 3, generator: torch.Genera
                 start = int(torch.randint(0, size - side + 1, (1,), generator=generator))
                 box.append(slice(start, start + side))
             region = out[(n, slice(None), *box)]
-            noise = torch.rand(region.shape, generator=generator).to(image.device)
+            noise = _uniform(region.shape, generator, image.device)
             out[(n, slice(None), *box)] = low[n] + noise * (high[n] - low[n])
     return out
 
