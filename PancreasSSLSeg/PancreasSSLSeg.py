@@ -98,6 +98,9 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
             return
         inputVolume = self.ui.inputVolumeSelector.currentNode()
         output = self.ui.outputSegmentationSelector.currentNode()
+        if inputVolume is None:
+            slicer.util.errorDisplay(_("Choose an input CT volume."))
+            return
         replace = False
         if output is not None and scene_results.was_edited(output, inputVolume):
             replace = slicer.util.confirmYesNoDisplay(

@@ -89,6 +89,7 @@ def test_process_loads_named_coloured_segments_on_the_input_grid(scene, ct, logi
     assert np.allclose(volume.GetOrigin(), ct.GetOrigin())
     assert np.array_equal(slicer.util.arrayFromVolume(volume), uncertainty)
     assert volume.GetDisplayNode().GetColorNodeID() == scene_results.UNCERTAINTY_COLOR_NODE_ID
+    assert scene.colors.GetColorLegendDisplayNode(volume) is not None  # the colour bar
     composite = scene.scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert composite.GetForegroundVolumeID() == volume.GetID()
     assert composite.GetBackgroundVolumeID() == ct.GetID()
