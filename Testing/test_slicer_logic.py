@@ -82,6 +82,7 @@ def test_process_loads_named_coloured_segments_on_the_input_grid(scene, ct, logi
     assert np.array_equal(arrays[ids[1]], labels == 2)
     assert np.array_equal(arrays[ids[2]], regions > 0)  # overlaps the pancreas: both kept
     assert outcome.segmentationNode.GetSegmentation().ContainsRepresentation("Closed surface")
+    assert outcome.segmentationNode.GetDisplayNode().GetSegmentOpacity3D(ids[2]) < 1.0
 
     volume = outcome.uncertaintyNode
     assert volume.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()

@@ -72,7 +72,8 @@ def test_3d_view_shows_the_segment_surfaces(result, tmp_path):
     _, _, outcome = result
     node = outcome.segmentationNode
     uncertain = node.GetSegmentation().GetNthSegmentID(2)
-    path = render_segments_3d_png(node, tmp_path / "3d_view.png", see_through={uncertain: 0.35})
+    opacity = node.GetDisplayNode().GetSegmentOpacity3D(uncertain)  # as the module set it
+    path = render_segments_3d_png(node, tmp_path / "3d_view.png", see_through={uncertain: opacity})
     image = np.asarray(Image.open(path).convert("RGB"))
     assert pixels_near(image, LABELS[1]["color"], tolerance=90) > 2000
     assert pixels_near(image, UNCERTAIN_REGION["color"], tolerance=90) > 200

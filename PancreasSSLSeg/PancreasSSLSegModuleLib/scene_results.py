@@ -19,6 +19,7 @@ ATTR_LOADED_FINGERPRINT = "PancreasSSLSeg.LoadedFingerprint"
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
 UNCERTAINTY_HIDDEN_BELOW = 0.05  # below this, the overlay is transparent so the CT shows through
 UNCERTAIN_SEGMENT_VALUE = -1     # key of the review segment in ``segment_ids``
+UNCERTAIN_OPACITY_3D = 0.35
 
 
 def _code(entry: dict | None) -> str:
@@ -67,6 +68,10 @@ def fill_segmentation(segmentation_node, reference_volume, labels: np.ndarray,
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node,
                                                          segment_id, reference_volume)
     segmentation_node.CreateClosedSurfaceRepresentation()  # 3-D surfaces on
+    display = segmentation_node.GetDisplayNode()
+    if display is not None and UNCERTAIN_SEGMENT_VALUE in segment_ids:
+        # the review region wraps the organ: see-through, so the pancreas stays visible in 3-D
+        display.SetSegmentOpacity3D(segment_ids[UNCERTAIN_SEGMENT_VALUE], UNCERTAIN_OPACITY_3D)
     segmentation_node.SetAttribute(ATTR_SOURCE_VOLUME, reference_volume.GetID())
     segmentation_node.SetAttribute(ATTR_LOADED_FINGERPRINT,
                                    segmentation_fingerprint(segmentation_node, reference_volume))
