@@ -76,7 +76,10 @@ class DualTaskMethod(Method):
         super().__init__(**weighting)
         self.k = float(k)
         self.consistency = consistency
-        self.dice = DiceLoss(sigmoid=False)
+        # Batch Dice: a region absent from one sample (most slices have no lesion) is not a whole
+        # failed sample; unit smoothing makes a region absent from the batch cost m / (m + 1) for
+        # predicted mass m, which goes to 0 with m (with 1e-5 it stays ~1 unless m < 1e-5).
+        self.dice = DiceLoss(sigmoid=False, smooth_nr=1.0, smooth_dr=1.0, batch=True)
 
     def losses(self, network: nn.Module, batch: dict[str, torch.Tensor],
                outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
