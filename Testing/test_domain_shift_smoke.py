@@ -13,16 +13,19 @@ from pancreas_ssl_training.evaluation.tables import read_csv
 RUNNER = REPO_ROOT / "training" / "experiments" / "domain_shift.py"
 
 
+def _run(arguments: list[str]) -> None:
+    completed = subprocess.run([sys.executable, str(RUNNER), *arguments], capture_output=True,
+                               text=True, timeout=600, cwd=REPO_ROOT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+
 @pytest.fixture(scope="module")
 def tiny_experiment(shared_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("domain_shift")
-    command = [sys.executable, str(RUNNER), "--split", "report", "--preset", "tiny",
-               "--methods", "baseline", "dual_task", "--seeds", "0", "1", "--jobs", "1",
-               "--limit-patients", "1", "--runs", str(root / "runs"),
-               "--results", str(root / "results"), "--data-root", str(shared_data)]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                               cwd=REPO_ROOT)
-    assert completed.returncode == 0, completed.stderr[-3000:]
+    _run(["--split", "report", "--preset", "tiny", "--methods", "baseline", "dual_task",
+          "--seeds", "0", "1", "--jobs", "1", "--limit-patients", "1",
+          "--runs", str(root / "runs"), "--results", str(root / "results"),
+          "--data-root", str(shared_data)])
     return root
 
 
@@ -59,3 +62,15 @@ def test_results_hold_per_case_rows_and_a_summary_over_seeds(tiny_experiment):
         assert (results / f"domain_shift_report_{name}.png").read_bytes()[:4] == b"\x89PNG"
     runs = read_csv(results / "domain_shift_report_runs.csv")
     assert len(runs) == 4 and all(float(r["eval_seconds"]) > 0 for r in runs)
+
+
+def test_aggregate_only_rebuilds_tables_and_keeps_run_timings(tiny_experiment, shared_data):
+    results = tiny_experiment / "results"
+    timings = (results / "domain_shift_report_runs.csv").read_text()
+    (results / "domain_shift_report.md").unlink()
+    _run(["--split", "report", "--preset", "tiny", "--methods", "baseline", "dual_task",
+          "--seeds", "0", "1", "--limit-patients", "1", "--aggregate-only",
+          "--runs", str(tiny_experiment / "runs"), "--results", str(results),
+          "--data-root", str(shared_data)])
+    assert "| dual_task |" in (results / "domain_shift_report.md").read_text()
+    assert (results / "domain_shift_report_runs.csv").read_text() == timings

@@ -245,7 +245,7 @@ def execute(pretrains: list[Job], fits: list[Job], jobs: int) -> list[dict[str, 
     return records
 
 
-def aggregate(fits: list[Job], records: list[dict[str, Any]], split: str, results: Path,
+def aggregate(fits: list[Job], records: list[dict[str, Any]] | None, split: str, results: Path,
               order: list[str]) -> str:
     """Collect every run's per-case files into the experiment's tables and plots."""
     from pancreas_ssl_training.evaluation.plots import box_plot
@@ -259,12 +259,15 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]], split: str, result
     prefix = results / f"domain_shift_{split}"
     write_csv(cases, f"{prefix}_cases.csv")
     write_csv(calibration, f"{prefix}_calibration.csv")
-    write_csv(records, f"{prefix}_runs.csv")
+    if records is not None:  # --aggregate-only keeps the timings the run itself wrote
+        write_csv(records, f"{prefix}_runs.csv")
     pancreas = [row for row in cases if row["region"] == "pancreas"]
+    for row in pancreas:  # < 1: the model under-segments, > 1: over-segments
+        row["area_ratio"] = int(row["pred_voxels"]) / max(1, int(row["true_voxels"]))
     lesion_fp = [row for row in cases if row["region"] == "lesion"]
 
     # Per seed: mean over cases; then mean ± sd over seeds (the spread a rerun would show).
-    per_seed = summarize(pancreas, ("method", "seed"), METRICS)
+    per_seed = summarize(pancreas, ("method", "seed"), (*METRICS, "area_ratio"))
     per_seed_cal = summarize(calibration, ("method", "seed"), CALIBRATION)
     seed_rows = [{**a, **{k: v for k, v in b.items() if k.endswith("_mean")}}
                  for a, b in zip(per_seed, per_seed_cal)]
@@ -273,11 +276,11 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]], split: str, result
         row["dice_minus_baseline"] = row["dice_mean"] - baseline.get(row["seed"], np.nan)
         row["lesion_fp_slices"] = sum(1 for r in lesion_fp if r["method"] == row["method"]
                                       and r["seed"] == row["seed"] and int(r["pred_voxels"]) > 0)
-    over_seeds_metrics = [f"{m}_mean" for m in (*METRICS, *CALIBRATION)] + \
+    over_seeds_metrics = [f"{m}_mean" for m in (*METRICS, "area_ratio", *CALIBRATION)] + \
         ["dice_minus_baseline", "lesion_fp_slices"]
     over_seeds = summarize(seed_rows, ("method",), over_seeds_metrics)
     over_seeds.sort(key=lambda row: order.index(row["method"]))
-    pooled = summarize(pancreas, ("method",), METRICS)
+    pooled = summarize(pancreas, ("method",), (*METRICS, "area_ratio"))
     pooled.sort(key=lambda row: order.index(row["method"]))
     write_csv(seed_rows, f"{prefix}_per_seed.csv")
     write_csv(over_seeds, f"{prefix}_summary.csv")
@@ -289,11 +292,14 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]], split: str, result
             f"{SPLITS[split][0]:04d}–{SPLITS[split][1]:04d}", "",
             f"{n_cases} slices, {n_seeds} seeds per arm. Pancreas region (labels 1 + 2).", "",
             "## Mean ± sd over seeds of each seed's mean over slices", "",
-            "`n` = seeds. `dice_minus_baseline`: per-seed Dice minus the baseline's Dice of the "
+            "`n` = seeds. `area_ratio`: predicted / true pancreas area of a slice (< 1 under-, "
+            "> 1 over-segmentation). `ece_pancreas`: expected calibration error of the pancreas "
+            "probability; `error_uncertainty_dice`: Dice of the error mask and the entropy > "
+            "threshold mask. `dice_minus_baseline`: per-seed Dice minus the baseline's Dice of the "
             "same seed. `lesion_fp_slices`: slices where a lesion was predicted (none exists).", "",
             markdown_table(over_seeds, ("method",), over_seeds_metrics, digits), "",
             "## Pooled over slices and seeds (mean ± sd over slices)", "",
-            markdown_table(pooled, ("method",), METRICS, digits)]
+            markdown_table(pooled, ("method",), (*METRICS, "area_ratio"), digits)]
     (results / f"domain_shift_{split}.md").write_text("\n".join(text), encoding="utf-8")
     for metric, label in (("dice", "Pancreas Dice"), ("hd95_mm", "Pancreas HD95 (mm)")):
         box_plot(pancreas, metric, "method", f"{prefix}_{metric}.png", order=order,
@@ -316,19 +322,23 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder holding nih-pancreas-slices-hu and -8bit")
     parser.add_argument("--limit-patients", type=int, default=None,
                         help="evaluate only the split's first N patients (smoke tests)")
+    parser.add_argument("--aggregate-only", action="store_true",
+                        help="only rebuild the tables and plots from finished runs")
     parser.add_argument("--no-mapped-reference", action="store_true",
                         help=f"skip {MAPPED_REFERENCE}: the baseline scored on 8-bit slices "
                              "mapped to HU")
     args = parser.parse_args(argv)
     started = time.time()
     pretrains, fits = plan(args)
-    records = execute(pretrains, fits, args.jobs)
+    records = None if args.aggregate_only else execute(pretrains, fits, args.jobs)
     args.results.mkdir(parents=True, exist_ok=True)
     order = [m for m in METHODS if m in args.methods]
     if "baseline" in args.methods and not args.no_mapped_reference:
         fits += evaluate_mapped_reference(fits, args.data_root.resolve())
         order.append(MAPPED_REFERENCE)
     print(aggregate(fits, records, args.split, args.results, order))
+    if args.aggregate_only:
+        return 0
     wall = round(time.time() - started, 1)
     (args.results / f"domain_shift_{args.split}_run.json").write_text(json.dumps(
         {"argv": sys.argv, "preset": PRESETS[args.preset], "wall_seconds": wall}, indent=2) + "\n",
