@@ -24,13 +24,19 @@ def markdown_table(result: dict) -> str:
     baseline = result.get("baseline")
     for key in ("accurate", "fast"):
         step = result.get(key)
-        if step:
+        if step and "error" in step:
+            lines.append(_row([f"engine CLI, {key}", "failed", "", "",
+                               f"exit {step['returncode']}: {step['error'].strip()[-200:]}"]))
+        elif step:
             ratio = (f"{baseline['total_s_extrapolated'] / step['wall_s']:.1f}×"
-                     if baseline else "n/a")
+                     if baseline and "error" not in baseline else "n/a")
             lines.append(_row([f"engine CLI, {key}", f"{step['wall_s']:.1f}",
                                f"{step['peak_rss_mb']:.0f}", ratio,
                                "whole process: read → … → write all outputs"]))
-    if baseline:
+    if baseline and "error" in baseline:
+        lines.append(_row(["baseline DynUNet 1.5 mm", "failed", "", "",
+                           baseline["error"].strip()[-200:]]))
+    elif baseline:
         lines.append(_row(["baseline DynUNet 1.5 mm", f"{baseline['total_s_extrapolated']:.0f}",
                            f"{baseline['peak_rss_mb']:.0f}", "1.0×",
                            f"{baseline['measured_patches']} of {baseline['full_patch_count']} "
