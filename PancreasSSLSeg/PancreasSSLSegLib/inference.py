@@ -1,0 +1,78 @@
+"""Network inference for one cascade stage: device choice, flip TTA, MC dropout, sliding window.
+
+Every stage goes through MONAI's ``SlidingWindowInferer`` with ``roi_size = patch_size``:
+2-D stages see the volume as a batch of axial slices ``(N, 1, y, x)``, 3-D stages as
+``(N, 1, z, y, x)``. The flipped copies of TTA are stacked into that batch, so one inferer pass
+serves every flip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from monai.inferers import SlidingWindowInferer
+
+from .bundle import ModelBundle
+from .errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU → ``DeviceError``."""
+    if name not in DEVICE_CHOICES:
+        raise DeviceError(f"unknown device {name!r}; expected one of {', '.join(DEVICE_CHOICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was requested but no CUDA GPU is available here")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _enable_mc_dropout(network: torch.nn.Module) -> None:
+    """Dropout layers sample at inference (the rest, e.g. instance norm, stays in eval mode)."""
+    for module in network.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.train()
+
+
+def _flip_batch(volume: torch.Tensor, flips: Sequence[Sequence[int]]) -> torch.Tensor:
+    """(z, y, x) → (T, z, y, x): one copy per flip (axes of the canonical array)."""
+    return torch.stack([torch.flip(volume, dims=list(axes)) if axes else volume for axes in flips])
+
+
+def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, device: torch.device,
+                  flips: Sequence[Sequence[int]] = ((),), mc_dropout_samples: int = 0,
+                  overlap: float = 0.25) -> np.ndarray:
+    """Mean softmax ``(C, z, y, x)`` float32 of one stage over TTA flips (and MC dropout samples).
+
+    ``volume`` is the normalised canonical array ``(z, y, x)``.
+    """
+    stage = bundle.stage(stage_name)
+    network = bundle.load_network(stage_name, device)
+    if mc_dropout_samples > 0:
+        _enable_mc_dropout(network)
+    passes = max(1, mc_dropout_samples)
+    inferer = SlidingWindowInferer(roi_size=list(stage.patch_size), sw_batch_size=1,
+                                   overlap=overlap, mode="gaussian")
+    volume_t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32)).to(device)
+    batch = _flip_batch(volume_t, flips)                                   # (T, z, y, x)
+    n_flips, depth = batch.shape[0], batch.shape[1]
+    if stage.spatial_dims == 2:
+        batch = batch.reshape(n_flips * depth, 1, *batch.shape[2:])       # axial slices
+    else:
+        batch = batch.unsqueeze(1)
+    mean_probs = None
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for _ in range(passes):
+            probs = torch.softmax(inferer(batch, network).float(), dim=1)
+            if stage.spatial_dims == 2:
+                probs = probs.reshape(n_flips, depth, probs.shape[1], *probs.shape[2:])
+                probs = probs.permute(0, 2, 1, 3, 4)                       # (T, C, z, y, x)
+            unflipped = [torch.flip(probs[i], dims=[a + 1 for a in axes]) if axes else probs[i]
+                         for i, axes in enumerate(flips)]
+            summed = torch.stack(unflipped).sum(dim=0)
+            mean_probs = summed if mean_probs is None else mean_probs + summed
+    return (mean_probs / (n_flips * passes)).cpu().numpy().astype(np.float32)

@@ -1,0 +1,268 @@
+"""``segment()``: the engine's entry point, CT in → labels, uncertainty, regions and a report out.
+
+Cascade (NOTES.md "Canonical orientation"): reorient to LPS → coarse stage on the whole scan at
+its coarse spacing → box around the largest coarse pancreas component, grown by the fine stage's
+``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box → clean-up → map back onto
+the input's exact grid. Full-size arrays are uint8/float32/int32 only; class probabilities exist
+only in the coarse grid and the fine box, which keeps a 500x500x220 CT within a few GB.
+Outside the fine box labels are 0 and uncertainty is 0 (the coarse pass is not used for it).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import psutil
+import SimpleITK as sitk
+import torch
+
+from . import __version__
+from .bundle import ModelBundle, default_bundle_path, load_bundle
+from .errors import ResourceError
+from .image_io import as_image, check_ct_intensities
+from .inference import predict_stage, select_device
+from .postprocess import clean_labels, largest_component
+from .preprocessing import (normalize_ct, resample_onto, resample_to_spacing,
+                            soft_tissue_reference, to_canonical)
+from .report import build_report, foreground_box, voxel_volume_ml
+from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_DEFINITION, normalised_entropy,
+                          rank_uncertain_regions)
+
+# Bytes per input voxel the run holds at once: input + canonical copy (float32), labels (uint8),
+# uncertainty (float32), regions (int32) and slack for temporaries; plus torch and the networks.
+BYTES_PER_INPUT_VOXEL = 24
+FIXED_OVERHEAD_BYTES = 600 << 20
+
+ProgressCallback = Callable[[str, float, str], None]
+
+
+@dataclass
+class SegmentationResult:
+    """Arrays are numpy (z, y, x) on the input's exact grid; ``image`` is the input itself."""
+
+    labels: np.ndarray        # uint8: 0 background, 1 pancreas, 2 lesion
+    uncertainty: np.ndarray   # float32 in [0, 1]
+    regions: np.ndarray       # int32: 0 none, 1 = highest ranked uncertain region
+    report: dict[str, Any]
+    image: sitk.Image
+
+    def to_sitk(self, array: np.ndarray) -> sitk.Image:
+        """``array`` as an image with the input's size, spacing, origin and direction."""
+        out = sitk.GetImageFromArray(np.asarray(array))
+        out.CopyInformation(self.image)
+        return out
+
+
+def available_memory_bytes() -> int:
+    return int(psutil.virtual_memory().available)
+
+
+def estimate_memory_bytes(size_xyz) -> int:
+    return int(np.prod(size_xyz)) * BYTES_PER_INPUT_VOXEL + FIXED_OVERHEAD_BYTES
+
+
+def check_memory(image: sitk.Image) -> None:
+    """Refuse before allocating when the run would not fit in the memory available now."""
+    needed, available = estimate_memory_bytes(image.GetSize()), available_memory_bytes()
+    if needed > available:
+        raise ResourceError(f"input of {image.GetSize()} voxels needs about {needed / 2**30:.1f} GiB "
+                            f"of memory but only {available / 2**30:.1f} GiB is available; close "
+                            "other programs or crop the scan")
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (MB)."""
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+    except ImportError:  # Windows
+        return psutil.Process(os.getpid()).memory_info().peak_wset / 2**20
+
+
+def _resolve_bundle(model) -> ModelBundle:
+    if isinstance(model, ModelBundle):
+        return model
+    return load_bundle(default_bundle_path() if model is None else model)
+
+
+def _fine_box(coarse: sitk.Image, foreground: np.ndarray, canonical: sitk.Image,
+              margin_mm: float) -> tuple[list[int], list[int]]:
+    """Index range [lo, hi) (x, y, z) of ``canonical`` covering ``foreground`` + ``margin_mm``."""
+    box = foreground_box(foreground)
+    corners_zyx = [(s.start - 0.5, s.stop - 0.5) for s in box]
+    points = [coarse.TransformContinuousIndexToPhysicalPoint((x, y, z))
+              for z in corners_zyx[0] for y in corners_zyx[1] for x in corners_zyx[2]]
+    index = np.array([canonical.TransformPhysicalPointToContinuousIndex(p) for p in points])
+    margin = margin_mm / np.array(canonical.GetSpacing())
+    lo = np.maximum(0, np.floor(index.min(axis=0) - margin)).astype(int)
+    hi = np.minimum(canonical.GetSize(), np.ceil(index.max(axis=0) + margin) + 1).astype(int)
+    return lo.tolist(), hi.tolist()
+
+
+def _input_window(fine: sitk.Image, image: sitk.Image) -> tuple[slice, ...]:
+    """Array slices (z, y, x) of the input grid covering the fine grid's physical extent."""
+    size = fine.GetSize()
+    corners = [fine.TransformContinuousIndexToPhysicalPoint((x, y, z))
+               for x in (-0.5, size[0] - 0.5) for y in (-0.5, size[1] - 0.5)
+               for z in (-0.5, size[2] - 0.5)]
+    index = np.array([image.TransformPhysicalPointToContinuousIndex(p) for p in corners])
+    lo = np.maximum(0, np.floor(index.min(axis=0))).astype(int)
+    hi = np.minimum(image.GetSize(), np.ceil(index.max(axis=0)) + 1).astype(int)
+    return tuple(slice(int(lo[a]), int(hi[a])) for a in (2, 1, 0))
+
+
+def _onto_window(fine: sitk.Image, image: sitk.Image, window: tuple[slice, ...],
+                 is_label: bool) -> np.ndarray:
+    """Resample a fine-box image onto the input grid's ``window`` only (not the whole grid)."""
+    start_xyz = [window[2].start, window[1].start, window[0].start]
+    size_xyz = [window[2].stop - window[2].start, window[1].stop - window[1].start,
+                window[0].stop - window[0].start]
+    out = resample_onto(fine, size=size_xyz, spacing=image.GetSpacing(),
+                        origin=image.TransformIndexToPhysicalPoint(start_xyz),
+                        direction=image.GetDirection(), is_label=is_label)
+    return sitk.GetArrayFromImage(out)
+
+
+def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.device, *,
+                 flips, mc_dropout_samples: int, with_uncertainty: bool,
+                 progress: ProgressCallback, timings: dict[str, float]):
+    """Fine-grid (labels, uncertainty or None) images, or None when the coarse stage finds nothing."""
+    inference = bundle.inference
+    overlap = float(inference["sw_overlap"])
+    started = time.perf_counter()
+    coarse_spec, fine_spec = bundle.stage("coarse"), bundle.stage("fine")
+    coarse = resample_to_spacing(canonical, coarse_spec.spacing_mm)
+    coarse_hu = sitk.GetArrayFromImage(coarse)
+    reference_hu = soft_tissue_reference(coarse_hu)  # whole-scan reference, reused in the box
+    coarse_probs = predict_stage(bundle, "coarse", normalize_ct(coarse_hu, bundle.hu_window, reference_hu),
+                                 device, flips=[[]], overlap=overlap)
+    foreground = largest_component(coarse_probs.argmax(axis=0) >= 1)
+    timings["coarse"] = time.perf_counter() - started
+    if not foreground.any():
+        return None
+    progress("fine", 0.35, "fine stage: segmenting the pancreas region")
+    started = time.perf_counter()
+    lo, hi = _fine_box(coarse, foreground, canonical, fine_spec.margin_mm)
+    crop = canonical[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    fine = resample_to_spacing(crop, fine_spec.spacing_mm)
+    fine_probs = predict_stage(bundle, "fine", normalize_ct(sitk.GetArrayFromImage(fine),
+                                                            bundle.hu_window, reference_hu),
+                               device, flips=flips, mc_dropout_samples=mc_dropout_samples,
+                               overlap=overlap)
+    timings["fine"] = time.perf_counter() - started
+    progress("postprocess", 0.75, "cleaning up the labels")
+    started = time.perf_counter()
+    labels = clean_labels(fine_probs.argmax(axis=0).astype(np.uint8), fine_spec.spacing_mm,
+                          float(inference["min_component_fraction"]),
+                          float(inference["lesion_dilation_mm"]))
+    labels_image = sitk.GetImageFromArray(labels)
+    labels_image.CopyInformation(fine)
+    uncertainty_image = None
+    if with_uncertainty:
+        uncertainty_image = sitk.GetImageFromArray(normalised_entropy(fine_probs))
+        uncertainty_image.CopyInformation(fine)
+    timings["postprocess"] = time.perf_counter() - started
+    return labels_image, uncertainty_image
+
+
+def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
+            progress: ProgressCallback | None = None, fast: bool = False,
+            uncertainty_threshold: float | None = None, *, spacing_mm=None, origin=None,
+            direction=None) -> SegmentationResult:
+    """Segment the pancreas and lesions of one CT (path, ``SimpleITK.Image`` or (z, y, x) array
+    with ``spacing_mm``/``origin``/``direction``). ``progress(stage, fraction, message)`` gets
+    the overall fraction 0..1 and may raise ``CancelledError`` to stop the run."""
+    progress = progress or (lambda stage, fraction, message: None)
+    total_started = started = time.perf_counter()
+    timings: dict[str, float] = {}
+    progress("reading", 0.0, "reading the input")
+    warnings: list[str] = []
+    input_image = as_image(image, spacing_mm, origin, direction, notes=warnings)
+    warnings += check_ct_intensities(input_image)
+    bundle = _resolve_bundle(model)
+    torch_device = select_device(device)
+    check_memory(input_image)
+    inference = bundle.inference
+    threshold = float(inference["uncertainty_threshold"] if uncertainty_threshold is None
+                      else uncertainty_threshold)
+    flips = [[]] if fast else [list(axes) for axes in inference["tta_flips"]]
+    mc_samples = 0 if fast else int(inference["mc_dropout_samples"])
+    canonical = to_canonical(input_image)
+    timings["read"] = time.perf_counter() - started
+    progress("coarse", 0.05, "coarse stage: locating the pancreas")
+
+    def run(on_device: torch.device):
+        return _run_cascade(canonical, bundle, on_device, flips=flips, mc_dropout_samples=mc_samples,
+                            with_uncertainty=uncertainty, progress=progress, timings=timings)
+
+    try:
+        fine_outputs = run(torch_device)
+    except torch.cuda.OutOfMemoryError:
+        if torch_device.type == "cpu":
+            raise ResourceError("the networks ran out of memory on the CPU") from None
+        warnings.append(f"GPU ({torch_device}) ran out of memory; the run was repeated on the CPU")
+        torch_device = torch.device("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        fine_outputs = run(torch_device)
+    del canonical
+
+    progress("mapping", 0.85, "mapping the results onto the input grid")
+    started = time.perf_counter()
+    size_zyx = input_image.GetSize()[::-1]
+    labels = np.zeros(size_zyx, np.uint8)
+    uncertainty_map = np.zeros(size_zyx, np.float32)
+    regions_map = np.zeros(size_zyx, np.int32)
+    regions: list[dict[str, Any]] = []
+    if fine_outputs is None:
+        warnings.append("no pancreas was found by the coarse stage; labels are empty")
+    else:
+        labels_image, uncertainty_image = fine_outputs
+        window = _input_window(labels_image, input_image)
+        labels[window] = _onto_window(labels_image, input_image, window, is_label=True)
+        if uncertainty_image is not None:
+            uncertainty_map[window] = np.clip(
+                _onto_window(uncertainty_image, input_image, window, is_label=False), 0.0, 1.0)
+            regions_window, regions = rank_uncertain_regions(
+                uncertainty_map[window], labels[window], threshold, voxel_volume_ml(input_image),
+                float(inference.get("region_min_volume_ml", 0.0)))
+            regions_map[window] = regions_window
+            offset = np.array([s.start for s in window], float)
+            for region in regions:
+                region["centroid_index_zyx"] = tuple(np.asarray(region["centroid_index_zyx"]) + offset)
+        if not labels.any():
+            warnings.append("the fine stage found no pancreas; labels are empty")
+    timings["mapping"] = time.perf_counter() - started
+
+    progress("report", 0.95, "writing the report")
+    started = time.perf_counter()
+    report = build_report(image=input_image, labels=labels,
+                          uncertainty=uncertainty_map if uncertainty else None, regions=regions,
+                          metadata=bundle.metadata, engine_version=__version__,
+                          device=str(torch_device), mode="fast" if fast else "accurate",
+                          threshold=threshold, uncertainty_definition=UNCERTAINTY_DEFINITION,
+                          regions_score=REGIONS_SCORE, warnings=warnings, timings_s=timings,
+                          peak_memory_mb=peak_memory_mb())
+    report["timings_s"]["report"] = time.perf_counter() - started
+    report["timings_s"]["total"] = time.perf_counter() - total_started
+    progress("done", 1.0, "finished")
+    return SegmentationResult(labels=labels, uncertainty=uncertainty_map, regions=regions_map,
+                              report=report, image=input_image)
+
+
+class _CallableModule(types.ModuleType):
+    """``PancreasSSLSegLib.segment`` names both this module and the function. Importing the
+    module (``from .segment import ...``) rebinds the package attribute to the module, so the
+    module itself calls :func:`segment`: ``from PancreasSSLSegLib import segment`` always works."""
+
+    def __call__(self, *args, **kwargs) -> SegmentationResult:
+        return segment(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

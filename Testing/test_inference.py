@@ -1,0 +1,64 @@
+"""Stage inference: device choice, sliding window shapes, flip TTA in one batch, MC dropout."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_random_bundle
+from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib.errors import DeviceError
+from PancreasSSLSegLib.inference import predict_stage, select_device
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The test machine's cores are shared: thread contention costs 40x, not the model."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def bundle_3d(tmp_path_factory):
+    return load_bundle(write_random_bundle(tmp_path_factory.mktemp("b3") / "tiny3d",
+                                           coarse_dims=3, fine_dims=3))
+
+
+def test_select_device(monkeypatch):
+    assert select_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto") == torch.device("cpu")
+    with pytest.raises(DeviceError, match="cuda"):
+        select_device("cuda")
+    with pytest.raises(DeviceError, match="unknown device"):
+        select_device("tpu")
+
+
+@pytest.mark.parametrize("flips", [[[2]], [[0]]])
+def test_2d_flip_tta_equals_mean_of_separate_passes(random_bundle, flips):
+    bundle = load_bundle(random_bundle)
+    volume = np.random.default_rng(0).normal(size=(3, 37, 70)).astype(np.float32)
+    cpu = torch.device("cpu")
+    batched = predict_stage(bundle, "fine", volume, cpu, flips=[[]] + flips)
+    plain = predict_stage(bundle, "fine", volume, cpu, flips=[[]])
+    flipped = predict_stage(bundle, "fine", np.flip(volume, axis=flips[0]).copy(), cpu, flips=[[]])
+    expected = 0.5 * (plain + np.flip(flipped, axis=[a + 1 for a in flips[0]]))
+    assert batched.shape == (3, 3, 37, 70) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched, expected, atol=1e-5)
+    np.testing.assert_allclose(batched.sum(axis=0), 1.0, atol=1e-5)
+    # A z flip only reorders the slices a 2-D network sees; in-plane flips change its output.
+    assert np.allclose(plain, batched, atol=1e-5) == (flips == [[0]])
+
+
+def test_3d_stage_and_mc_dropout(bundle_3d):
+    volume = np.random.default_rng(1).normal(size=(12, 21, 27)).astype(np.float32)
+    cpu = torch.device("cpu")
+    plain = predict_stage(bundle_3d, "coarse", volume, cpu)
+    assert plain.shape == (3, 12, 21, 27)
+    np.testing.assert_allclose(plain.sum(axis=0), 1.0, atol=1e-5)
+    np.testing.assert_allclose(predict_stage(bundle_3d, "coarse", volume, cpu), plain, atol=1e-6)
+    torch.manual_seed(0)
+    sampled = predict_stage(bundle_3d, "coarse", volume, cpu, mc_dropout_samples=3)
+    np.testing.assert_allclose(sampled.sum(axis=0), 1.0, atol=1e-5)
+    assert not np.allclose(sampled, plain, atol=1e-4)  # dropout was active
