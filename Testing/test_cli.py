@@ -29,17 +29,18 @@ class FakeSegment:
     def __init__(self):
         self.calls: list[dict] = []
 
-    def __call__(self, image, *, model, device, uncertainty, progress, fast, uncertainty_threshold):
+    def __call__(self, path, *, model, device, uncertainty, progress, fast, uncertainty_threshold):
+        image = as_image(path)
         self.calls.append({"size": image.GetSize(), "device": device, "fast": fast,
                            "uncertainty": uncertainty, "threshold": uncertainty_threshold})
-        for index, stage in enumerate(("coarse", "fine", "uncertainty")):
-            progress(stage, index / 3, f"{stage} stage")
+        for index, stage in enumerate(("coarse", "fine", "done")):
+            progress(stage, index / 2, f"{stage} stage")
         shape = image.GetSize()[::-1]
         labels = np.zeros(shape, np.uint8)
         centre = tuple(slice(s // 3, max(s // 3 + 1, 2 * s // 3)) for s in shape)
         labels[centre] = 1
         uncertainty_map = labels.astype(np.float32) * 0.6
-        report = {"case": None, "model": {"name": model.name, "version": model.version},
+        report = {"case": None, "input": {"size": list(image.GetSize())}, "model": {"name": model.name, "version": model.version},
                   "segments": model.labels, "uncertain_region": model.metadata["uncertain_region"],
                   "warnings": ["from segment"]}
         return FakeResult(image, labels, uncertainty_map, (uncertainty_map > 0.5).astype(np.int32),
@@ -78,6 +79,7 @@ def test_segments_real_nifti_on_its_exact_grid(capsys, tmp_path, example_ct, ran
                                    "uncertainty": True, "threshold": 0.3}]
     report = json.loads((tmp_path / "example_ct_report.json").read_text())
     assert report["case"] == "example_ct" and report["model"]["name"] == "tiny-random"
+    assert report["input"]["path"] == str(example_ct)
 
 
 def test_dicom_folder_and_json_progress(capsys, tmp_path, shared_data, random_bundle,
@@ -88,7 +90,8 @@ def test_dicom_folder_and_json_progress(capsys, tmp_path, shared_data, random_bu
     assert code == 0, err
     assert_case_outputs(tmp_path, "ct-dicom-series", as_image(folder))
     records = [json.loads(line) for line in out.splitlines()]
-    assert [r["stage"] for r in records] == ["coarse", "fine", "uncertainty", "done"]
+    # the pipeline's own "done" is renamed: "done" is only the run's last line
+    assert [r["stage"] for r in records] == ["coarse", "fine", "case_done", "done"]
     assert all(set(r) >= {"stage", "fraction"} and 0 <= r["fraction"] <= 1 for r in records)
     assert records[0]["case"] == "ct-dicom-series"
     done = records[-1]

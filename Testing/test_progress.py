@@ -26,15 +26,16 @@ def test_json_lines_one_object_per_line_flushed_with_done_last():
     reporter = make_progress("json", stream, case="ct1")
     reporter("read", 0.0, "reading")
     reporter("coarse", 1.7, "clamped")
+    reporter("done", 1.0, "case finished")
     reporter.close("ok")
     reporter.finish("ok", cases_ok=1, cases_failed=0)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [r["stage"] for r in records] == ["read", "coarse", "done"]
+    assert [r["stage"] for r in records] == ["read", "coarse", "case_done", "done"]
     assert records[0] == {"stage": "read", "fraction": 0.0, "message": "reading", "case": "ct1"}
     assert records[1]["fraction"] == 1.0
     assert records[-1] == {"stage": "done", "fraction": 1.0, "status": "ok", "cases_ok": 1,
                            "cases_failed": 0}
-    assert stream.flushes == 3  # every line reaches the reader at once
+    assert stream.flushes == 4  # every line reaches the reader at once
 
 
 def test_json_error_final_line_carries_message():

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import BundleError, DeviceError, InputError, PancreasSSLSegError
-from .image_io import as_image, case_name, dicom_series_ids, is_image_file
+from .image_io import case_name, dicom_series_ids, is_image_file
 from .outputs import case_is_complete, write_case_outputs
 from .progress import PROGRESS_KINDS, default_progress_kind, make_progress
 
@@ -161,13 +161,11 @@ def _segment_cases(args: argparse.Namespace, kind: str, run_progress) -> tuple[i
 def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: str) -> dict:
     progress = make_progress(kind, case=case.name)
     try:
-        notes: list[str] = []
-        image = as_image(case.path, notes=notes)
-        result = _segment(image, model=bundle, device=args.device, uncertainty=args.uncertainty,
-                          progress=progress, fast=args.fast,
+        result = _segment(case.path, model=bundle, device=args.device,
+                          uncertainty=args.uncertainty, progress=progress, fast=args.fast,
                           uncertainty_threshold=args.uncertainty_threshold)
         result.report["case"] = case.name
-        result.report["warnings"] = notes + list(result.report.get("warnings", []))
+        result.report["input"]["path"] = str(case.path)
         paths = write_case_outputs(result, args.output, case.name)
     except RUN_FATAL_ERRORS:
         progress.close("error")

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from tqdm import tqdm
 
 PROGRESS_KINDS = ("bar", "json", "none")
-DONE_STAGE = "done"
+DONE_STAGE, CASE_DONE_STAGE = "done", "case_done"
 
 
 class NoProgress:
@@ -40,6 +40,9 @@ class JsonLinesProgress(NoProgress):
         self.context = context
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
+        # "done" marks the run's last line; a case's own end (the pipeline's "done") is renamed.
+        if stage == DONE_STAGE:
+            stage = CASE_DONE_STAGE
         self._write({"stage": stage, "fraction": _clamp(fraction), "message": message,
                      **self.context})
 
