@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -57,11 +58,17 @@ def engine_cli() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "PancreasSSLSegLib.cli"]
 
 
-def run_engine(ct: Path, bundle: Path, out_dir: Path, fast: bool, timeout_s: float) -> dict:
+def step_env(threads: int | None) -> dict[str, str]:
+    """Environment of a measured step; ``threads`` caps torch's intra-op threads (OpenMP)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else dict(os.environ)
+
+
+def run_engine(ct: Path, bundle: Path, out_dir: Path, fast: bool, timeout_s: float,
+               threads: int | None) -> dict:
     argv = engine_cli() + ["segment", str(ct), "-o", str(out_dir), "--model", str(bundle),
                            "--device", "auto"] + (["--fast"] if fast else [])
     load_before = load_average()
-    step = run_measured(argv, timeout_s=timeout_s)
+    step = run_measured(argv, env=step_env(threads), timeout_s=timeout_s)
     result = {"argv": argv, "wall_s": round(step.wall_s, 2), "peak_rss_mb": round(step.peak_rss_mb),
               "cpu_s": round(step.cpu_s, 1), "returncode": step.returncode,
               "load_average_before": load_before}
@@ -77,12 +84,13 @@ def run_engine(ct: Path, bundle: Path, out_dir: Path, fast: bool, timeout_s: flo
     return result
 
 
-def run_baseline(ct: Path, work_dir: Path, patches: int, timeout_s: float) -> dict:
+def run_baseline(ct: Path, work_dir: Path, patches: int, timeout_s: float,
+                 threads: int | None) -> dict:
     out_json = work_dir / "baseline.json"
     argv = [sys.executable, str(BENCH_DIR / "baseline.py"), str(ct), str(out_json),
             "--patches", str(patches)]
     load_before = load_average()
-    step = run_measured(argv, timeout_s=timeout_s)
+    step = run_measured(argv, env=step_env(threads), timeout_s=timeout_s)
     if step.returncode != 0:
         return {"argv": argv, "returncode": step.returncode, "error": step.stderr[-2000:]}
     result = json.loads(out_json.read_text())
@@ -123,12 +131,14 @@ def main(argv=None) -> int:
                         help="bundle to time (default: the shipped model)")
     parser.add_argument("--baseline-patches", type=int, default=1,
                         help="baseline patches actually run (the rest is extrapolated)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of every measured step (default: torch's own)")
     parser.add_argument("--skip-baseline", action="store_true")
     parser.add_argument("--step-timeout-s", type=float, default=300.0)
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
-    result = {"machine": describe_machine()}
+    result = {"machine": describe_machine(), "step_threads": args.threads or "torch default"}
     work_dir = Path(tempfile.mkdtemp(prefix="pancreas-bench-"))
     try:
         ct_path = work_dir / "clinical_ct.nii.gz"
@@ -139,13 +149,13 @@ def main(argv=None) -> int:
         for mode in ("accurate", "fast"):
             print(f"[benchmark] engine {mode} ...", flush=True)
             result[mode] = run_engine(ct_path, bundle, work_dir / mode, mode == "fast",
-                                      args.step_timeout_s)
+                                      args.step_timeout_s, args.threads)
             print(f"[benchmark]   {result[mode].get('wall_s')} s, "
                   f"{result[mode].get('peak_rss_mb')} MB", flush=True)
         if not args.skip_baseline:
             print("[benchmark] baseline ...", flush=True)
             result["baseline"] = run_baseline(ct_path, work_dir, args.baseline_patches,
-                                              args.step_timeout_s)
+                                              args.step_timeout_s, args.threads)
         result["load_average_end"] = load_average()
         result["targets"] = check_targets(result)
         result["benchmark_wall_s"] = round(time.perf_counter() - started, 1)
