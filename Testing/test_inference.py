@@ -6,6 +6,7 @@ import torch
 
 from conftest import write_random_bundle
 from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib import inference
 from PancreasSSLSegLib.errors import DeviceError
 from PancreasSSLSegLib.inference import predict_stage, select_device
 
@@ -36,7 +37,8 @@ def test_select_device(monkeypatch):
 
 
 @pytest.mark.parametrize("flips", [[[2]], [[0]]])
-def test_2d_flip_tta_equals_mean_of_separate_passes(random_bundle, flips):
+def test_2d_flip_tta_equals_mean_of_separate_passes(random_bundle, flips, monkeypatch):
+    monkeypatch.setattr(inference, "SLICES_PER_PASS", 4)  # 6 slices: chunks of 4 and 2
     bundle = load_bundle(random_bundle)
     volume = np.random.default_rng(0).normal(size=(3, 37, 70)).astype(np.float32)
     cpu = torch.device("cpu")

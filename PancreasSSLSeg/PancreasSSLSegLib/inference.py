@@ -2,8 +2,8 @@
 
 Every stage goes through MONAI's ``SlidingWindowInferer`` with ``roi_size = patch_size``:
 2-D stages see the volume as a batch of axial slices ``(N, 1, y, x)``, 3-D stages as
-``(N, 1, z, y, x)``. The flipped copies of TTA are stacked into that batch, so one inferer pass
-serves every flip.
+``(N, 1, z, y, x)``. The flipped copies of TTA are stacked into that batch, so every flip shares
+one pass (2-D stages: in chunks of ``SLICES_PER_PASS`` slices, to bound memory).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from .bundle import ModelBundle
 from .errors import DeviceError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+# 2-D stages: slices per network call. Bounds activation memory (a fine box with flips holds
+# hundreds of slices) while keeping batches large enough to be efficient.
+SLICES_PER_PASS = 32
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -67,7 +70,9 @@ def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, devi
     mean_probs = None
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
         for _ in range(passes):
-            probs = torch.softmax(inferer(batch, network).float(), dim=1)
+            logits = torch.cat([inferer(chunk, network).float()
+                                for chunk in torch.split(batch, SLICES_PER_PASS)])
+            probs = torch.softmax(logits, dim=1)
             if stage.spatial_dims == 2:
                 probs = probs.reshape(n_flips, depth, probs.shape[1], *probs.shape[2:])
                 probs = probs.permute(0, 2, 1, 3, 4)                       # (T, C, z, y, x)
