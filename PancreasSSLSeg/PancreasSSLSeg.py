@@ -21,7 +21,6 @@ from PancreasSSLSegModuleLib.engine_process import ERROR, OK, EngineFailed, Engi
 
 MODULE_DIR = Path(__file__).resolve().parent
 ENGINE_ENTRY = "import sys; from PancreasSSLSegLib.cli import main; sys.exit(main())"
-INPUT_CASE = "input"
 
 
 class PancreasSSLSeg(ScriptedLoadableModule):  # noqa: F405
@@ -272,8 +271,10 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     def process(self, inputVolume, outputSegmentation=None, model=None, device="auto", fast=False,
                 uncertainty=True, wait=True, onProgress=None, uncertaintyThreshold=None,
-                replace=False):
+                replace=False, outputDir=None):
         """Segment ``inputVolume`` in a background engine process.
+
+        The engine's files go to a temporary folder, or to ``outputDir`` (kept) when given.
 
         ``wait=True`` blocks and returns a ``SegmentationOutcome`` (raises ``EngineFailed`` when the
         engine fails); ``wait=False`` returns at once: call ``poll()`` until it returns the outcome.
@@ -283,16 +284,19 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             raise ValueError("process: an input volume is required")
         if self.isRunning():
             raise RuntimeError("process: a segmentation is already running; cancel it first")
+        from PancreasSSLSegModuleLib.corrections_export import safe_case_name
+        case = safe_case_name(inputVolume.GetName())
         workDir = Path(tempfile.mkdtemp(prefix="PancreasSSLSeg-"))
-        inputPath = workDir / f"{INPUT_CASE}.nrrd"
+        inputPath = workDir / f"{case}.nrrd"
         volume_io.write_volume(inputVolume, inputPath)
-        arguments = self.engineArguments([inputPath], workDir / "out", model, device, fast,
-                                         uncertainty, uncertaintyThreshold)
+        outDir = Path(outputDir) if outputDir else workDir / "out"
+        arguments = self.engineArguments([inputPath], outDir, model, device, fast,
+                                         uncertainty, uncertaintyThreshold) + ["--overwrite"]
         self.log(f"Starting the engine on '{inputVolume.GetName()}' ({device}, "
                  f"{'fast' if fast else 'accurate'})")
         target = self.targetSegmentation(inputVolume, outputSegmentation, replace)
         self._run = {"process": self._start(arguments, onProgress), "workDir": workDir,
-                     "input": inputVolume, "uncertainty": uncertainty, "started": time.time(),
+                     "outDir": outDir, "case": case, "input": inputVolume, "uncertainty": uncertainty, "started": time.time(),
                      "target": target}
         if not wait:
             return None
@@ -330,15 +334,15 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             self._run["process"].cancel()
 
     def _loadResults(self, run):
-        outDir = run["workDir"] / "out"
+        from PancreasSSLSegLib.outputs import output_paths
+        files = output_paths(run["outDir"], run["case"])
         inputVolume = run["input"]
-        report = json.loads((outDir / f"{INPUT_CASE}_report.json").read_text())
-        labels = volume_io.read_array_on_grid(outDir / f"{INPUT_CASE}_labels.nii.gz", inputVolume)
+        report = json.loads(files["report"].read_text())
+        labels = volume_io.read_array_on_grid(files["labels"], inputVolume)
         uncertainty = regions = None
         if run["uncertainty"]:
-            uncertainty = volume_io.read_array_on_grid(
-                outDir / f"{INPUT_CASE}_uncertainty.nii.gz", inputVolume)
-            regions = volume_io.read_array_on_grid(outDir / f"{INPUT_CASE}_regions.nii.gz", inputVolume)
+            uncertainty = volume_io.read_array_on_grid(files["uncertainty"], inputVolume)
+            regions = volume_io.read_array_on_grid(files["regions"], inputVolume)
         scene = slicer.mrmlScene
         created = []
         try:

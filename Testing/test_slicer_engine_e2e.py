@@ -1,15 +1,84 @@
 """End to end: the module's Logic runs the real engine CLI (``pancreas-ssl-seg``) in a background
-process on the real example CT with the tiny random-weight bundle, on a real MRML scene."""
+process on (a block of) the real example CT with the tiny random-weight bundle, on a real MRML
+scene. (Batch, one report per case, is tested with the fake engine in test_slicer_logic.py.)"""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from slicer_harness import SlicerTestScene, install_module_stubs
 
 install_module_stubs()
+import slicer  # noqa: E402
+
 import PancreasSSLSeg as module  # noqa: E402
+from PancreasSSLSegModuleLib import review  # noqa: E402
 from PancreasSSLSegModuleLib.engine_process import EngineFailed  # noqa: E402
+
+THRESHOLD = 0.3  # low, so that the random model surely yields review regions
+
+
+@pytest.fixture(scope="module")
+def run(example_ct, random_bundle, tmp_path_factory):
+    """One real run into the scene, the engine's files kept. The input is a 40×40×20-voxel block
+    of the real CT around the pancreas: the whole volume takes minutes with a random model here."""
+    folder = tmp_path_factory.mktemp("e2e")
+    block = folder / "ct_block.nii.gz"
+    sitk.WriteImage(sitk.ReadImage(str(example_ct))[37:77, 25:65, 45:65], str(block))
+    scene = SlicerTestScene()
+    volume = scene.load_volume(block, "ct_block")
+    logic = module.PancreasSSLSegLogic()
+    outcome = logic.process(volume, model=random_bundle, device="cpu", fast=True,
+                            uncertaintyThreshold=THRESHOLD, outputDir=folder / "out")
+    return scene, volume, logic, outcome, folder / "out"
+
+
+def test_results_match_the_engine_files(run, random_bundle):
+    scene, volume, logic, outcome, out = run
+    assert outcome.status == "ok"
+    metadata = json.loads((random_bundle / "metadata.json").read_text())
+    segmentation = outcome.segmentationNode.GetSegmentation()
+    specs = [label for label in metadata["labels"] if label["value"] > 0]
+    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    assert names == [spec["name"] for spec in specs] + [metadata["uncertain_region"]["name"]]
+    for index, spec in enumerate(specs):
+        segment = segmentation.GetNthSegment(index)
+        assert np.allclose(segment.GetColor(), np.array(spec["color"]) / 255.0)
+        assert f"^{spec['terminology']['type']['code']}^" in segment.GetTerminology()
+
+    assert json.loads((out / "ct_block_report.json").read_text())["regions"] == outcome.report["regions"]
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz")))
+    uncertainty = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_uncertainty.nii.gz")))
+    for index, spec in enumerate(specs):
+        mask = slicer.util.arrayFromSegmentBinaryLabelmap(
+            outcome.segmentationNode, segmentation.GetNthSegmentID(index), volume)
+        assert np.array_equal(mask > 0, labels == spec["value"])
+    volume_array = slicer.util.arrayFromVolume(outcome.uncertaintyNode)
+    assert volume_array.shape == uncertainty.shape
+    assert np.allclose(volume_array, uncertainty, atol=1e-5)
+    assert np.allclose(outcome.uncertaintyNode.GetOrigin(), volume.GetOrigin())
+
+
+def test_review_on_real_regions_changes_only_that_region(run):
+    scene, volume, logic, outcome, out = run
+    assert outcome.report["regions"], "expected review regions at a low threshold"
+    region_id = outcome.report["regions"][0]["id"]
+    node = outcome.segmentationNode
+    ids = [node.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
+    before = {i: slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume).copy() for i in ids}
+    region = logic.review.region_mask(region_id)
+    logic.review.apply(region_id, review.MARK_AS_LESION)
+    after = {i: slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume) for i in ids}
+    for segment_id in ids:
+        assert np.array_equal(after[segment_id][~region], before[segment_id][~region])
+    assert after[ids[1]][region].all() and not after[ids[0]][region].any()
+    logic.review.undo()
+    assert all(np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume), before[i])
+               for i in ids)
 
 
 def test_bad_bundle_is_reported_and_the_scene_is_unchanged(example_ct, tmp_path):
