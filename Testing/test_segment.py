@@ -167,3 +167,28 @@ def test_cuda_without_gpu_and_cancel(monkeypatch, coarse_bundle):
     monkeypatch.setattr(segment_module, "predict_stage", _threshold_stage)
     with pytest.raises(CancelledError):
         segment(_phantom()[0], model=coarse_bundle, device="cpu", progress=cancel_at_fine)
+
+
+def test_fast_mode_and_uncertainty_off(monkeypatch, coarse_bundle):
+    flips_seen = {}
+
+    def recording_stage(bundle, stage_name, volume, device, flips=((),), **options):
+        flips_seen[stage_name] = [list(axes) for axes in flips]
+        return _threshold_stage(bundle, stage_name, volume, device)
+
+    monkeypatch.setattr(segment_module, "predict_stage", recording_stage)
+    image, _ = _phantom()
+    accurate = segment(image, model=coarse_bundle, device="cpu")
+    assert flips_seen["fine"] == coarse_bundle.inference["tta_flips"] and flips_seen["coarse"] == [[]]
+    fast = segment(image, model=coarse_bundle, device="cpu", fast=True, uncertainty=False)
+    assert flips_seen["fine"] == [[]] and fast.report["mode"] == "fast"
+    assert fast.report["uncertainty"]["enabled"] is False and fast.report["regions"] == []
+    assert not fast.uncertainty.any() and not fast.regions.any()
+    np.testing.assert_array_equal(fast.labels, accurate.labels)
+    assert accurate.report["uncertainty"]["enabled"] and accurate.uncertainty.max() > 0
+
+
+def test_package_exports_the_callable():
+    import PancreasSSLSegLib
+    assert callable(PancreasSSLSegLib.segment)
+    assert PancreasSSLSegLib.SegmentationResult is segment_module.SegmentationResult
