@@ -81,6 +81,15 @@ def test_review_on_real_regions_changes_only_that_region(run):
                for i in ids)
 
 
+def test_export_records_the_engine_model(run, tmp_path):
+    scene, volume, logic, outcome, out = run
+    folder = logic.exportCorrectedCase(tmp_path)
+    record = json.loads((folder / "correction.json").read_text())
+    assert record["model"] == {"name": "tiny-random", "version": "0.0.1"}
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
+    assert np.array_equal(labels, sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz"))))
+
+
 def test_bad_bundle_is_reported_and_the_scene_is_unchanged(example_ct, tmp_path):
     scene = SlicerTestScene()
     volume = scene.load_volume(example_ct, "example_ct")
