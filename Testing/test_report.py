@@ -44,7 +44,8 @@ def test_volumes_exact_from_voxel_counts():
     assert lesions["total_volume_ml"] == pytest.approx(0.0272)
     assert report["uncertainty"]["mean_in_pancreas"] == pytest.approx(0.25 * 4800 / 4810)
     assert report["uncertainty"]["high_uncertainty_volume_ml"] == pytest.approx(40 * 0.0008)
-    assert report["input"]["size"] == [40, 30, 20] and report["input"]["spacing_mm"] == [0.5, 0.8, 2.0]
+    assert report["input"]["size"] == [40, 30, 20]
+    assert report["input"]["spacing_mm"] == [0.5, 0.8, 2.0]
 
 
 def test_lesion_diameter_is_max_feret_in_mm():

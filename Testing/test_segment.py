@@ -1,4 +1,4 @@
-"""segment(): geometry round trip, real CT input, numpy input, progress, OOM fallback, memory guard."""
+"""segment(): geometry round trip, real CT and numpy input, progress, OOM fallback, memory guard."""
 
 import copy
 import importlib
@@ -17,8 +17,8 @@ from PancreasSSLSegLib.bundle import load_bundle
 
 # Oblique, axis-permuted and flipped: nothing like the canonical LPS grid.
 ANGLE = np.deg2rad(20)
-OBLIQUE = (np.array([[0, 0, -1], [np.cos(ANGLE), np.sin(ANGLE), 0], [-np.sin(ANGLE), np.cos(ANGLE), 0]])
-           .ravel().tolist())
+OBLIQUE = (np.array([[0, 0, -1], [np.cos(ANGLE), np.sin(ANGLE), 0],
+                     [-np.sin(ANGLE), np.cos(ANGLE), 0]]).ravel().tolist())
 
 
 @pytest.fixture(autouse=True)
@@ -84,10 +84,12 @@ def test_geometry_round_trip_puts_labels_where_the_structure_is(monkeypatch, coa
     assert dice > 0.85, dice
     # Entropy of (0.9, 0.1) over 3 classes inside, certain background outside.
     inside = result.uncertainty[6:15, 8:20, 10:26][2:-2, 2:-2, 2:-2]
-    np.testing.assert_allclose(inside, -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(3), atol=1e-4)
+    expected = -(0.9 * np.log(0.9) + 0.1 * np.log(0.1)) / np.log(3)
+    np.testing.assert_allclose(inside, expected, atol=1e-4)
     assert result.uncertainty[~box].max() < 0.33
     report = result.report
-    assert report["pancreas"]["found"] and report["device"] == "cpu" and report["mode"] == "accurate"
+    assert report["pancreas"]["found"] and report["device"] == "cpu"
+    assert report["mode"] == "accurate"
     assert report["input"]["direction"] == pytest.approx(list(image.GetDirection()))
     voxel_ml = np.prod(image.GetSpacing()) / 1000
     assert report["pancreas"]["volume_ml"] == pytest.approx(found.sum() * voxel_ml)
@@ -105,7 +107,8 @@ def test_example_ct_path_with_random_bundle(example_ct, coarse_bundle):
     assert 0.0 <= result.uncertainty.min() and result.uncertainty.max() <= 1.0
     assert report["model"] == {"name": coarse_bundle.name, "version": coarse_bundle.version}
     assert report["input"]["size"] == list(image.GetSize())
-    assert [entry["rank"] for entry in report["regions"]] == list(range(1, len(report["regions"]) + 1))
+    ranks = [entry["rank"] for entry in report["regions"]]
+    assert ranks == list(range(1, len(ranks) + 1))
     assert int(result.regions.max()) == len(report["regions"])
     scores = [entry["score"] for entry in report["regions"]]
     assert scores == sorted(scores, reverse=True)
@@ -179,7 +182,8 @@ def test_fast_mode_and_uncertainty_off(monkeypatch, coarse_bundle):
     monkeypatch.setattr(segment_module, "predict_stage", recording_stage)
     image, _ = _phantom()
     accurate = segment(image, model=coarse_bundle, device="cpu")
-    assert flips_seen["fine"] == coarse_bundle.inference["tta_flips"] and flips_seen["coarse"] == [[]]
+    assert flips_seen["fine"] == coarse_bundle.inference["tta_flips"]
+    assert flips_seen["coarse"] == [[]]
     fast = segment(image, model=coarse_bundle, device="cpu", fast=True, uncertainty=False)
     assert flips_seen["fine"] == [[]] and fast.report["mode"] == "fast"
     assert fast.report["uncertainty"]["enabled"] is False and fast.report["regions"] == []

@@ -18,7 +18,8 @@ from scipy.spatial.distance import pdist
 
 from .postprocess import CONNECTIVITY_26, LESION, PANCREAS
 
-PANCREAS_VOLUME_DEFINITION = "pancreas volume_ml counts label 1 (pancreas) + label 2 (lesion) voxels"
+PANCREAS_VOLUME_DEFINITION = ("pancreas volume_ml counts label 1 (pancreas) + label 2 (lesion) "
+                              "voxels")
 
 
 def voxel_volume_ml(image: sitk.Image) -> float:
@@ -99,7 +100,8 @@ def build_report(*, image: sitk.Image, labels: np.ndarray, uncertainty: np.ndarr
     if uncertainty is not None:
         if organ_voxels:
             unc_entry["mean_in_pancreas"] = float(uncertainty[organ].mean())
-        unc_entry["high_uncertainty_volume_ml"] = int(np.count_nonzero(uncertainty > threshold)) * voxel_ml
+        high_voxels = int(np.count_nonzero(uncertainty > threshold))
+        unc_entry["high_uncertainty_volume_ml"] = high_voxels * voxel_ml
     region_entries = []
     for region in regions:
         entry = {k: v for k, v in region.items() if k != "centroid_index_zyx"}

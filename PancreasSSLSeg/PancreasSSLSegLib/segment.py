@@ -2,9 +2,9 @@
 
 Cascade (NOTES.md "Canonical orientation"): reorient to LPS → coarse stage on the whole scan at
 its coarse spacing → box around the largest coarse pancreas component, grown by the fine stage's
-``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box → clean-up → map back onto
-the input's exact grid. Full-size arrays are uint8/float32/int32 only; class probabilities exist
-only in the coarse grid and the fine box, which keeps a 500x500x220 CT within a few GB.
+``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box → clean-up → map back
+onto the input's exact grid. Full-size arrays are uint8/float32/int32 only; class probabilities
+exist only in the coarse grid and the fine box, which keeps a 500x500x220 CT within a few GB.
 Outside the fine box labels are 0 and uncertainty is 0 (the coarse pass is not used for it).
 """
 
@@ -71,8 +71,9 @@ def check_memory(image: sitk.Image) -> None:
     """Refuse before allocating when the run would not fit in the memory available now."""
     needed, available = estimate_memory_bytes(image.GetSize()), available_memory_bytes()
     if needed > available:
-        raise ResourceError(f"input of {image.GetSize()} voxels needs about {needed / 2**30:.1f} GiB "
-                            f"of memory but only {available / 2**30:.1f} GiB is available; close "
+        raise ResourceError(f"input of {image.GetSize()} voxels needs about "
+                            f"{needed / 2**30:.1f} GiB of memory but only "
+                            f"{available / 2**30:.1f} GiB is available; close "
                             "other programs or crop the scan")
 
 
@@ -138,7 +139,8 @@ def _onto_window(fine: sitk.Image, image: sitk.Image, window: tuple[slice, ...],
 def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.device, *,
                  flips, mc_dropout_samples: int, with_uncertainty: bool,
                  progress: ProgressCallback, timings: dict[str, float]):
-    """Fine-grid (labels, uncertainty or None) images, or None when the coarse stage finds nothing."""
+    """Fine-grid images (labels, uncertainty or None), or None when the coarse stage finds
+    nothing."""
     inference = bundle.inference
     overlap = float(inference["sw_overlap"])
     started = time.perf_counter()
@@ -146,8 +148,9 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     coarse = resample_to_spacing(canonical, coarse_spec.spacing_mm)
     coarse_hu = sitk.GetArrayFromImage(coarse)
     reference_hu = soft_tissue_reference(coarse_hu)  # whole-scan reference, reused in the box
-    coarse_probs = predict_stage(bundle, "coarse", normalize_ct(coarse_hu, bundle.hu_window, reference_hu),
-                                 device, flips=[[]], overlap=overlap)
+    coarse_input = normalize_ct(coarse_hu, bundle.hu_window, reference_hu)
+    coarse_probs = predict_stage(bundle, "coarse", coarse_input, device, flips=[[]],
+                                 overlap=overlap)
     foreground = largest_component(coarse_probs.argmax(axis=0) >= 1)
     timings["coarse"] = time.perf_counter() - started
     if not foreground.any():
@@ -205,8 +208,9 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     progress("coarse", 0.05, "coarse stage: locating the pancreas")
 
     def run(on_device: torch.device):
-        return _run_cascade(canonical, bundle, on_device, flips=flips, mc_dropout_samples=mc_samples,
-                            with_uncertainty=uncertainty, progress=progress, timings=timings)
+        return _run_cascade(canonical, bundle, on_device, flips=flips,
+                            mc_dropout_samples=mc_samples, with_uncertainty=uncertainty,
+                            progress=progress, timings=timings)
 
     try:
         fine_outputs = run(torch_device)
@@ -242,7 +246,8 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
             regions_map[window] = regions_window
             offset = np.array([s.start for s in window], float)
             for region in regions:
-                region["centroid_index_zyx"] = tuple(np.asarray(region["centroid_index_zyx"]) + offset)
+                centroid = np.asarray(region["centroid_index_zyx"]) + offset
+                region["centroid_index_zyx"] = tuple(centroid)
         if not labels.any():
             warnings.append("the fine stage found no pancreas; labels are empty")
     timings["mapping"] = time.perf_counter() - started

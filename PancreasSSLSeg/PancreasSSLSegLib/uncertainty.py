@@ -12,7 +12,7 @@ REGIONS_SCORE = "score = volume_ml x mean_uncertainty; rank 1 = highest score"
 
 
 def normalised_entropy(mean_probs: np.ndarray) -> np.ndarray:
-    """``(C, ...)`` probabilities → entropy / log(C), float32 in [0, 1] (0 where one class is sure)."""
+    """``(C, ...)`` probabilities → entropy / log(C), float32 in [0, 1] (0: one class is sure)."""
     classes = mean_probs.shape[0]
     p = np.clip(mean_probs.astype(np.float32), 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
