@@ -253,7 +253,12 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]] | None, split: str,
                                                          write_csv)
 
     cases, calibration = [], []
+    # An interrupted experiment is aggregated from the runs that finished; the table names the rest.
+    missing = [f"{job.arm} seed {job.seed}" for job in fits
+               if not (evaluation_dir(job) / "cases.csv").is_file()]
     for job in fits:
+        if f"{job.arm} seed {job.seed}" in missing:
+            continue
         cases += read_csv(evaluation_dir(job) / "cases.csv")
         calibration += read_csv(evaluation_dir(job) / "calibration.csv")
     prefix = results / f"domain_shift_{split}"
@@ -290,7 +295,8 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]] | None, split: str,
     digits = {"hd95_mm_mean": 1, "hd95_mm": 1, "lesion_fp_slices": 1}
     text = [f"# Domain shift, split `{split}`: NIH HU slices → 8-bit slices of patients "
             f"{SPLITS[split][0]:04d}–{SPLITS[split][1]:04d}", "",
-            f"{n_cases} slices, {n_seeds} seeds per arm. Pancreas region (labels 1 + 2).", "",
+            f"{n_cases} slices, up to {n_seeds} seeds per arm. Pancreas region (labels 1 + 2).",
+            f"Runs not finished: {', '.join(missing)}." if missing else "Every run finished.", "",
             "## Mean ± sd over seeds of each seed's mean over slices", "",
             "`n` = seeds. `area_ratio`: predicted / true pancreas area of a slice (< 1 under-, "
             "> 1 over-segmentation). `ece_pancreas`: expected calibration error of the pancreas "
