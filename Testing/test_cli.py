@@ -234,3 +234,48 @@ def test_dicom_folder_with_missing_slice_exit_2(capsys, tmp_path, shared_data, r
     code, _, err = run(capsys, "segment", folder, "-o", tmp_path / "out", "--model", random_bundle)
     assert code == 2 and err.startswith("error: gap-series: ") and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists() and fake_segment.calls == []
+
+
+@pytest.fixture(scope="module")
+def coarse_random_bundle(tmp_path_factory) -> Path:
+    """The tiny random bundle at coarse spacings (8 mm / 4 mm): random weights find "pancreas"
+    everywhere, so the fine stage covers the whole scan; coarse grids keep that fast on CPU."""
+    import torch
+    from conftest import tiny_metadata
+
+    from PancreasSSLSegLib.bundle import save_bundle
+    from PancreasSSLSegLib.networks import build_network
+
+    torch.manual_seed(0)
+    metadata = tiny_metadata(name="tiny-coarse")
+    metadata["stages"]["coarse"]["spacing_mm"] = [8.0, 8.0, 8.0]
+    metadata["stages"]["fine"]["spacing_mm"] = [4.0, 4.0, 4.0]
+    weights = {stage: build_network(metadata["stages"][stage]["network"]).state_dict()
+               for stage in ("coarse", "fine")}
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "tiny-coarse", metadata, weights,
+                       "# Random test bundle\nNot a model.\n")
+
+
+def test_end_to_end_real_ct_and_dicom_series(capsys, tmp_path, example_ct, shared_data,
+                                             coarse_random_bundle):
+    """The real pipeline: both real scans, all six outputs on each input's exact grid."""
+    folder = shared_data / "ct-dicom-series"
+    code, out, err = run(capsys, "segment", example_ct, folder, "-o", tmp_path,
+                         "--model", coarse_random_bundle, "--device", "cpu", "--progress", "json")
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[-1]["stage"] == "done" and records[-1]["status"] == "ok"
+    assert [r["stage"] for r in records].count("done") == 1
+    assert {r["case"] for r in records[:-1]} == {"example_ct", "ct-dicom-series"}
+    assert all(0.0 <= r["fraction"] <= 1.0 for r in records)
+    for case, reference in [("example_ct", sitk.ReadImage(str(example_ct))),
+                            ("ct-dicom-series", as_image(folder))]:
+        assert_case_outputs(tmp_path, case, reference)
+        report = json.loads((tmp_path / f"{case}_report.json").read_text())
+        assert report["case"] == case and report["model"]["name"] == "tiny-coarse"
+        labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{case}_labels.nii.gz")))
+        assert set(np.unique(labels)) <= {0, 1, 2}
+        uncertainty = sitk.GetArrayFromImage(
+            sitk.ReadImage(str(tmp_path / f"{case}_uncertainty.nii.gz")))
+        assert uncertainty.min() >= 0.0 and uncertainty.max() <= 1.0
+        assert [s["name"] for s in report["segments"]][1:] == ["Pancreas", "Pancreatic lesion"]
