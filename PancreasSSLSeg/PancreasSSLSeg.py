@@ -337,7 +337,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         from PancreasSSLSegLib.outputs import output_paths
         files = output_paths(run["outDir"], run["case"])
         inputVolume = run["input"]
-        report = json.loads(files["report"].read_text())
+        report = json.loads(files["report"].read_text(encoding="utf-8"))
         labels = volume_io.read_array_on_grid(files["labels"], inputVolume)
         uncertainty = regions = None
         if run["uncertainty"]:
@@ -390,7 +390,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         process = self._start(arguments + (["--overwrite"] if overwrite else []), onProgress)
         status = process.wait()
         cases = [case_name(path) for path in paths]
-        reports = {case: json.loads(output_paths(outputDir, case)["report"].read_text())
+        reports = {case: json.loads(output_paths(outputDir, case)["report"].read_text(encoding="utf-8"))
                    for case in cases if case_is_complete(outputDir, case)}
         if status != OK:
             if not reports:

@@ -16,7 +16,7 @@ def copy_bundle(src, tmp_path):
 
 
 def rewrite_metadata(path, change):
-    metadata = json.loads((path / "metadata.json").read_text())
+    metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
     change(metadata)
     (path / "metadata.json").write_text(json.dumps(metadata))
 

@@ -34,7 +34,7 @@ def test_every_arm_and_seed_is_trained_from_its_own_config(tiny_experiment):
         for seed in (0, 1):
             run = tiny_experiment / "runs" / arm / f"seed{seed}"
             assert (run / "checkpoint" / "state.json").is_file()
-            config = (run / "run_config.yaml").read_text()
+            config = (run / "run_config.yaml").read_text(encoding="utf-8")
             assert f"{arm}.yaml" in config and f"seed: {seed}" in config
             log = read_csv(run / "train_log.csv")
             assert log[-1]["iteration"] == "3"
@@ -56,7 +56,7 @@ def test_results_hold_per_case_rows_and_a_summary_over_seeds(tiny_experiment):
     assert set(summary) == {"baseline", "dual_task", "baseline_8bit_to_hu"}
     assert summary["baseline"]["dice_mean_n"] == "2"  # one value per seed
     assert float(summary["baseline"]["dice_minus_baseline_mean"]) == 0.0
-    table = (results / "domain_shift_report.md").read_text()
+    table = (results / "domain_shift_report.md").read_text(encoding="utf-8")
     assert "| baseline |" in table and "| dual_task |" in table
     for name in ("dice", "hd95_mm"):
         assert (results / f"domain_shift_report_{name}.png").read_bytes()[:4] == b"\x89PNG"
@@ -66,11 +66,11 @@ def test_results_hold_per_case_rows_and_a_summary_over_seeds(tiny_experiment):
 
 def test_aggregate_only_rebuilds_tables_and_keeps_run_timings(tiny_experiment, shared_data):
     results = tiny_experiment / "results"
-    timings = (results / "domain_shift_report_runs.csv").read_text()
+    timings = (results / "domain_shift_report_runs.csv").read_text(encoding="utf-8")
     (results / "domain_shift_report.md").unlink()
     _run(["--split", "report", "--preset", "tiny", "--methods", "baseline", "dual_task",
           "--seeds", "0", "1", "--limit-patients", "1", "--aggregate-only",
           "--runs", str(tiny_experiment / "runs"), "--results", str(results),
           "--data-root", str(shared_data)])
-    assert "| dual_task |" in (results / "domain_shift_report.md").read_text()
-    assert (results / "domain_shift_report_runs.csv").read_text() == timings
+    assert "| dual_task |" in (results / "domain_shift_report.md").read_text(encoding="utf-8")
+    assert (results / "domain_shift_report_runs.csv").read_text(encoding="utf-8") == timings

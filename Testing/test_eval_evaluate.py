@@ -54,7 +54,7 @@ def test_checkpoint_on_slices_and_a_volume_writes_every_table(tiny_checkpoint, s
     assert int(volume["true_voxels"]) == 695  # the README's pancreas count, on the input grid
     assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
     assert result["cases"] == n_slices + 1 and result["stage"] == "coarse"
-    recorded = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    recorded = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))
     assert recorded["surface_tolerance_mm"] == 3.0
     calibration = read_csv(tmp_path / "eval" / "calibration.csv")
     assert all(0.0 <= float(r["ece_pancreas"]) <= 1.0 for r in calibration)

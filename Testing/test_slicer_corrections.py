@@ -58,7 +58,7 @@ def test_export_writes_the_training_layout(case, example_ct, tmp_path, monkeypat
         assert np.allclose(written.GetOrigin(), original.GetOrigin(), atol=1e-3)
         assert np.allclose(written.GetDirection(), original.GetDirection(), atol=1e-5)
         assert np.allclose(written.GetSpacing(), original.GetSpacing())
-    record = json.loads((folder / "correction.json").read_text())
+    record = json.loads((folder / "correction.json").read_text(encoding="utf-8"))
     assert record["model"] == {"name": "tiny-random", "version": "0.0.1"}
     assert record["edited_segments"] == ["Pancreas"] and record["source"] == "corrections"
     monkeypatch.undo()

@@ -20,18 +20,18 @@ REPO = MODULE_DIR.parent
 def test_ui_has_every_widget_the_widget_code_uses():
     tree = ET.parse(MODULE_DIR / "Resources" / "UI" / "PancreasSSLSeg.ui")
     names = {w.get("name") for w in tree.iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "PancreasSSLSeg.py").read_text()))
+    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "PancreasSSLSeg.py").read_text(encoding="utf-8")))
     assert used, "the Widget should use widgets from the .ui"
     assert used <= names, f"missing in the .ui: {sorted(used - names)}"
 
 
 def test_cmake_files_name_existing_files_and_register_tests():
-    top = (REPO / "CMakeLists.txt").read_text()
+    top = (REPO / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "add_subdirectory(PancreasSSLSeg)" in top and "find_package(Slicer REQUIRED)" in top
     for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS",
                 "DEPENDS"):
         assert f"set(EXTENSION_{key} " in top
-    inner = (MODULE_DIR / "CMakeLists.txt").read_text()
+    inner = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "WITH_GENERIC_TESTS" in inner and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in inner
     for resource in re.findall(r"(Resources/\S+/)\$\{MODULE_NAME\}(\.\w+)", inner):
         assert (MODULE_DIR / f"{resource[0]}PancreasSSLSeg{resource[1]}").is_file(), resource

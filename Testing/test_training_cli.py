@@ -19,7 +19,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 def config_on_shared_data(name: str, shared_data: Path, out: Path) -> Path:
     """A shipped config with its ``../shared/data`` paths pointed at the fixture's folder."""
-    text = (CONFIG_DIR / name).read_text().replace("../shared/data", str(shared_data))
+    text = (CONFIG_DIR / name).read_text(encoding="utf-8").replace("../shared/data", str(shared_data))
     out.write_text(text)
     return out
 
@@ -37,7 +37,7 @@ def smoke_run(shared_data, tmp_path_factory) -> Path:
 def test_smoke_logs_one_column_per_term_of_every_enabled_method(smoke_run):
     with open(smoke_run / "run" / "train_log.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    methods = [m for m, s in yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+    methods = [m for m, s in yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text(encoding="utf-8"))
                ["methods"].items() if s["enabled"]]
     terms = [c for c in rows[0] if c.startswith("loss_") and c != "loss_total"]
     assert "loss_seg" in terms and len(terms) >= len(methods)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,7 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         usage_path = os.path.join(tmp, "usage.json")
         out_path, err_path = os.path.join(tmp, "stdout"), os.path.join(tmp, "stderr")
-        with open(out_path, "w") as out, open(err_path, "w") as err:
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
             # Own session, so a timeout can stop the launcher and the step together.
             launcher = subprocess.Popen([sys.executable, __file__, usage_path, *argv],
                                         stdout=out, stderr=err, env=env, start_new_session=True)
@@ -53,8 +54,10 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None,
                        "returncode": launcher.returncode})
         return StepMeasurement(argv=list(argv), wall_s=usage["wall_s"],
                                peak_rss_mb=usage["maxrss_kb"] / 1024, cpu_s=usage["cpu_s"],
-                               returncode=usage["returncode"], stdout=open(out_path).read(),
-                               stderr=open(err_path).read(), timed_out=timed_out)
+                               returncode=usage["returncode"],
+                               stdout=Path(out_path).read_text(encoding="utf-8", errors="replace"),
+                               stderr=Path(err_path).read_text(encoding="utf-8", errors="replace"),
+                               timed_out=timed_out)
 
 
 def _launch(usage_path: str, argv: list[str]) -> int:

@@ -169,7 +169,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown_table(result)
-    (args.out / "benchmark.md").write_text(table)
+    (args.out / "benchmark.md").write_text(table, encoding="utf-8")
     print(table)
     failed = [k for k in ("accurate", "fast", "baseline") if "error" in (result.get(k) or {})]
     if failed:

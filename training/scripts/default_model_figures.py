@@ -59,7 +59,7 @@ def held_out_figures(bundle: Path, data_root: Path) -> dict:
     mapping = estimate_grey_mapping(data_root, "percentile")
     samples = load_nih_8bit_slices(data_root / "nih-pancreas-slices-8bit", HELD_OUT_PATIENTS)
     fine, coarse = load_model(bundle, "fine"), load_model(bundle, "coarse")
-    margin_mm = json.loads((bundle / "metadata.json").read_text())["stages"]["fine"]["margin_mm"]
+    margin_mm = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))["stages"]["fine"]["margin_mm"]
     margin_px = int(round(margin_mm / ASSUMED_NIH_SPACING_MM[0]))
     dice, lesion_slices, hits, coverage, per_patient = [], 0, 0, [], {}
     for sample in samples:

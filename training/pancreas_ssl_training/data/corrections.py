@@ -92,7 +92,7 @@ def read_correction_record(case_dir: Path) -> dict:
     """The validated ``correction.json`` of one case folder."""
     path = case_dir / RECORD_FILE
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise InputError(f"{path}: expected a readable JSON correction record ({error})") from error
     missing = [key for key in RECORD_KEYS if key not in record]

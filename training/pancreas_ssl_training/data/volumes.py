@@ -101,7 +101,7 @@ def read_decathlon(root: str | Path, source: str = "decathlon-task07") -> list[V
     root = Path(root)
     dataset_json = _require(root / "dataset.json", "a Decathlon dataset.json")
     try:
-        description = json.loads(dataset_json.read_text())
+        description = json.loads(dataset_json.read_text(encoding="utf-8"))
         labels = description["labels"]
     except (ValueError, KeyError) as error:
         raise InputError(f"{dataset_json}: expected JSON with 'labels' ({error})") from error
