@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,9 @@ def example_ct(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def random_bundle(tmp_path_factory) -> Path:
     return write_random_bundle(tmp_path_factory.mktemp("bundles") / "tiny-random")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    harness = sys.modules.get("slicer_harness")
+    if harness is not None:
+        harness.close_all_scenes()

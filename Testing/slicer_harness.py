@@ -119,6 +119,22 @@ class SlicerTestScene:
     def node_ids(self) -> list[str]:
         return [self.scene.GetNthNode(i).GetID() for i in range(self.scene.GetNumberOfNodes())]
 
+    def close(self) -> None:
+        """Empty the scene and detach every logic from it, views first, as the application does
+        on exit; left to interpreter shutdown, VTK frees them in any order and may crash."""
+        for logic in self.slice_logics:
+            logic.SetMRMLScene(None)
+        self.scene.Clear(True)
+        for logic in (self.segmentations, self.volumes, self.colors):
+            logic.SetMRMLScene(None)
+        self.app_logic.SetMRMLScene(None)
+
+
+def close_all_scenes() -> None:
+    """Close every scene made in this process (call once, when no test uses them any more)."""
+    while _LIVE_SCENES:
+        _LIVE_SCENES.pop().close()
+
 
 def fake_engine_logic(monkeypatch, mode: str = "ok", **environment: str):
     """The module's Logic running this file as its engine, in ``mode``."""
