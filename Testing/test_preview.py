@@ -6,7 +6,7 @@ from PIL import Image
 
 from PancreasSSLSegLib.preview import write_preview
 from PancreasSSLSegLib.report import build_report
-from PancreasSSLSegLib.segment import SegmentationResult
+from PancreasSSLSegLib.pipeline import SegmentationResult
 
 LABELS = [{"value": 0, "name": "Background", "color": [0, 0, 0]},
           {"value": 1, "name": "Pancreas", "color": [230, 190, 90]},

@@ -14,10 +14,7 @@ __all__ = ["segment", "SegmentationResult", "PancreasSSLSegError", "InputError",
 
 def __getattr__(name: str):
     # segment() needs torch (seconds to import); load it on first use so `--help` stays instant.
-    # The function shadows its submodule's name: bind it here, after the import set the module.
     if name in ("segment", "SegmentationResult"):
-        import importlib
-        module = importlib.import_module(".segment", __name__)
-        globals().update(segment=module.segment, SegmentationResult=module.SegmentationResult)
-        return globals()[name]
+        from . import pipeline
+        return getattr(pipeline, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -188,7 +188,7 @@ def _load_bundle(path: Path | None) -> ModelBundle:
 
 
 def _segment(image, **options):
-    from .segment import segment
+    from .pipeline import segment
 
     return segment(image, **options)
 

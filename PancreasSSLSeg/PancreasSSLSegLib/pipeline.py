@@ -11,8 +11,6 @@ Outside the fine box labels are 0 and uncertainty is 0 (the coarse pass is not u
 from __future__ import annotations
 
 import os
-import sys
-import types
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -266,15 +264,3 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     progress("done", 1.0, "finished")
     return SegmentationResult(labels=labels, uncertainty=uncertainty_map, regions=regions_map,
                               report=report, image=input_image)
-
-
-class _CallableModule(types.ModuleType):
-    """``PancreasSSLSegLib.segment`` names both this module and the function. Importing the
-    module (``from .segment import ...``) rebinds the package attribute to the module, so the
-    module itself calls :func:`segment`: ``from PancreasSSLSegLib import segment`` always works."""
-
-    def __call__(self, *args, **kwargs) -> SegmentationResult:
-        return segment(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
