@@ -45,3 +45,16 @@ def test_no_labeled_sample_gives_zero_attached_to_graph():
     loss = SupervisedMethod().losses(network, batch, outputs)["loss_seg"]
     assert loss.item() == 0.0 and loss.requires_grad
     loss.backward()
+
+
+def test_batch_dice_does_not_punish_a_small_leak_on_a_patch_without_the_class():
+    batch = blob_batch(2)
+    batch["label"][1] = 0  # sample 1: a background-only patch
+    onehot = torch.nn.functional.one_hot(batch["label"][:, 0], 3).permute(0, 3, 1, 2).float()
+    logits = 20 * onehot
+    logits[1, 1] = 20 - 5.0  # sample 1: pancreas probability ~0.007 on every pixel
+    leak = {"logits": logits}
+    batch_loss = SupervisedMethod().losses(None, batch, leak)["loss_seg"]
+    per_sample_loss = SupervisedMethod(batch_dice=False).losses(None, batch, leak)["loss_seg"]
+    # Per sample, the leak alone makes one of the six (sample, class) Dice terms ~1.
+    assert batch_loss < 0.05 and per_sample_loss > 0.15
