@@ -53,6 +53,32 @@ def test_2d_flip_tta_equals_mean_of_separate_passes(random_bundle, flips, monkey
     assert np.allclose(plain, batched, atol=1e-5) == (flips == [[0]])
 
 
+def test_whole_slice_roi_covers_the_slice_in_network_sized_steps():
+    assert inference.whole_slice_roi((133, 97), (128, 128), 8) == [136, 128]
+    assert inference.whole_slice_roi((300, 20), (64, 64), 16) == [304, 64]
+
+
+def test_2d_stage_runs_one_whole_slice_window_per_slice(random_bundle, monkeypatch):
+    bundle = load_bundle(random_bundle)
+    network = bundle.load_network("fine")
+    seen = []
+
+    def recording_network(*args, **kwargs):
+        def forward(x):
+            seen.append(tuple(x.shape))
+            return network(x)
+        return forward
+
+    monkeypatch.setattr(inference.ModelBundle, "load_network", recording_network)
+    patch = bundle.stage("fine").patch_size
+    volume = np.zeros((5, patch[0] + 9, patch[1] * 3), np.float32)  # taller and 3x wider
+    predict_stage(bundle, "fine", volume, torch.device("cpu"))
+    divisor = int(np.prod(bundle.stage("fine").network["strides"]))
+    roi = inference.whole_slice_roi(volume.shape[1:], patch, divisor)
+    assert {shape[2:] for shape in seen} == {tuple(roi)}
+    assert sum(shape[0] for shape in seen) == 5  # one window per slice, no overlap
+
+
 def test_3d_stage_and_mc_dropout(bundle_3d):
     volume = np.random.default_rng(1).normal(size=(12, 21, 27)).astype(np.float32)
     cpu = torch.device("cpu")
