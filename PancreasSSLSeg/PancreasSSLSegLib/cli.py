@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .errors import BundleError, DeviceError, InputError, PancreasSSLSegError
+from .errors import BundleError, DeviceError, PancreasSSLSegError
 from .image_io import case_name, dicom_series_ids, is_image_file
 from .outputs import case_is_complete, write_case_outputs
 from .progress import PROGRESS_KINDS, default_progress_kind, make_progress
@@ -124,7 +124,7 @@ def run_segment(args: argparse.Namespace) -> int:
     # Run-level lines exist only in JSON; bars are per case.
     run_progress = make_progress("json" if kind == "json" else "none")
     try:
-        code, summary = _segment_cases(args, kind, run_progress)
+        code, summary = _segment_cases(args, kind)
     except PancreasSSLSegError as error:
         run_progress.finish("error", message=str(error))
         raise
@@ -135,20 +135,21 @@ def run_segment(args: argparse.Namespace) -> int:
     return code
 
 
-def _segment_cases(args: argparse.Namespace, kind: str, run_progress) -> tuple[int, dict]:
+def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict]:
     cases = expand_inputs(args.inputs)
     bundle = _load_bundle(args.model)
     outcomes: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}
     for case in cases:
         if case.name in seen:
-            outcome = _failed(case, InputError(
-                f"{case.path}: case name '{case.name}' is already used by {seen[case.name]}; "
-                "rename one of them"))
+            outcome = _failed(case, f"{case.path}: case name '{case.name}' is already used by "
+                                    f"{seen[case.name]}; rename one of them")
         elif not args.overwrite and case_is_complete(args.output, case.name):
             outcome = {"case": case.name, "status": "skipped"}
-            run_progress("skipped", 1.0, f"{case.name}: outputs exist (--overwrite to redo)")
-            if kind != "json":
+            if kind == "json":
+                make_progress(kind, case=case.name)(
+                    "skipped", 1.0, f"{case.name}: outputs exist (--overwrite to redo)")
+            else:
                 print(f"skipped {case.name}: outputs exist in {args.output} "
                       "(--overwrite to segment again)", file=sys.stderr)
         else:
@@ -166,16 +167,22 @@ def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: s
                           uncertainty_threshold=args.uncertainty_threshold)
         result.report["case"] = case.name
         result.report["input"]["path"] = str(case.path)
-        paths = write_case_outputs(result, args.output, case.name)
+        try:
+            paths = write_case_outputs(result, args.output, case.name)
+        except OSError as error:  # full disk, read-only or unwritable folder: not a bug
+            progress.close("error")
+            return _failed(case, f"could not write its outputs in {args.output}: "
+                                 f"{error.strerror or error} (nothing of this case was kept)",
+                           user_error=False)
     except RUN_FATAL_ERRORS:
         progress.close("error")
         raise
     except PancreasSSLSegError as error:
         progress.close("error")
-        return _failed(case, error)
+        return _failed(case, str(error))
     except Exception as error:  # noqa: BLE001 — one bad case must not stop the batch
         progress.close("error")
-        return _failed(case, error, unexpected=True)
+        return _failed(case, f"unexpected {type(error).__name__}: {error}", user_error=False)
     progress.close("ok")
     return {"case": case.name, "status": "ok", "outputs": {k: str(p) for k, p in paths.items()}}
 
@@ -193,15 +200,13 @@ def _segment(image, **options):
     return segment(image, **options)
 
 
-def _failed(case: Case, error: Exception, unexpected: bool = False) -> dict:
-    message = str(error)
-    if unexpected:
-        message = f"unexpected {type(error).__name__}: {message}"
+def _failed(case: Case, message: str, user_error: bool = True) -> dict:
+    """One failed case: its ``error:`` line on stderr and its outcome; ``user_error`` (bad input)
+    counts towards exit code 2."""
     if not (message.startswith(case.path.name) or message.startswith(str(case.path))):
         message = f"{case.path}: {message}"
     print(f"error: {message}", file=sys.stderr)
-    return {"case": case.name, "status": "error", "message": message,
-            "user_error": not unexpected}
+    return {"case": case.name, "status": "error", "message": message, "user_error": user_error}
 
 
 def _exit_code(outcomes: list[dict]) -> int:

@@ -3,21 +3,37 @@
 The six files (names in :func:`output_paths`) are first written under temporary names in the
 output folder and renamed only once every one of them was written; on any failure the temporaries
 are removed and no file of this case is left, so a folder never holds half a case and
-:func:`case_is_complete` can drive resuming a batch. The report is renamed last: it is the marker
-that the case finished.
+:func:`case_is_complete` can drive resuming a batch. The report is the marker that the case
+finished: an existing report is removed before the first rename and the new one is renamed last,
+and it records the SHA-256 of the five other files (``outputs``), so a killed run never leaves a
+report beside files it does not describe.
+
+Several processes may write into one folder at once (two CLI runs, the Slicer module beside a
+batch): temporary names carry the writer's process id and a random token, only temporaries whose
+process is gone are removed as stale, and on POSIX the rename step holds an exclusive ``flock`` on
+the folder, so one case's six files always come from one writer.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import SimpleITK as sitk
 import slicerio
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder lock (see the module docstring)
+    fcntl = None
 
 # Suffixes after the case name; the report last (see the module docstring).
 OUTPUT_SUFFIXES = {
@@ -55,9 +71,9 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
     out_dir.mkdir(parents=True, exist_ok=True)
     final = output_paths(out_dir, case)
     _remove_stale_temporaries(final)
-    token = uuid.uuid4().hex[:8]
+    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     # The temporary name keeps the real suffix: the writers pick the format from it.
-    temporary = {key: path.with_name(f"{TEMPORARY_PREFIX}{token}-{path.name}")
+    temporary = {key: path.with_name(f"{TEMPORARY_PREFIX}{owner}-{path.name}")
                  for key, path in final.items()}
     writers = {
         "labels": lambda path: _write_volume(result, result.labels, sitk.sitkUInt8, path),
@@ -66,15 +82,18 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
         "regions": lambda path: _write_volume(result, result.regions, sitk.sitkInt32, path),
         "segmentation": lambda path: write_seg_nrrd(result, path),
         "preview": lambda path: _write_preview(result, path),
-        "report": lambda path: _write_report(result.report, path),
+        "report": lambda path: _write_report(
+            {**result.report, "outputs": _file_records(temporary, final)}, path),
     }
     renamed: list[Path] = []
     try:
         for key, path in temporary.items():
             writers[key](path)
-        for key, path in temporary.items():
-            os.replace(path, final[key])
-            renamed.append(final[key])
+        with _folder_lock(out_dir):
+            final["report"].unlink(missing_ok=True)
+            for key, path in temporary.items():
+                os.replace(path, final[key])
+                renamed.append(final[key])
     except BaseException:
         for path in [*temporary.values(), *renamed]:
             path.unlink(missing_ok=True)
@@ -83,10 +102,47 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
 
 
 def _remove_stale_temporaries(final: dict[str, Path]) -> None:
-    """Temporaries a killed run left behind (the Slicer module cancels by killing the process)."""
+    """Temporaries a killed run left behind (the Slicer module cancels by killing the process);
+    those of a writer still running (another process on this machine) are left alone."""
     for path in final.values():
         for stale in path.parent.glob(f"{TEMPORARY_PREFIX}*-{path.name}"):
-            stale.unlink(missing_ok=True)
+            if not _writer_is_running(stale.name):
+                stale.unlink(missing_ok=True)
+
+
+def _writer_is_running(temporary_name: str) -> bool:
+    owner = temporary_name[len(TEMPORARY_PREFIX):].split("-", 1)[0]
+    return owner.isdigit() and psutil.pid_exists(int(owner))
+
+
+@contextmanager
+def _folder_lock(out_dir: Path) -> Iterator[None]:
+    """Exclusive lock on ``out_dir`` while one writer renames its files (POSIX ``flock`` on the
+    folder itself: no lock file is left behind)."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(out_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _file_records(temporary: dict[str, Path], final: dict[str, Path]) -> dict[str, dict]:
+    """Final file name and SHA-256 of every output but the report (written before it)."""
+    return {key: {"file": final[key].name, "sha256": _sha256(path)}
+            for key, path in temporary.items() if key != "report"}
+
+
+def _sha256(path: Path) -> str:
+    # Not bundle.sha256_of: that module imports torch, and the Slicer module imports this one.
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path) -> None:
