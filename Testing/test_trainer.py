@@ -190,3 +190,32 @@ def test_init_weights_and_init_encoder_load_an_earlier_run(tmp_path):
     with pytest.raises(ConfigError, match="differs"):
         load_stage_weights(build_network({**config, "channels": [4, 8]}), "fine",
                            tmp_path / "earlier" / "checkpoint")
+
+
+def test_3d_stages_train_on_volume_patches_of_the_configured_sources(tmp_path, shared_data):
+    from pancreas_ssl_training.trainer import default_dataset_factory
+
+    ct = shared_data / "ct-abdomen-3mm"
+    config = resolve_config({
+        "data": {"hu_window": [-200.0, 300.0], "sources": {"volumes": [
+            {"image": str(ct / "example_ct.nii.gz"),
+             "label": str(ct / "example_seg_fast_force_split.nii.gz"),
+             "label_map": {7: 1}, "source": "ct-abdomen-3mm", "case": "example_ct"}]}},
+        "network": {"spatial_dims": 3, "channels": [4, 8], "strides": [2], "dropout": 0.0},
+        "methods": {"supervised": {"enabled": True, "weight": 1.0}},
+        "optim": {"lr": 3e-3},
+        "train": {"iterations": 2, "batch_size": 1, "checkpoint_every": 2, "amp": False},
+        "stages": {"coarse": {"spacing_mm": [6.0, 6.0, 6.0], "patch_size": [16, 32, 32]},
+                   "fine": {"spacing_mm": [3.0, 3.0, 3.0], "patch_size": [16, 16, 16],
+                            "margin_mm": 9.0}}})
+    fine = default_dataset_factory("fine", config["stages"]["fine"], seed=0)
+    item = fine[0]
+    assert item["image"].shape == (1, 16, 16, 16) and item["label"].shape == (1, 16, 16, 16)
+    # The fine stage keeps only the pancreas box grown by 9 mm: no patch far from the organ.
+    hu, label = fine._load(0)[:2]
+    whole_zyx = (112, 101, 122)  # example_ct at 3 mm
+    assert label.max() == 1 and all(np.less(label.shape[1:], whole_zyx))
+    fit(config, tmp_path / "run", context=CPU, show_progress=False)
+    log = read_log(tmp_path / "run" / "train_log.csv")
+    assert [(row["stage"], row["iteration"]) for row in log] == [
+        ("coarse", "1"), ("coarse", "2"), ("fine", "1"), ("fine", "2")]
