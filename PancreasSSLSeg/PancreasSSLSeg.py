@@ -101,7 +101,7 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
             slicer.util.errorDisplay(_("Choose an input CT volume."))
             return
         replace = False
-        if output is not None and scene_results.was_edited(output, inputVolume):
+        if output is not None and scene_results.was_edited(output):
             replace = slicer.util.confirmYesNoDisplay(
                 _("'{name}' has edits. Replace its segments? (No writes to a new segmentation.)")
                 .format(name=output.GetName()))
@@ -264,7 +264,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         """The node to write into, or None for a new one: never overwrite edits unless told to."""
         if outputSegmentation is None:
             return None
-        if scene_results.was_edited(outputSegmentation, inputVolume) and not replace:
+        if scene_results.was_edited(outputSegmentation) and not replace:
             self.log(f"'{outputSegmentation.GetName()}' has edits: writing to a new segmentation.")
             return None
         return outputSegmentation
@@ -286,9 +286,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             raise RuntimeError("process: a segmentation is already running; cancel it first")
         from PancreasSSLSegModuleLib.corrections_export import safe_case_name
         case = safe_case_name(inputVolume.GetName())
-        workDir = Path(tempfile.mkdtemp(prefix="PancreasSSLSeg-"))
-        inputPath = workDir / f"{case}.nrrd"
-        volume_io.write_volume(inputVolume, inputPath)
+        workDir, inputPath = self._writeEngineInput(inputVolume, case)
         outDir = Path(outputDir) if outputDir else workDir / "out"
         arguments = self.engineArguments([inputPath], outDir, model, device, fast,
                                          uncertainty, uncertaintyThreshold) + ["--overwrite"]
@@ -306,18 +304,46 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             raise EngineFailed(outcome.message, self.lastExitCode)
         return outcome
 
+    def _writeEngineInput(self, inputVolume, case):
+        """A new temporary folder holding the input volume for the engine; a full or unwritable
+        temporary folder raises ``EngineFailed`` saying which folder, with nothing left behind."""
+        workDir = None
+        try:
+            workDir = Path(tempfile.mkdtemp(prefix="PancreasSSLSeg-"))
+            inputPath = workDir / f"{case}.nrrd"
+            volume_io.write_volume(inputVolume, inputPath)
+        except (OSError, RuntimeError) as error:  # SimpleITK's writer raises RuntimeError
+            if workDir is not None:
+                shutil.rmtree(workDir, ignore_errors=True)
+            raise EngineFailed(
+                f"Could not write '{inputVolume.GetName()}' for the engine into the temporary "
+                f"folder {tempfile.gettempdir()}: {getattr(error, 'strerror', None) or error}. "
+                "Free disk space there (or set TMPDIR to a folder with space) and try again.") \
+                from error
+        return workDir, inputPath
+
     def poll(self):
-        """None while running; the ``SegmentationOutcome`` once finished (results loaded)."""
+        """None while running; the ``SegmentationOutcome`` once finished (results loaded).
+
+        An input volume removed from the scene during the run stops the engine: nothing is
+        loaded and the outcome says why."""
         if self._run is None:
             return None
         run = self._run
+        inputRemoved = run["input"].GetScene() is None
+        if inputRemoved:
+            run["process"].cancel()
         status = run["process"].poll()
         if status == engine_process.RUNNING:
             return None
         self._run = None
         self.lastExitCode = run["process"].exit_code
         try:
-            if status == OK:
+            if inputRemoved:
+                outcome = SegmentationOutcome(ERROR, (
+                    f"The input volume '{run['input'].GetName()}' was removed from the scene while "
+                    "it was being segmented: the engine was stopped and nothing was loaded."))
+            elif status == OK:
                 outcome = self._loadResults(run)
             else:
                 outcome = SegmentationOutcome(status, run["process"].error_message())
@@ -347,6 +373,10 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         created = []
         try:
             segmentation = run["target"]
+            if segmentation is not None and segmentation.GetScene() is None:
+                self.log(f"'{segmentation.GetName()}' was removed during the run: writing to a new "
+                         "segmentation.")
+                segmentation = None
             if segmentation is None:
                 segmentation = scene.AddNewNodeByClass(
                     "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{inputVolume.GetName()} pancreas"))

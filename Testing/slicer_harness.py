@@ -302,7 +302,8 @@ def fake_engine_main(argv: list[str]) -> int:
         raise RuntimeError("simulated engine crash")
     if mode == "slow":  # a child process too, to check that cancel kills the whole tree
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        emit(stage="coarse", fraction=0.1, message=f"worker {child.pid}", worker_pid=child.pid)
+        emit(stage="coarse", fraction=0.1, message=f"worker {child.pid}", worker_pid=child.pid,
+             engine_pid=os.getpid())
         time.sleep(600)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

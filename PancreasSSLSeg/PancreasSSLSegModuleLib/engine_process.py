@@ -3,6 +3,9 @@
 The GUI stays responsive because nothing here blocks: ``EngineProcess.poll()`` drains what the
 process printed so far (a reader thread fills a queue) and returns at once. Cancel kills the whole
 process tree (the engine may start workers), so nothing keeps writing after the user said stop.
+An engine that dies on its own (crash, killed for memory) may leave such workers holding its
+output pipes: on POSIX the engine runs in its own process group and those orphans are killed;
+elsewhere the run ends anyway once the pipes stayed open ``ORPHAN_GRACE_S`` after the exit.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,10 +24,12 @@ from PancreasSSLSegLib.errors import PancreasSSLSegError
 
 RUNNING, OK, ERROR, CANCELLED = "running", "ok", "error", "cancelled"
 STDERR_TAIL_LINES = 20
+ORPHAN_GRACE_S = 5.0
 
 
 class EngineFailed(PancreasSSLSegError):
-    """The engine process exited with an error; ``exit_code`` is its status (2 = bad input/bundle)."""
+    """The engine could not start or exited with an error; ``exit_code`` is its status (2 = bad
+    input/bundle; None = it never started)."""
 
     def __init__(self, message: str, exit_code: int | None = None):
         super().__init__(message)
@@ -93,9 +100,12 @@ class EngineProcess:
         self._on_log = on_log
         self._lines: queue.Queue = queue.Queue()
         self._open_streams = 2
+        self._exited_at: float | None = None
+        # Own process group (POSIX): what the engine starts can be killed after it died.
         self._process = subprocess.Popen(
             self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            text=True, encoding="utf-8", errors="replace", env=env)
+            text=True, encoding="utf-8", errors="replace", env=env,
+            start_new_session=os.name == "posix")
         for stream, tag in ((self._process.stdout, "out"), (self._process.stderr, "err")):
             threading.Thread(target=_pump, args=(stream, self._lines, tag), daemon=True).start()
 
@@ -106,6 +116,8 @@ class EngineProcess:
     def poll(self) -> str:
         """Handle the output printed so far; returns the status (``RUNNING`` until it ended)."""
         self._drain()
+        if self.status == RUNNING and self._open_streams and self._process.poll() is not None:
+            self._end_orphans()
         if self.status == RUNNING and self._open_streams == 0:
             self.exit_code = self._process.wait()
             self.status = OK if self.exit_code == 0 and self._final_ok() else ERROR
@@ -136,8 +148,23 @@ class EngineProcess:
         if self.final and self.final.get("status") == "error" and self.final.get("message"):
             return str(self.final["message"])
         tail = "\n".join(self._stderr_tail[-STDERR_TAIL_LINES:]).strip()
+        if self.exit_code is not None and self.exit_code < 0:
+            return (f"The segmentation engine was killed by signal {_signal_name(-self.exit_code)} "
+                    "before it finished (for example by the system when memory ran out); nothing "
+                    "was loaded." + (f" Its last output:\n{tail}" if tail else ""))
         return (f"The segmentation engine stopped with exit code {self.exit_code}"
                 + (f":\n{tail}" if tail else " and printed no error message."))
+
+    def _end_orphans(self) -> None:
+        """The engine has exited but its pipes are still open: kill what it left running."""
+        if os.name == "posix":
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass  # the group is already empty
+        self._exited_at = self._exited_at or time.monotonic()
+        if time.monotonic() - self._exited_at > ORPHAN_GRACE_S:
+            self._open_streams = 0  # stop waiting for pipes an unkillable orphan holds
 
     def _final_ok(self) -> bool:
         # A process that exits 0 without its "done" line was cut short: treat as a failure.
@@ -172,6 +199,13 @@ class EngineProcess:
         self.log_lines.append(line)
         if self._on_log:
             self._on_log(line)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)
 
 
 def engine_environment(module_dir: str) -> dict[str, str]:

@@ -74,29 +74,35 @@ def fill_segmentation(segmentation_node, reference_volume, labels: np.ndarray,
         display.SetSegmentOpacity3D(segment_ids[UNCERTAIN_SEGMENT_VALUE], UNCERTAIN_OPACITY_3D)
     segmentation_node.SetAttribute(ATTR_SOURCE_VOLUME, reference_volume.GetID())
     segmentation_node.SetAttribute(ATTR_LOADED_FINGERPRINT,
-                                   segmentation_fingerprint(segmentation_node, reference_volume))
+                                   segmentation_fingerprint(segmentation_node))
     return segment_ids
 
 
-def segmentation_fingerprint(segmentation_node, reference_volume) -> str:
-    """A hash of every segment's name and voxels: changes whenever the user edits anything."""
+def segmentation_fingerprint(segmentation_node) -> str:
+    """A hash of every segment's ID, extent and voxels: changes whenever the user edits anything.
+    Reads each segment's own labelmap: exporting through a temporary labelmap node (as
+    ``slicer.util.arrayFromSegmentBinaryLabelmap`` does) would leave display nodes in the scene."""
+    from vtk.util.numpy_support import vtk_to_numpy
+
     digest = hashlib.sha1()
     segmentation = segmentation_node.GetSegmentation()
     for index in range(segmentation.GetNumberOfSegments()):
         segment_id = segmentation.GetNthSegmentID(index)
-        digest.update(segment_id.encode())
-        mask = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation_node, segment_id,
-                                                          reference_volume)
-        digest.update(np.packbits(mask > 0).tobytes())
+        labelmap = slicer.vtkOrientedImageData()
+        segmentation_node.GetBinaryLabelmapRepresentation(segment_id, labelmap)
+        digest.update(f"{segment_id}{labelmap.GetExtent()}".encode())
+        scalars = labelmap.GetPointData().GetScalars()
+        if scalars is not None:
+            digest.update(np.packbits(vtk_to_numpy(scalars) > 0).tobytes())
     return digest.hexdigest()
 
 
-def was_edited(segmentation_node, reference_volume) -> bool:
+def was_edited(segmentation_node) -> bool:
     """True when the node holds content this module did not load (edited, or made elsewhere)."""
     loaded = segmentation_node.GetAttribute(ATTR_LOADED_FINGERPRINT)
     if segmentation_node.GetSegmentation().GetNumberOfSegments() == 0:
         return False
-    return loaded != segmentation_fingerprint(segmentation_node, reference_volume)
+    return loaded != segmentation_fingerprint(segmentation_node)
 
 
 def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray, name: str):
