@@ -371,13 +371,17 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             regions = volume_io.read_array_on_grid(files["regions"], inputVolume)
         scene = slicer.mrmlScene
         created = []
+        backup = None
         try:
             segmentation = run["target"]
             if segmentation is not None and segmentation.GetScene() is None:
                 self.log(f"'{segmentation.GetName()}' was removed during the run: writing to a new "
                          "segmentation.")
                 segmentation = None
-            if segmentation is None:
+            if segmentation is not None:  # the user's node: put back as it was if loading fails
+                backup = slicer.vtkSegmentation()
+                backup.DeepCopy(segmentation.GetSegmentation())
+            else:
                 segmentation = scene.AddNewNodeByClass(
                     "vtkMRMLSegmentationNode", scene.GenerateUniqueName(f"{inputVolume.GetName()} pancreas"))
                 created.append(segmentation)
@@ -392,6 +396,8 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         except Exception:
             for node in created:
                 scene.RemoveNode(node)
+            if backup is not None:
+                segmentation.GetSegmentation().DeepCopy(backup)
             raise
         self.review = None
         if regions is not None:

@@ -7,6 +7,7 @@ untouched and the rest of the scene intact."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import signal
 import sys
@@ -148,6 +149,23 @@ def test_full_temporary_folder_before_the_run(scene, ct, user_edits, temp_dir, m
 
     disk_full[0] = False  # space freed: the same Logic works again
     assert logic.process(ct).status == "ok"
+
+
+def test_results_that_fail_to_load_put_the_users_segments_back(scene, ct, user_edits, temp_dir,
+                                                                monkeypatch):
+    from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION
+
+    # An engine whose report lacks the lesion's colour: loading fails after the first segment.
+    labels = [dict(label) for label in LABELS]
+    del labels[-1]["color"]
+    table = json.dumps({"labels": labels, "uncertain_region": UNCERTAIN_REGION})
+    logic = fake_engine_logic(monkeypatch, mode="ok", FAKE_ENGINE_LABELS=table)
+    nodes_before = scene.node_ids()
+    with pytest.raises(EngineFailed, match="Could not load the engine's results"):
+        logic.process(ct, outputSegmentation=user_edits[0], replace=True)
+    assert scene.node_ids() == nodes_before
+    assert_edits_untouched(user_edits, ct)
+    assert list(temp_dir.iterdir()) == []
 
 
 # The real engine CLI whose disk fills up while it writes the report (its last file).
