@@ -226,8 +226,8 @@ def test_input_removed_while_the_engine_runs_stops_it(scene, ct, user_edits, tem
     assert "'CT' was removed from the scene" in outcome.message
     assert gone(workers[0]) and not logic.isRunning()
     assert scene.node_ids() == expected_nodes
-    node, segment_id, mask = user_edits
-    assert node.GetSegmentation().GetNumberOfSegments() == 1
+    edits = user_edits[0]  # its reference volume is gone: compare what can still be read
+    assert edits.GetScene() is scene.scene and edits.GetSegmentation().GetNumberOfSegments() == 1
     assert list(temp_dir.iterdir()) == []
 
 

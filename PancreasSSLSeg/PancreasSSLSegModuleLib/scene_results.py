@@ -62,7 +62,8 @@ def fill_segmentation(segmentation_node, reference_volume, labels: np.ndarray,
     for spec in segment_specs(report):
         segment_ids[int(spec["value"])] = _add_segment(segmentation, spec)
     if regions is not None and report.get("uncertain_region"):
-        segment_ids[UNCERTAIN_SEGMENT_VALUE] = _add_segment(segmentation, report["uncertain_region"])
+        segment_ids[UNCERTAIN_SEGMENT_VALUE] = _add_segment(segmentation,
+                                                            report["uncertain_region"])
     for value, segment_id in segment_ids.items():
         mask = (regions > 0) if value == UNCERTAIN_SEGMENT_VALUE else (labels == value)
         slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node,
@@ -105,7 +106,8 @@ def was_edited(segmentation_node) -> bool:
     return loaded != segmentation_fingerprint(segmentation_node)
 
 
-def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray, name: str):
+def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray,
+                           name: str):
     """A scalar volume on the input's grid holding ``uncertainty`` (0..1), with a heat colour map."""
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.CopyOrientation(reference_volume)
