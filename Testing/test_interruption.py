@@ -216,6 +216,52 @@ def test_two_processes_share_an_output_folder(inputs_dir, random_bundle, tmp_pat
                                                  "cases_without_report": 0}
 
 
+# Writes one case over and over, each time with different content (a writer number per write).
+REPEATED_WRITER = """
+import sys
+sys.path.insert(0, sys.argv[4])
+import test_outputs
+from test_outputs import fake_result, write_fake_preview
+from PancreasSSLSegLib import outputs
+outputs._write_preview = write_fake_preview
+# The bundle's label table needs torch to import: a stand-in keeps this process light.
+test_outputs.report_segments = lambda: ([{"value": 1, "name": "Pancreas"}],
+                                        {"name": "High-uncertainty region"})
+out_dir, writer, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for number in range(count):
+    result = fake_result()
+    result.labels[result.labels > 0] = 1 + (writer * count + number) % 200
+    outputs.write_case_outputs(result, out_dir, "c1")
+"""
+WRITES_PER_PROCESS = 15
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the folder lock is POSIX flock")
+def test_concurrent_writes_of_one_case_always_show_one_writers_files(tmp_path):
+    """Two processes rewrite one case with different content; whenever the folder lock is free
+    (no writer mid-rename), the report describes exactly the files beside it."""
+    import fcntl
+
+    writers = [subprocess.Popen([sys.executable, "-c", REPEATED_WRITER, str(tmp_path), str(n),
+                                 str(WRITES_PER_PROCESS), str(Path(__file__).parent)],
+                                stderr=subprocess.PIPE, text=True) for n in range(2)]
+    observations = 0
+    while any(writer.poll() is None for writer in writers):
+        descriptor = os.open(tmp_path, os.O_RDONLY)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            observations += assert_folder_consistent(tmp_path, cases=("c1",))["complete"]
+        finally:
+            os.close(descriptor)
+        time.sleep(0.005)
+    for writer in writers:
+        _, err = writer.communicate(timeout=PROCESS_LIMIT_S)
+        assert writer.returncode == 0, err
+    assert observations > 0
+    assert assert_folder_consistent(tmp_path, cases=("c1",)) == {
+        "complete": 1, "temporaries": 0, "cases_without_report": 0}
+
+
 def test_stale_temporaries_are_removed_but_a_running_writers_are_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
