@@ -258,6 +258,7 @@ def test_concurrent_writes_of_one_case_always_show_one_writers_files(tmp_path):
         _, err = writer.communicate(timeout=PROCESS_LIMIT_S)
         assert writer.returncode == 0, err
     assert observations > 0
+    print(f"consistent observations under the lock: {observations}")
     assert assert_folder_consistent(tmp_path, cases=("c1",)) == {
         "complete": 1, "temporaries": 0, "cases_without_report": 0}
 
