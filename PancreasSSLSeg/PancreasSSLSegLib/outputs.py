@@ -2,8 +2,8 @@
 
 The six files (names in :func:`output_paths`) are first written under temporary names in the
 output folder and renamed only once every one of them was written; on any failure the temporaries
-are removed and no file of this case is left, so a folder never holds half a case and
-:func:`case_is_complete` can drive resuming a batch. The report is the marker that the case
+are removed and no new file of this case is left, so a folder never holds a report beside half a
+case and :func:`case_is_complete` can drive resuming a batch. The report is the marker that the case
 finished: an existing report is removed before the first rename and the new one is renamed last,
 and it records the SHA-256 of the five other files (``outputs``), so a killed run never leaves a
 report beside files it does not describe.
@@ -85,20 +85,31 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
         "report": lambda path: _write_report(
             {**result.report, "outputs": _file_records(temporary, final)}, path),
     }
-    renamed: list[Path] = []
     try:
         for key, path in temporary.items():
             writers[key](path)
         with _folder_lock(out_dir):
-            final["report"].unlink(missing_ok=True)
-            for key, path in temporary.items():
-                os.replace(path, final[key])
-                renamed.append(final[key])
+            _rename_into_place(temporary, final)
     except BaseException:
-        for path in [*temporary.values(), *renamed]:
+        for path in temporary.values():
             path.unlink(missing_ok=True)
         raise
     return final
+
+
+def _rename_into_place(temporary: dict[str, Path], final: dict[str, Path]) -> None:
+    """Old report out, files in (report last); a failed rename takes back the ones it made.
+    Runs under the folder lock, so the take-back cannot remove another writer's files."""
+    final["report"].unlink(missing_ok=True)
+    renamed: list[Path] = []
+    try:
+        for key, path in temporary.items():
+            os.replace(path, final[key])
+            renamed.append(final[key])
+    except BaseException:
+        for path in renamed:
+            path.unlink(missing_ok=True)
+        raise
 
 
 def _remove_stale_temporaries(final: dict[str, Path]) -> None:
