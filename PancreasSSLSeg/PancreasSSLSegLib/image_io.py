@@ -2,28 +2,50 @@
 
 Everything the engine accepts passes through :func:`as_image`, which returns a float32 3-D scalar
 ``SimpleITK.Image`` or raises :class:`InputError` naming the file and the problem. Reading uses
-SimpleITK (``ReadImage``, ``ImageSeriesReader``); this module only adds the checks and messages.
+SimpleITK (``ImageFileReader``, ``ImageSeriesReader``); this module only adds the checks and
+messages. Files are read header first: the declared size is checked against the data the file
+holds and against the memory available (:class:`ResourceError`) before any voxel is allocated.
+
+DICOM folders: the largest CT series is read (a note says so when there are several); localizer
+(scout) images are left out with a note; a missing slice, uneven slice gaps or a gantry tilt
+(slices sheared against their orientation) are refused rather than interpolated, because any
+resampling would invent anatomy the scanner did not record.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import os
+import re
 import struct
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+import psutil
 import SimpleITK as sitk
 
-from .errors import InputError
+from .errors import InputError, ResourceError
 
 # Longest suffix first, so "x.nii.gz" loses ".nii.gz" and not only ".gz".
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
-POSITION_TAG, MODALITY_TAG = "0020|0032", "0008|0060"
+POSITION_TAG, MODALITY_TAG, IMAGE_TYPE_TAG = "0020|0032", "0008|0060", "0008|0008"
 # A slice gap this far (relative) from the median gap means a missing or misplaced slice.
 SLICE_GAP_TOLERANCE = 0.1
+# Slices shifted sideways by more than this fraction of their gap (about 0.6 degrees) are tilted.
+SLICE_SHEAR_TOLERANCE = 0.01
+# Direction cosines written with 6 decimals are orthonormal to about 1e-6; a sheared grid is not.
+DIRECTION_TOLERANCE = 1e-3
+# A pancreas spans about 12-20 cm across and 4-8 cm head to foot: a scan thinner than this along
+# any axis cannot hold it whole (the shared 20-slice DICOM slab is 40 mm thick).
+SMALL_FOV_MM = 30.0
 AIR_HU = -1000.0
+
+# ``check_size(size_xyz, name)`` is called with a file's declared size before its voxels are read.
+SizeCheck = Callable[[tuple[int, ...], str], None]
 
 
 def is_image_file(path: Path) -> bool:
@@ -45,29 +67,123 @@ def dicom_series_ids(folder: Path) -> tuple[str, ...]:
     return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
-def read_image(path: str | Path, notes: list[str] | None = None) -> sitk.Image:
+def read_image(path: str | Path, notes: list[str] | None = None,
+               check_size: SizeCheck | None = None) -> sitk.Image:
     """Read an image file (.nii/.nii.gz/.nrrd/.mha/.mhd) or a DICOM series folder, unchecked.
 
     ``notes`` (if given) receives remarks a user should see, e.g. which of several series was read.
+    ``check_size`` (if given) may refuse the declared size before the voxels are allocated.
     """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file or folder")
+    _check_path(path)
     if path.is_dir():
-        return _read_dicom_folder(path, notes if notes is not None else [])
+        return _read_dicom_folder(path, notes if notes is not None else [], check_size)
     if not path.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{path.name}: unsupported file type; expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)} or a DICOM series folder")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with _itk_warnings_off():
+            reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"{path.name}: cannot be read as an image "
+                         f"({_itk_reason(error)})") from None
+    size = tuple(reader.GetSize())
+    data_bytes = math.prod(size) * _bytes_per_voxel(reader.GetPixelID(),
+                                                    reader.GetNumberOfComponents())
+    _check_declared_data(path, size, data_bytes)
+    check_read_memory(path.name, size, data_bytes)
+    if check_size is not None:
+        check_size(size, path.name)
     if path.name.lower().endswith(".gz"):
         _check_gzip_complete(path)
     if path.name.lower().endswith((".nii", ".nii.gz")):
         _check_nifti_pixdim(path)
     try:
         with _itk_warnings_off():
-            return sitk.ReadImage(str(path))
+            return reader.Execute()
     except RuntimeError as error:
         reason = _itk_reason(error)
         raise InputError(f"{path.name}: cannot be read as an image ({reason})") from None
+
+
+def _check_path(path: Path) -> None:
+    """Refuse what is not a readable regular file or folder, before any reader touches it (a FIFO
+    would block a reader forever)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise InputError(f"{path}: symbolic link leads nowhere (broken link)") from None
+        raise InputError(f"{path}: no such file or folder") from None
+    except OSError as error:  # ELOOP: a symbolic link loop; EACCES: a folder on the way
+        raise InputError(f"{path}: cannot be opened ({error.strerror})") from None
+    if not (path.is_file() or path.is_dir()):
+        raise InputError(f"{path.name}: is not a regular file or folder (a device, pipe or "
+                         "socket); expected an image file or a DICOM series folder")
+    if not os.access(path, os.R_OK | (os.X_OK if path.is_dir() else 0)):
+        raise InputError(f"{path.name}: permission denied; the file or folder is not readable "
+                         "by this user")
+
+
+def _bytes_per_voxel(pixel_id: int, components: int) -> int:
+    return sitk.Image([1, 1], pixel_id).GetSizeOfPixelComponent() * max(1, components)
+
+
+def check_read_memory(name: str, size: tuple[int, ...], data_bytes: int) -> None:
+    """Refuse a declared volume whose voxels, plus their float32 copy, exceed free memory."""
+    needed = data_bytes + math.prod(size) * 4
+    available = int(psutil.virtual_memory().available)
+    if needed > available:
+        raise ResourceError(f"{name}: declares {list(size)} voxels, which need about "
+                            f"{needed / 2**30:.1f} GiB to read but only "
+                            f"{available / 2**30:.1f} GiB of memory is available")
+
+
+def _check_declared_data(path: Path, size: tuple[int, ...], data_bytes: int) -> None:
+    """An uncompressed file must hold every voxel its header declares: ITK's NIfTI reader fills
+    the missing ones with zeros silently, and MetaIO prints to the console before failing."""
+    available = _raw_data_bytes(path)
+    if available is not None and available < data_bytes:
+        raise InputError(f"{path.name}: header declares {list(size)} voxels ({data_bytes} bytes) "
+                         f"but the file holds only {max(available, 0)} bytes of voxel data; it "
+                         "is truncated or its header is wrong")
+
+
+def _raw_data_bytes(path: Path) -> int | None:
+    """Bytes of uncompressed voxel data a file holds after its header; ``None`` when compressed
+    or in a form this check does not cover (ASCII NRRD, lists of data files)."""
+    lower = path.name.lower()
+    if lower.endswith(".gz"):
+        return None
+    with open(path, "rb") as stream:
+        head = stream.read(1 << 16)
+    if lower.endswith(".nii"):
+        for order in "<>":
+            if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+                return path.stat().st_size - int(struct.unpack(order + "f", head[108:112])[0])
+        return None  # NIfTI-2 or not NIfTI: ITK checks it
+    if lower.endswith((".mha", ".mhd")):
+        text = head.decode("latin-1")
+        if re.search(r"^\s*CompressedData\s*=\s*True", text, re.M | re.I):
+            return None
+        match = re.search(r"^\s*ElementDataFile\s*=\s*(.*?)\s*$", text, re.M)
+        if match is None:
+            return None
+        if match.group(1) == "LOCAL":
+            return path.stat().st_size - len(text[:match.end()].encode("latin-1")) - 1
+        data_file = path.parent / match.group(1)
+        return data_file.stat().st_size if data_file.is_file() else None
+    if lower.endswith(".nrrd"):
+        end = head.find(b"\n\n")
+        text = head[:max(end, 0)].decode("latin-1")
+        encoding = re.search(r"^encoding:\s*(\S+)", text, re.M)
+        if end < 0 or re.search(r"^data ?file:", text, re.M) or encoding is None or (
+                encoding.group(1).lower() != "raw"):
+            return None
+        return path.stat().st_size - (end + 2)
+    return None
 
 
 @contextmanager
@@ -127,21 +243,43 @@ def _itk_reason(error: RuntimeError) -> str:
     return lines[-1] if lines else "unknown reason"
 
 
-def _read_dicom_folder(folder: Path, notes: list[str]) -> sitk.Image:
-    if not any(folder.iterdir()):
+def _read_dicom_folder(folder: Path, notes: list[str],
+                       check_size: SizeCheck | None = None) -> sitk.Image:
+    try:
+        empty = not any(folder.iterdir())
+    except OSError as error:
+        raise InputError(f"{folder.name}: folder cannot be listed ({error.strerror})") from None
+    if empty:
         raise InputError(f"{folder.name}: folder is empty; expected a DICOM series")
     series = dicom_series_ids(folder)
     if not series:
         raise InputError(f"{folder.name}: no DICOM series found in this folder")
-    file_lists = {uid: sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
-                  for uid in series}
-    chosen = max(series, key=lambda uid: (_modality(file_lists[uid][0]) == "CT",
-                                          len(file_lists[uid])))
+    headers = {uid: [_dicom_header(name) for name in
+                     sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
+               for uid in series}
+    # Localizers (scouts) are projections at other angles: never slices of the volume.
+    slices = {uid: [h for h in found if h is not None and not h["localizer"]]
+              for uid, found in headers.items()}
+    chosen = max(series, key=lambda uid: (any(h["modality"] == "CT" for h in slices[uid]),
+                                          len(slices[uid])))
+    files = [h["file"] for h in slices[chosen]]
+    if not files:
+        raise InputError(f"{folder.name}: holds only localizer (scout) images; expected a CT "
+                         "series of axial slices")
     if len(series) > 1:
         notes.append(f"{folder.name}: holds {len(series)} DICOM series; read the largest CT series "
-                     f"{chosen or '(no UID)'} ({len(file_lists[chosen])} slices)")
+                     f"{chosen or '(no UID)'} ({len(files)} slices)")
+    left_out = len(headers[chosen]) - len(files)
+    if left_out:
+        notes.append(f"{folder.name}: left out {left_out} localizer (scout) or unreadable "
+                     "image(s) of the series read")
+    first = slices[chosen][0]
+    size = (*first["size"][:2], first["size"][2] * len(files))
+    check_read_memory(folder.name, size, math.prod(size) * first["voxel_bytes"])
+    if check_size is not None:
+        check_size(size, folder.name)
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(file_lists[chosen])
+    reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
         with _itk_warnings_off():
@@ -153,18 +291,29 @@ def _read_dicom_folder(folder: Path, notes: list[str]) -> sitk.Image:
     return image
 
 
-def _modality(file_name: str) -> str:
+def _dicom_header(file_name: str) -> dict | None:
+    """What choosing a series needs from one file's header; ``None`` if it is unreadable."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(file_name)
     try:
-        reader.ReadImageInformation()
+        with _itk_warnings_off():
+            reader.ReadImageInformation()
     except RuntimeError:
-        return ""
-    return reader.GetMetaData(MODALITY_TAG).strip() if reader.HasMetaDataKey(MODALITY_TAG) else ""
+        return None
+
+    def tag(key: str) -> str:
+        return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
+
+    size = tuple(reader.GetSize())
+    return {"file": file_name, "modality": tag(MODALITY_TAG),
+            "localizer": "LOCALIZER" in tag(IMAGE_TYPE_TAG).upper(),
+            "size": size if len(size) == 3 else (*size[:2], 1),
+            "voxel_bytes": _bytes_per_voxel(reader.GetPixelID(), reader.GetNumberOfComponents())}
 
 
 def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSeriesReader) -> None:
-    """Refuse series with missing or duplicate slices: their voxel grid would be wrong."""
+    """Refuse series with missing or duplicate slices, or sheared by a gantry tilt: their voxel
+    grid would be wrong."""
     count = len(reader.GetFileNames())
     if count < 2:
         return
@@ -175,23 +324,33 @@ def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSe
         raise InputError(f"{folder.name}: DICOM slices lack a readable Image Position (Patient); "
                          "cannot check that no slice is missing") from None
     normal = np.array(image.GetDirection()).reshape(3, 3)[:, 2]
-    gaps_mm = np.diff(np.sort(positions @ normal))
+    positions = positions[np.argsort(positions @ normal)]
+    gaps_mm = np.diff(positions @ normal)
     median_gap_mm = float(np.median(gaps_mm))
     if median_gap_mm <= 0 or np.max(np.abs(gaps_mm - median_gap_mm)) > (
             SLICE_GAP_TOLERANCE * median_gap_mm):
         raise InputError(f"{folder.name}: DICOM slice positions are not uniformly spaced "
                          f"(gaps {gaps_mm.min():.2f}..{gaps_mm.max():.2f} mm); a slice is missing, "
                          "duplicated or corrupt")
+    steps = np.diff(positions, axis=0)
+    sideways_mm = np.linalg.norm(steps - np.outer(steps @ normal, normal), axis=1)
+    if np.max(sideways_mm) > SLICE_SHEAR_TOLERANCE * median_gap_mm:
+        tilt_deg = math.degrees(math.atan2(float(np.median(sideways_mm)), median_gap_mm))
+        raise InputError(f"{folder.name}: DICOM slices are shifted sideways along the series "
+                         f"(gantry tilt about {tilt_deg:.1f} degrees); the grid would be sheared. "
+                         "Resample the series to an untilted grid first")
 
 
 def as_image(image, spacing_mm=None, origin=None, direction=None,
-             notes: list[str] | None = None) -> sitk.Image:
+             notes: list[str] | None = None, check_size: SizeCheck | None = None) -> sitk.Image:
     """Any accepted input → checked float32 3-D scalar ``SimpleITK.Image``.
 
     ``image``: a path (file or DICOM folder), a ``SimpleITK.Image``, or a numpy array with axes
     ``(z, y, x)``. Geometry arguments (SimpleITK order: ``spacing_mm`` (x, y, z), ``origin`` mm,
     ``direction`` 9 cosines) apply to arrays only; an array without ``spacing_mm`` is refused,
-    since a guessed spacing would silently give wrong volumes.
+    since a guessed spacing would silently give wrong volumes. ``notes`` receives remarks for the
+    user (series chosen, small field of view); ``check_size`` is called with the size before a
+    file's voxels are read (see :func:`read_image`) and with an array's or image's size.
     """
     if isinstance(image, np.ndarray):
         name = "input array"
@@ -203,12 +362,16 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
             name = "input image"
         elif isinstance(image, (str, Path)):
             name = Path(image).name
-            image = read_image(image, notes)
+            image = read_image(image, notes, check_size)
         else:
             raise InputError(f"unsupported input type {type(image).__name__}; expected a path, "
                              "a SimpleITK.Image or a numpy array")
     image = _squeeze_trailing_time(image)
     _check_image(image, name)
+    if check_size is not None:
+        check_size(tuple(image.GetSize()), name)
+    if notes is not None:
+        notes += _field_of_view_notes(image, name)
     return sitk.Cast(image, sitk.sitkFloat32)
 
 
@@ -240,6 +403,8 @@ def _squeeze_trailing_time(image: sitk.Image) -> sitk.Image:
 
 
 def _check_image(image: sitk.Image, name: str) -> None:
+    if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
+        raise InputError(f"{name}: has complex voxel values; expected a real-valued CT volume")
     if image.GetNumberOfComponentsPerPixel() > 1:
         raise InputError(f"{name}: has {image.GetNumberOfComponentsPerPixel()} components per "
                          "voxel (vector/RGB); expected a scalar CT volume")
@@ -252,6 +417,10 @@ def _check_image(image: sitk.Image, name: str) -> None:
     spacing = np.array(image.GetSpacing())
     if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
         raise InputError(f"{name}: voxel spacing {list(spacing)} mm; expected positive values")
+    cosines = np.array(image.GetDirection()).reshape(3, 3)
+    if not np.allclose(cosines.T @ cosines, np.eye(3), atol=DIRECTION_TOLERANCE):
+        raise InputError(f"{name}: direction cosines {np.round(cosines, 4).tolist()} are not "
+                         "orthonormal (a sheared grid); expected an orthogonal voxel grid")
     values = sitk.GetArrayViewFromImage(image)
     # min/max propagate NaN, so two reductions cover NaN/inf without a full-size mask.
     low, high = float(np.min(values)), float(np.max(values))
@@ -259,6 +428,16 @@ def _check_image(image: sitk.Image, name: str) -> None:
         raise InputError(f"{name}: contains NaN or infinite values")
     if low == high:
         raise InputError(f"{name}: every voxel has the value {low:g}; expected a CT volume")
+
+
+def _field_of_view_notes(image: sitk.Image, name: str) -> list[str]:
+    """A warning when the scan is too small along some axis to contain a whole pancreas."""
+    extent_mm = np.array(image.GetSize()) * np.array(image.GetSpacing())
+    if extent_mm.min() >= SMALL_FOV_MM:
+        return []
+    return [f"{name}: field of view {' x '.join(f'{e:.0f}' for e in extent_mm)} mm is smaller "
+            f"than {SMALL_FOV_MM:.0f} mm along an axis; a whole pancreas cannot fit in it, results "
+            "are unreliable"]
 
 
 def check_ct_intensities(image: sitk.Image) -> list[str]:

@@ -65,14 +65,16 @@ def estimate_memory_bytes(size_xyz) -> int:
     return int(np.prod(size_xyz)) * BYTES_PER_INPUT_VOXEL + FIXED_OVERHEAD_BYTES
 
 
-def check_memory(image: sitk.Image) -> None:
-    """Refuse before allocating when the run would not fit in the memory available now."""
-    needed, available = estimate_memory_bytes(image.GetSize()), available_memory_bytes()
+def check_memory(size_xyz, name: str = "input") -> None:
+    """Refuse before allocating when a run on a ``size_xyz`` input would not fit in the memory
+    available now. ``as_image`` calls it with a file's declared size, before reading its voxels,
+    so a header claiming a huge volume costs nothing."""
+    size = [int(s) for s in size_xyz]
+    needed, available = estimate_memory_bytes(size), available_memory_bytes()
     if needed > available:
-        raise ResourceError(f"input of {image.GetSize()} voxels needs about "
-                            f"{needed / 2**30:.1f} GiB of memory but only "
-                            f"{available / 2**30:.1f} GiB is available; close "
-                            "other programs or crop the scan")
+        raise ResourceError(f"{name}: {size} voxels need about {needed / 2**30:.1f} GiB of "
+                            f"memory to segment but only {available / 2**30:.1f} GiB is "
+                            "available; close other programs or crop the scan")
 
 
 def peak_memory_mb() -> float:
@@ -190,12 +192,12 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     timings: dict[str, float] = {}
     progress("reading", 0.0, "reading the input")
     warnings: list[str] = []
-    input_image = as_image(image, spacing_mm, origin, direction, notes=warnings)
+    input_image = as_image(image, spacing_mm, origin, direction, notes=warnings,
+                           check_size=check_memory)
     # Percentiles of every voxel of a 500x500x220 CT take 4 s; a 1-in-32 subsample gives the same.
     warnings += check_ct_intensities(input_image[::4, ::4, ::2])
     bundle = _resolve_bundle(model)
     torch_device = select_device(device)
-    check_memory(input_image)
     inference = bundle.inference
     threshold = float(inference["uncertainty_threshold"] if uncertainty_threshold is None
                       else uncertainty_threshold)
