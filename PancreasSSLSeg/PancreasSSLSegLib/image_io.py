@@ -64,7 +64,8 @@ def case_name(path: str | Path) -> str:
 
 def dicom_series_ids(folder: Path) -> tuple[str, ...]:
     """Series instance UIDs of the DICOM files directly in ``folder`` (empty if none)."""
-    return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    with _itk_warnings_off():  # "No Series were found" would go straight to stderr
+        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
 
 
 def read_image(path: str | Path, notes: list[str] | None = None,
@@ -254,9 +255,10 @@ def _read_dicom_folder(folder: Path, notes: list[str],
     series = dicom_series_ids(folder)
     if not series:
         raise InputError(f"{folder.name}: no DICOM series found in this folder")
-    headers = {uid: [_dicom_header(name) for name in
-                     sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
-               for uid in series}
+    with _itk_warnings_off():
+        headers = {uid: [_dicom_header(name) for name in
+                         sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)]
+                   for uid in series}
     # Localizers (scouts) are projections at other angles: never slices of the volume.
     slices = {uid: [h for h in found if h is not None and not h["localizer"]]
               for uid, found in headers.items()}

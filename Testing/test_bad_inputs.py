@@ -1,0 +1,188 @@
+"""Bad-input suite (issue 6, items 1 and 5): malformed and unusual CT inputs, all generated here.
+
+One table (``EXPECTED``) says for every input of ``bad_inputs.INPUTS`` what must happen:
+``Refused(error, message)``: the Python API raises that engine exception naming the file, the CLI
+exits 2 with one ``error: <file>: <problem>`` line and writes nothing; ``Runs(warning)``: the CLI
+exits 0, writes all six outputs, and the report carries the warning (``None``: no warning needed).
+Runs use tiny random-weight bundles, so they test the engine's handling, not the model's accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from bad_inputs import INPUTS, metaimage
+
+from PancreasSSLSegLib import cli, pipeline
+from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
+from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
+from PancreasSSLSegLib.pipeline import segment
+
+
+@dataclass(frozen=True)
+class Refused:
+    error: type[PancreasSSLSegError]
+    message: str  # regular expression the message must match after the file's name
+
+
+@dataclass(frozen=True)
+class Runs:
+    warning: str | None  # regular expression one report warning must match
+
+
+EXPECTED = {
+    # file level
+    "missing_file": Refused(InputError, "no such file"),
+    "empty_file": Refused(InputError, "cannot be read as an image"),
+    "text_named_nii_gz": Refused(InputError, "cannot be read as an image"),
+    "truncated_gzip": Refused(InputError, "truncated or corrupt"),
+    "truncated_raw_nifti": Refused(InputError, r"declares \[32, 32, 10\] voxels .* truncated"),
+    "unsupported_extension": Refused(InputError, "unsupported file type"),
+    "nifti_with_nrrd_extension": Refused(InputError, "cannot be read as an image"),
+    "directory_named_like_file": Refused(InputError, "folder is empty; expected a DICOM series"),
+    "folder_without_dicom": Refused(InputError, "no DICOM series found"),
+    "unreadable_permissions": Refused(InputError, "permission denied"),
+    "symlink_loop": Refused(InputError, "symbolic links"),
+    "broken_symlink": Refused(InputError, "symbolic link leads nowhere"),
+    "fifo": Refused(InputError, "not a regular file"),
+    # header level
+    "zero_spacing_nifti": Refused(InputError, r"spacing \(pixdim\) \[2.0, 0.0, 4.0\]"),
+    "zero_spacing_nrrd": Refused(InputError, "[Zz]ero-valued spacing"),
+    "negative_spacing_nifti": Refused(InputError, r"spacing \(pixdim\) \[2.0, -2.0, 4.0\]"),
+    "non_orthogonal_direction": Refused(InputError, "not orthonormal"),
+    "huge_size_raw_data": Refused(InputError, r"declares \[4000, 4000, 4000\] .* holds only"),
+    "huge_size_compressed": Refused(ResourceError, r"declares \[4000, 4000, 4000\].*GiB"),
+    "huge_size_nifti_gz": Refused(ResourceError, r"declares \[4000, 4000, 4000\].*GiB"),
+    "image_2d": Refused(InputError, "is 2-D"),
+    "single_slice_3d": Refused(InputError, "single slice"),
+    "image_4d": Refused(InputError, "is 4-D"),
+    "rgb": Refused(InputError, "3 components per voxel"),
+    "complex": Refused(InputError, "2 components per voxel"),
+    # DICOM level: refused rather than interpolated (see image_io's docstring)
+    "dicom_mixed_series": Runs(r"holds 2 DICOM series; read the largest CT series .*\(10 slices\)"),
+    "dicom_ct_and_larger_mr": Runs(r"holds 2 DICOM series; read the largest CT series .*\.301 "),
+    "dicom_missing_slice": Refused(InputError, r"not uniformly spaced \(gaps 4.00..8.00 mm\)"),
+    "dicom_inconsistent_spacing": Refused(InputError, "not uniformly spaced"),
+    "dicom_duplicate_position": Refused(InputError, r"not uniformly spaced \(gaps 0.00"),
+    "dicom_localizer_in_series": Runs("left out 1 localizer"),
+    "dicom_localizer_only": Refused(InputError, "only localizer"),
+    "dicom_gantry_tilt": Refused(InputError, "gantry tilt about 15.0 degrees"),
+    "dicom_corrupt_slice": Refused(InputError, "missing, duplicated or corrupt"),
+    "dicom_multiframe": Runs(None),
+    # content level
+    "constant_volume": Refused(InputError, "every voxel has the value 40"),
+    "nan_voxel": Refused(InputError, "NaN or infinite"),
+    "inf_voxel": Refused(InputError, "NaN or infinite"),
+    "mr_like_intensities": Runs("not like CT in Hounsfield units"),
+    "ct_without_pancreas": Runs("no pancreas was found"),
+    "very_small_fov": Runs(r"field of view 24 x 24 x 24 mm"),
+}
+REFUSED = sorted(name for name, expected in EXPECTED.items() if isinstance(expected, Refused))
+RUNS = sorted(name for name, expected in EXPECTED.items() if isinstance(expected, Runs))
+# A process as root reads any file whatever its mode: there the CLI is run in-process with
+# os.access emulating an ordinary user (the file's owner), see ``as_ordinary_user``.
+AS_ROOT = os.geteuid() == 0
+
+
+def test_every_generated_input_has_an_expectation():
+    assert set(EXPECTED) == set(INPUTS)
+    assert len(INPUTS) >= 30
+    assert {level for level, _ in INPUTS.values()} == {"file", "header", "dicom", "content"}
+
+
+@pytest.fixture
+def as_ordinary_user(monkeypatch):
+    """Mode bits decide readability, as they do for a user who is not root."""
+    if AS_ROOT:
+        def access(path, mode, **kwargs):
+            bits = os.stat(path).st_mode
+            wanted = [(os.R_OK, stat.S_IRUSR), (os.W_OK, stat.S_IWUSR), (os.X_OK, stat.S_IXUSR)]
+            return all(bits & flag for requested, flag in wanted if mode & requested)
+        monkeypatch.setattr(os, "access", access)
+
+
+@pytest.fixture(scope="module")
+def finds_nothing_bundle(tmp_path_factory) -> Path:
+    """Tiny random networks whose background logit dominates: a model that sees no pancreas."""
+    import torch
+    from conftest import tiny_metadata
+
+    from PancreasSSLSegLib.bundle import save_bundle
+    from PancreasSSLSegLib.networks import build_network
+
+    torch.manual_seed(0)
+    metadata = tiny_metadata(name="finds-nothing")
+    weights = {}
+    for stage in ("coarse", "fine"):
+        state = build_network(metadata["stages"][stage]["network"]).state_dict()
+        state["seg_head.bias"] = torch.tensor([50.0, 0.0, 0.0])
+        weights[stage] = state
+    return save_bundle(tmp_path_factory.mktemp("bundles") / "finds-nothing", metadata, weights,
+                       "# Test bundle that never finds a pancreas\nNot a model.\n")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_refused_input(name, tmp_path, capsys, example_ct, random_bundle, as_ordinary_user):
+    expected = EXPECTED[name]
+    (tmp_path / "in").mkdir()
+    path = INPUTS[name][1](tmp_path / "in", example_ct)
+
+    with pytest.raises(expected.error) as raised:
+        segment(path, model=random_bundle, device="cpu", fast=True)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith((path.name, str(path))), message
+    assert re.search(expected.message, message), message
+
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(capsys, "segment", path, "-o", out_dir, "--model", random_bundle,
+                             "--device", "cpu", "--progress", "json")
+    assert code == cli.EXIT_BAD_INPUT
+    assert err == f"error: {message}\n"
+    done = json.loads(out.splitlines()[-1])
+    assert (done["stage"], done["status"], done["cases_failed"]) == ("done", "error", 1)
+    assert files_in(out_dir) == []
+
+
+@pytest.mark.parametrize("name", RUNS)
+def test_input_that_runs_with_a_warning(name, tmp_path, capsys, example_ct, random_bundle,
+                                        finds_nothing_bundle):
+    expected = EXPECTED[name]
+    (tmp_path / "in").mkdir()
+    path = INPUTS[name][1](tmp_path / "in", example_ct)
+    bundle = finds_nothing_bundle if name == "ct_without_pancreas" else random_bundle
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(capsys, "segment", path, "-o", out_dir, "--model", bundle,
+                           "--device", "cpu", "--fast", "--progress", "none")
+    assert (code, err) == (cli.EXIT_OK, "")
+    case = path.name.split(".")[0]
+    assert files_in(out_dir) == sorted(case + suffix for suffix in OUTPUT_SUFFIXES.values())
+    report = json.loads((out_dir / f"{case}_report.json").read_text())
+    if expected.warning is not None:
+        assert any(re.search(expected.warning, w) for w in report["warnings"]), report["warnings"]
+    labels = sitk.ReadImage(str(out_dir / f"{case}_labels.nii.gz"))
+    assert labels.GetSize() == tuple(report["input"]["size"])
+    if name == "ct_without_pancreas":
+        assert not sitk.GetArrayViewFromImage(labels).any()
+        assert report["pancreas"]["found"] is False
