@@ -141,7 +141,7 @@ def kill_at_progress_line(process: subprocess.Popen, line_number: int, delay_s: 
 
 
 def kill_when_file_appears(process: subprocess.Popen, out_dir: Path, temporary: bool,
-                           delay_s: float) -> None:
+                           delay_s: float, signal_number: int = signal.SIGKILL) -> None:
     """Kill once a temporary (writing) or a report-less final file (renaming) shows up."""
     while process.poll() is None:
         names = os.listdir(out_dir) if out_dir.exists() else []
@@ -153,7 +153,7 @@ def kill_when_file_appears(process: subprocess.Popen, out_dir: Path, temporary: 
                       for c in CASES for n in (f"{c}_labels.nii.gz",))
         if hit:
             time.sleep(delay_s)
-            os.kill(process.pid, signal.SIGKILL)
+            os.kill(process.pid, signal_number)
             return
         time.sleep(0.0005)
 
@@ -218,6 +218,37 @@ def test_sigkill_at_random_times_during_overwrite_runs(inputs_dir, random_bundle
         assert "Traceback" not in err and code in (0, -signal.SIGKILL), err
         outcomes.append((code, assert_folder_consistent(out_dir)))
     print("random kills (exit code, folder):", outcomes)
+
+
+def test_sigterm_while_writing_cleans_up_and_says_so(inputs_dir, random_bundle, tmp_path):
+    out_dir = tmp_path / "out"
+    process = start_cli([inputs_dir / "case0.nii.gz"], out_dir, random_bundle)
+    kill_when_file_appears(process, out_dir, temporary=True, delay_s=0.0,
+                           signal_number=signal.SIGTERM)
+    code, records, err = finish(process)
+    assert code == 1 and err.splitlines() == [f"error: {cli.INTERRUPTED}"]
+    assert (records[-1]["stage"], records[-1]["status"]) == ("done", "error")
+    assert list(out_dir.iterdir()) == []  # its temporaries went with it
+
+
+def test_ctrl_c_gives_one_line_and_keeps_finished_cases(capsys, tmp_path, example_ct,
+                                                        random_bundle, monkeypatch):
+    segment = FakeSegment()
+
+    def interrupted_second_case(path, **options):
+        if segment.calls:
+            raise KeyboardInterrupt
+        return segment(path, **options)
+
+    monkeypatch.setattr(cli, "_segment", interrupted_second_case)
+    monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
+    second = tmp_path / "second.nii.gz"
+    second.symlink_to(example_ct)
+    out_dir = tmp_path / "out"
+    code = cli.main(["segment", str(example_ct), str(second), "-o", str(out_dir), "--model",
+                     str(random_bundle), "--progress", "none"])
+    assert code == 1 and capsys.readouterr().err == f"error: {cli.INTERRUPTED}\n"
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(final_names(["example_ct"]))
 
 
 def test_two_processes_share_an_output_folder(inputs_dir, random_bundle, tmp_path):

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +30,15 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_CODES_HELP = """exit codes:
   0  every case was segmented (or skipped because its outputs already exist)
-  1  some cases failed while others succeeded, or an unexpected error occurred
+  1  some cases failed while others succeeded, an unexpected error occurred, or the run was
+     interrupted (Ctrl-C, SIGTERM: finished cases are kept, running it again resumes)
   2  nothing was segmented because of bad input, a bad model bundle, an unavailable device or
      bad arguments (every case failed with such an error, or the run was refused before any case)
 """
 # Errors that would repeat for every case: stop the batch at the first one.
 RUN_FATAL_ERRORS = (BundleError, DeviceError)
+INTERRUPTED = ("interrupted: finished cases keep their six outputs, the case in progress left "
+               "nothing; run the same command again to resume")
 
 
 @dataclass(frozen=True)
@@ -110,13 +117,35 @@ def _fraction(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with _sigterm_as_interrupt():
+            return args.handler(args)
+    except KeyboardInterrupt:
+        print(f"error: {INTERRUPTED}", file=sys.stderr)
+        return EXIT_FAILED
     except PancreasSSLSegError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as error:  # noqa: BLE001 — the CLI's promise: one line, never a traceback
         print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
         return EXIT_FAILED
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``kill``, a job scheduler) stops the run as Ctrl-C does: the case being written
+    removes its temporaries on the way out and the run ends with one line, not a silent death."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -130,6 +159,9 @@ def run_segment(args: argparse.Namespace) -> int:
         raise
     except Exception as error:
         run_progress.finish("error", message=f"unexpected {type(error).__name__}: {error}")
+        raise
+    except KeyboardInterrupt:
+        run_progress.finish("error", message=INTERRUPTED)
         raise
     run_progress.finish("ok" if code == EXIT_OK else "error", **summary)
     return code
