@@ -186,3 +186,96 @@ def test_input_that_runs_with_a_warning(name, tmp_path, capsys, example_ct, rand
     if name == "ct_without_pancreas":
         assert not sitk.GetArrayViewFromImage(labels).any()
         assert report["pancreas"]["found"] is False
+
+
+def sheared_image() -> sitk.Image:
+    image = sitk.GetImageFromArray(np.zeros((10, 32, 32), np.float32))
+    image.SetDirection((1.0, 0.5, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+    return image
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: sitk.GetImageFromArray(np.ones((10, 32, 32), np.complex64)), "complex voxel values"),
+    (sheared_image, "not orthonormal"),
+    (lambda: sitk.GetImageFromArray(np.zeros((10, 32, 32, 3), np.uint8), isVector=True),
+     "3 components"),
+], ids=["complex_sitk_image", "sheared_sitk_image", "rgb_sitk_image"])
+def test_in_memory_images_are_refused_with_input_error(make, message, random_bundle):
+    with pytest.raises(InputError, match=f"^input image: .*{message}"):
+        segment(make(), model=random_bundle, device="cpu")
+
+
+def test_cli_subprocess_batch_of_bad_inputs_one_line_each(tmp_path, example_ct, random_bundle):
+    """A real process: every refused input in one batch gives exactly one line on stderr (no
+    traceback, no ITK/GDCM console output), exit 2 and an empty output folder."""
+    paths = []
+    for name in REFUSED:
+        if name == "unreadable_permissions" and AS_ROOT:
+            continue  # root reads it; covered in-process by test_refused_input
+        (tmp_path / name).mkdir()
+        paths.append(INPUTS[name][1](tmp_path / name, example_ct))
+    out_dir = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, "-m", "PancreasSSLSegLib.cli", "segment", *map(str, paths),
+         "-o", str(out_dir), "--model", str(random_bundle), "--device", "cpu",
+         "--progress", "none"], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    lines = completed.stderr.splitlines()
+    assert completed.returncode == cli.EXIT_BAD_INPUT, completed.stderr
+    assert "Traceback" not in completed.stderr and completed.stdout == ""
+    assert len(lines) == len(paths), completed.stderr
+    for line, path in zip(lines, paths):
+        assert line.startswith("error: ") and path.name in line, (line, path)
+    assert files_in(out_dir) == []
+
+
+def test_huge_declared_volume_is_refused_before_allocation(tmp_path):
+    import resource
+
+    path = INPUTS["huge_size_nifti_gz"][1](tmp_path, tmp_path)
+    peak_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    with pytest.raises(ResourceError, match=r"^huge.nii.gz: declares \[4000, 4000, 4000\]"):
+        segment(path)  # refused before the (default) bundle is even looked for
+    assert time.perf_counter() - started < 2.0
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before_kib) / 1024
+    assert grown_mib < 100, f"peak memory grew by {grown_mib:.0f} MiB"
+
+
+def forbid_reading_voxels(monkeypatch):
+    def refuse(self, *args):
+        pytest.fail("voxels were read although the memory guard should have refused")
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", refuse)
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", refuse)
+
+
+def test_memory_guard_uses_declared_size_of_files_and_dicom(tmp_path, capsys, monkeypatch,
+                                                            random_bundle):
+    """A volume the reader could hold but the whole run could not: ``pipeline.check_memory``
+    refuses it from the header (64x64x64 voxels x 24 B + 600 MB > 100 MB), voxels unread."""
+    import gzip as gz
+
+    data = gz.compress(bytes(64 ** 3 * 2))
+    mha = metaimage(tmp_path, "big.mha", "DimSize = 64 64 64\nElementType = MET_SHORT\n"
+                    f"ElementSpacing = 1 1 1\nCompressedData = True\nCompressedDataSize = "
+                    f"{len(data)}\n", data)
+    dicom = INPUTS["dicom_mixed_series"][1](tmp_path, tmp_path)
+    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
+    forbid_reading_voxels(monkeypatch)
+    with pytest.raises(ResourceError, match=r"^big.mha: \[64, 64, 64\] voxels need about 0.6 GiB"):
+        segment(mha, model=random_bundle, device="cpu")
+    with pytest.raises(ResourceError, match=r"^mixed-series: \[32, 32, 10\] voxels need about"):
+        segment(dicom, model=random_bundle, device="cpu")
+    code, _, err = run_cli(capsys, "segment", mha, "-o", tmp_path / "out", "--model",
+                           random_bundle, "--progress", "none")
+    assert code == cli.EXIT_BAD_INPUT and err.startswith("error: big.mha: [64, 64, 64] voxels")
+    assert len(err.splitlines()) == 1 and files_in(tmp_path / "out") == []
+
+
+def test_memory_guard_on_arrays_runs_no_network(monkeypatch, random_bundle):
+    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(pipeline, "predict_stage",
+                        lambda *a, **k: pytest.fail("the networks ran despite the memory guard"))
+    with pytest.raises(ResourceError, match=r"^input array: \[32, 32, 10\] voxels"):
+        segment(np.zeros((10, 32, 32), np.float32) + np.arange(32), model=random_bundle,
+                spacing_mm=(1, 1, 1))
