@@ -76,7 +76,7 @@ EXPECTED = {
     "dicom_inconsistent_spacing": Refused(InputError, "not uniformly spaced"),
     "dicom_duplicate_position": Refused(InputError, r"not uniformly spaced \(gaps 0.00"),
     "dicom_localizer_in_series": Runs("left out 1 localizer"),
-    "dicom_localizer_only": Refused(InputError, "only localizer"),
+    "dicom_localizer_only": Refused(InputError, "no readable slices, only localizer"),
     "dicom_gantry_tilt": Refused(InputError, "gantry tilt about 15.0 degrees"),
     "dicom_corrupt_slice": Refused(InputError, "missing, duplicated or corrupt"),
     "dicom_multiframe": Runs(None),

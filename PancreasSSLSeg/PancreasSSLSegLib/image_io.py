@@ -129,7 +129,11 @@ def _check_path(path: Path) -> None:
 
 
 def _bytes_per_voxel(pixel_id: int, components: int) -> int:
-    return sitk.Image([1, 1], pixel_id).GetSizeOfPixelComponent() * max(1, components)
+    try:
+        component_bytes = sitk.Image([1, 1], pixel_id).GetSizeOfPixelComponent()
+    except RuntimeError:  # a pixel type SimpleITK cannot hold: reading will say so
+        component_bytes = 1
+    return component_bytes * max(1, components)
 
 
 def check_read_memory(name: str, size: tuple[int, ...], data_bytes: int) -> None:
@@ -154,7 +158,15 @@ def _check_declared_data(path: Path, size: tuple[int, ...], data_bytes: int) -> 
 
 def _raw_data_bytes(path: Path) -> int | None:
     """Bytes of uncompressed voxel data a file holds after its header; ``None`` when compressed
-    or in a form this check does not cover (ASCII NRRD, lists of data files)."""
+    or in a form this check does not cover (ASCII NRRD, lists of data files, nonsense offsets:
+    ITK reports those when it reads)."""
+    try:
+        return _raw_data_bytes_unchecked(path)
+    except (OSError, ValueError, OverflowError):
+        return None
+
+
+def _raw_data_bytes_unchecked(path: Path) -> int | None:
     lower = path.name.lower()
     if lower.endswith(".gz"):
         return None
@@ -266,8 +278,8 @@ def _read_dicom_folder(folder: Path, notes: list[str],
                                           len(slices[uid])))
     files = [h["file"] for h in slices[chosen]]
     if not files:
-        raise InputError(f"{folder.name}: holds only localizer (scout) images; expected a CT "
-                         "series of axial slices")
+        raise InputError(f"{folder.name}: holds no readable slices, only localizer (scout) or "
+                         "unreadable images; expected a CT series of axial slices")
     if len(series) > 1:
         notes.append(f"{folder.name}: holds {len(series)} DICOM series; read the largest CT series "
                      f"{chosen or '(no UID)'} ({len(files)} slices)")
