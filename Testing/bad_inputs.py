@@ -192,6 +192,27 @@ def unreadable(tmp: Path, example_ct: Path) -> Path:
     return path
 
 
+def unreadable_folder(tmp: Path, example_ct: Path) -> Path:
+    folder = tmp / "locked-series"
+    write_dicom_series(folder, "1.2.826.0.1.3680043.8.498.801")
+    folder.chmod(0)
+    return folder
+
+
+def mhd_with_data_file(data_bytes: int | None, name: str) -> MakeInput:
+    """A detached MetaImage header for 32x32x10 int16 voxels; its .raw file holds
+    ``data_bytes`` bytes (``None``: the data file is missing)."""
+    def make(tmp: Path, example_ct: Path) -> Path:
+        path = tmp / name
+        path.write_text("ObjectType = Image\nNDims = 3\nBinaryData = True\n"
+                        "DimSize = 32 32 10\nElementType = MET_SHORT\nElementSpacing = 2 2 4\n"
+                        f"ElementDataFile = {path.stem}.raw\n")
+        if data_bytes is not None:
+            (tmp / f"{path.stem}.raw").write_bytes(bytes(data_bytes))
+        return path
+    return make
+
+
 def nrrd(tmp: Path, name: str, directions: str, sizes="4 4 4", data: bytes | None = None) -> Path:
     header = (f"NRRD0004\ntype: short\ndimension: 3\nsizes: {sizes}\n"
               f"space: left-posterior-superior\nspace directions: {directions}\n"
@@ -301,6 +322,9 @@ INPUTS: dict[str, tuple[str, MakeInput]] = {
     "symlink_loop": ("file", symlink_loop),
     "broken_symlink": ("file", broken_symlink),
     "fifo": ("file", fifo),
+    "unreadable_folder": ("file", unreadable_folder),
+    "mhd_data_file_missing": ("file", mhd_with_data_file(None, "no-data.mhd")),
+    "mhd_data_file_short": ("file", mhd_with_data_file(5000, "short-data.mhd")),
     # header level
     "zero_spacing_nifti": ("header", nifti_with_pixdim_y(0.0, "zero-pixdim.nii")),
     "zero_spacing_nrrd": ("header", lambda tmp, ct: nrrd(tmp, "zero.nrrd",

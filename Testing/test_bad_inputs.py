@@ -56,6 +56,9 @@ EXPECTED = {
     "symlink_loop": Refused(InputError, "symbolic links"),
     "broken_symlink": Refused(InputError, "symbolic link leads nowhere"),
     "fifo": Refused(InputError, "not a regular file"),
+    "unreadable_folder": Refused(InputError, "permission denied"),
+    "mhd_data_file_missing": Refused(InputError, "voxel data file no-data.raw is missing"),
+    "mhd_data_file_short": Refused(InputError, r"\(20480 bytes\) but the file holds only 5000"),
     # header level
     "zero_spacing_nifti": Refused(InputError, r"spacing \(pixdim\) \[2.0, 0.0, 4.0\]"),
     "zero_spacing_nrrd": Refused(InputError, "[Zz]ero-valued spacing"),
@@ -210,7 +213,7 @@ def test_cli_subprocess_batch_of_bad_inputs_one_line_each(tmp_path, example_ct, 
     traceback, no ITK/GDCM console output), exit 2 and an empty output folder."""
     paths = []
     for name in REFUSED:
-        if name == "unreadable_permissions" and AS_ROOT:
+        if name in ("unreadable_permissions", "unreadable_folder") and AS_ROOT:
             continue  # root reads it; covered in-process by test_refused_input
         (tmp_path / name).mkdir()
         paths.append(INPUTS[name][1](tmp_path / name, example_ct))

@@ -186,8 +186,12 @@ def _raw_data_bytes_unchecked(path: Path) -> int | None:
             return None
         if match.group(1) == "LOCAL":
             return path.stat().st_size - len(text[:match.end()].encode("latin-1")) - 1
+        if match.group(1).upper().startswith("LIST") or "%" in match.group(1):
+            return None  # one file per slice: not covered here
         data_file = path.parent / match.group(1)
-        return data_file.stat().st_size if data_file.is_file() else None
+        if not data_file.is_file():  # MetaIO would print to the console before failing
+            raise InputError(f"{path.name}: its voxel data file {match.group(1)} is missing")
+        return data_file.stat().st_size
     if lower.endswith(".nrrd"):
         end = head.find(b"\n\n")
         text = head[:max(end, 0)].decode("latin-1")
