@@ -23,9 +23,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from bad_inputs import INPUTS, metaimage
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from PancreasSSLSegLib import cli, pipeline
 from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
+from PancreasSSLSegLib.image_io import as_image
 from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
 from PancreasSSLSegLib.pipeline import segment
 
@@ -282,3 +285,46 @@ def test_memory_guard_on_arrays_runs_no_network(monkeypatch, random_bundle):
     with pytest.raises(ResourceError, match=r"^input array: \[32, 32, 10\] voxels"):
         segment(np.zeros((10, 32, 32), np.float32) + np.arange(32), model=random_bundle,
                 spacing_mm=(1, 1, 1))
+
+
+ELEMENT_TYPES = {"MET_UCHAR": ("uchar", np.uint8), "MET_SHORT": ("short", np.int16),
+                 "MET_FLOAT": ("float", np.float32)}
+DECLARED_EXAMPLES = 60
+
+
+@settings(max_examples=DECLARED_EXAMPLES, deadline=3000, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(size=st.tuples(*[st.integers(2, 12)] * 3), element=st.sampled_from(sorted(ELEMENT_TYPES)),
+       data_fraction=st.floats(0.0, 1.2), suffix=st.sampled_from([".mha", ".nrrd", ".nii"]))
+def test_declared_size_against_data_property(size, element, data_fraction, suffix, tmp_path_factory,
+                                             capfd):
+    """Any raw header/data mismatch: read only when every declared voxel is there, otherwise an
+    ``InputError`` naming the shortfall; never another exception, never console output."""
+    nrrd_type, dtype = ELEMENT_TYPES[element]
+    voxels = np.random.default_rng(0).integers(0, 100, int(np.prod(size) * 1.2) + 1).astype(dtype)
+    needed = int(np.prod(size)) * voxels.itemsize
+    data = voxels.tobytes()[:int(needed * data_fraction)]
+    folder = tmp_path_factory.mktemp("declared")
+    if suffix == ".mha":
+        path = metaimage(folder, "x.mha", f"DimSize = {' '.join(map(str, size))}\nElementType = "
+                         f"{element}\nElementSpacing = 1 1 1\n", data)
+    elif suffix == ".nrrd":
+        path = folder / "x.nrrd"
+        path.write_bytes(f"NRRD0004\ntype: {nrrd_type}\ndimension: 3\nsizes: "
+                         f"{' '.join(map(str, size))}\nencoding: raw\nendian: little\n\n".encode()
+                         + data)
+    else:
+        full = sitk.GetImageFromArray(np.zeros(size[::-1], dtype))
+        sitk.WriteImage(full, str(folder / "full.nii"))
+        header = (folder / "full.nii").read_bytes()[:352]
+        path = folder / "x.nii"
+        path.write_bytes(header + data)
+    try:
+        image = as_image(path)
+    except InputError as error:
+        assert len(data) < needed or "every voxel" in str(error), str(error)
+        if len(data) < needed:
+            assert f"holds only {len(data)} bytes" in str(error)
+    else:
+        assert len(data) >= needed and image.GetSize() == size
+    assert capfd.readouterr().err == ""
