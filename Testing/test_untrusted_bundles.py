@@ -53,7 +53,8 @@ def rewrite_metadata(path, change):
 
 def record_weights_hash(path):
     """Make the metadata vouch for the current weights file: the attacker controls both."""
-    rewrite_metadata(path, lambda m: m["weights"].update(sha256=sha256_of(path / "model.safetensors")))
+    digest = sha256_of(path / "model.safetensors")
+    rewrite_metadata(path, lambda m: m["weights"].update(sha256=digest))
 
 
 def refused(path, *message_parts):
