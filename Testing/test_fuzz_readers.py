@@ -4,8 +4,9 @@ the engine's own ``PancreasSSLSegError``; never another exception, never a hang.
 
 Seeds are a small crop of the real 3 mm CT, written by SimpleITK in each format. Iterations are
 fixed and derandomized (``EXAMPLES`` per test, no example database) so CI is bounded and
-repeatable: with random seeds and 400 examples a mutated NIfTI header once made the ITK reader
-hang (reported for image_io; a hang in C code cannot be interrupted from the test).
+repeatable. With random seeds, a NIfTI whose sform rows (``srow``, byte 280) hold -inf and
+~1e16 values makes ``SimpleITK.ReadImage`` itself hang (> 20 s; reported for image_io, which must
+check the header first; a hang in C code cannot be interrupted from a test).
 """
 
 from __future__ import annotations
