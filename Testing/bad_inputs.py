@@ -268,6 +268,26 @@ def nifti_with_pixdim_y(value: float, name: str) -> MakeInput:
     return make
 
 
+def metaimage_with_ndims(value: str) -> MakeInput:
+    """A valid MetaImage whose NDims line says ``value`` (ITK crashed the process on -5)."""
+    def make(tmp: Path, example_ct: Path) -> Path:
+        path = write_volume(ct_like().astype(np.int16), tmp / "ndims.mha")
+        path.write_bytes(path.read_bytes().replace(b"NDims = 3", f"NDims = {value}".encode(), 1))
+        return path
+    return make
+
+
+def nifti_with_infinite_sform(tmp: Path, example_ct: Path) -> Path:
+    """A valid NIfTI whose sform rows hold -inf and 1e16: ITK reads it with a meaningless
+    geometry, and fuzzing found such values that made its reader hang."""
+    path = write_volume(ct_like().astype(np.int16), tmp / "inf-sform.nii")
+    data = bytearray(path.read_bytes())
+    data[254:256] = struct.pack("<h", 1)  # sform_code: scanner coordinates, so srow is used
+    data[280:328] = struct.pack("<12f", -np.inf, 1e16, 0, 0, 0, 1e16, 0, 0, 0, 0, 1, 0)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def with_value(value: float) -> np.ndarray:
     volume = ct_like()
     volume[4, 10, 10] = value
@@ -343,6 +363,8 @@ INPUTS: dict[str, tuple[str, MakeInput]] = {
     "rgb": ("header", lambda tmp, ct: write_volume(np.zeros((10, 32, 32, 3), np.uint8),
                                                    tmp / "rgb.nrrd", vector=True)),
     "complex": ("header", complex_image),
+    "metaimage_negative_ndims": ("header", metaimage_with_ndims("-5")),
+    "nifti_infinite_sform": ("header", nifti_with_infinite_sform),
     # DICOM level
     "dicom_mixed_series": ("dicom", mixed_series),
     "dicom_ct_and_larger_mr": ("dicom", ct_and_larger_mr),

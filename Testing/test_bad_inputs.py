@@ -75,6 +75,8 @@ EXPECTED = {
     "image_4d": Refused(InputError, "is 4-D"),
     "rgb": Refused(InputError, "3 components per voxel"),
     "complex": Refused(InputError, "2 components per voxel"),
+    "metaimage_negative_ndims": Refused(InputError, "NDims = -5; expected 1 to 5"),
+    "nifti_infinite_sform": Refused(InputError, "infinite or impossibly large"),
     # DICOM level: refused rather than interpolated (see image_io's docstring)
     "dicom_mixed_series": Runs(r"holds 2 DICOM series; read the largest CT series .*\(10 slices\)"),
     "dicom_ct_and_larger_mr": Runs(r"holds 2 DICOM series; read the largest CT series .*\.301 "),

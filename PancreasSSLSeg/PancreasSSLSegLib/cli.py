@@ -56,7 +56,10 @@ def expand_inputs(inputs: list[str]) -> list[Case]:
     paths: list[Path] = []
     for given in map(Path, inputs):
         if given.is_dir() and not dicom_series_ids(given):
-            children = sorted(given.iterdir())
+            try:
+                children = sorted(given.iterdir())
+            except OSError:  # unreadable folder: reading it as an input says why, per case
+                children = []
             found = [child for child in children
                      if is_image_file(child) or (child.is_dir() and dicom_series_ids(child))]
             paths.extend(found or [given])

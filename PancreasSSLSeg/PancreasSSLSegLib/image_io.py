@@ -82,6 +82,7 @@ def read_image(path: str | Path, notes: list[str] | None = None,
     if not path.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{path.name}: unsupported file type; expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)} or a DICOM series folder")
+    _check_header_before_itk(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -99,8 +100,6 @@ def read_image(path: str | Path, notes: list[str] | None = None,
         check_size(size, path.name)
     if path.name.lower().endswith(".gz"):
         _check_gzip_complete(path)
-    if path.name.lower().endswith((".nii", ".nii.gz")):
-        _check_nifti_pixdim(path)
     try:
         with _itk_warnings_off():
             return reader.Execute()
@@ -225,27 +224,57 @@ def _check_gzip_complete(path: Path) -> None:
                          f"({error})") from None
 
 
-def _check_nifti_pixdim(path: Path) -> None:
-    """ITK's NIfTI reader replaces a zero voxel size by 1 mm; read the header to refuse instead.
+def _check_header_before_itk(path: Path) -> None:
+    """Header values ITK's readers cannot survive, refused before ITK reads the header (found by
+    fuzzing): a MetaImage ``NDims`` outside 1-5 crashes the process, a NIfTI orientation with
+    infinite or astronomically large values makes the reader hang."""
+    lower = path.name.lower()
+    if lower.endswith((".nii", ".nii.gz")):
+        _check_nifti_header(path)
+    elif lower.endswith((".mha", ".mhd")):
+        with open(path, "rb") as stream:
+            head = stream.read(1 << 16).decode("latin-1")
+        for value in re.findall(r"^\s*NDims\s*=\s*(\S*)", head, re.M):
+            if value not in ("1", "2", "3", "4", "5"):
+                raise InputError(f"{path.name}: header NDims = {value}; expected 1 to 5")
 
-    NIfTI-1 stores ``pixdim`` as 8 float32 at byte 76, NIfTI-2 as 8 float64 at byte 104;
-    ``sizeof_hdr`` (348 or 540) tells the version and the byte order.
-    """
+
+# NIfTI-1: ``sizeof_hdr`` 348, float32 fields; NIfTI-2: 540, float64. Byte offsets of pixdim
+# (8 values) and of quatern_b..qoffset_z + srow_x/y/z (18 values, contiguous).
+_NIFTI_LAYOUTS = {348: ("f", 76, 256), 540: ("d", 104, 352)}
+# Larger than any scanner's coordinates (mm): ITK hangs on values near 1e16.
+_MAX_NIFTI_GEOMETRY = 1e7
+
+
+def _check_nifti_header(path: Path) -> None:
+    """Voxel size and orientation from the header. ITK replaces a zero voxel size by 1 mm
+    (refuse instead) and hangs on infinite orientation values."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as stream:
-        header = stream.read(540)
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(540)
+    except (EOFError, OSError, zlib.error):
+        return  # not readable as (compressed) NIfTI: the gzip check or ITK reports it
     for order in "<>":
-        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
-            pixdim = struct.unpack(order + "8f", header[76:108])[1:4]
-            break
-        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
-            pixdim = struct.unpack(order + "8d", header[104:168])[1:4]
+        if len(header) < 348:
+            return
+        size = struct.unpack(order + "i", header[:4])[0]
+        if size in _NIFTI_LAYOUTS and len(header) >= size:
+            kind, pixdim_at, geometry_at = _NIFTI_LAYOUTS[size]
             break
     else:
         return  # not a NIfTI header: ITK reports the problem when it reads the file
+    width = struct.calcsize(kind)
+    pixdim = struct.unpack(order + "8" + kind, header[pixdim_at:pixdim_at + 8 * width])[1:4]
     if not min(pixdim) > 0:
         raise InputError(f"{path.name}: header voxel spacing (pixdim) {list(pixdim)} mm; expected "
                          "positive values")
+    geometry = np.array(struct.unpack(order + "18" + kind,
+                                      header[geometry_at:geometry_at + 18 * width]))
+    if not (np.all(np.isfinite(geometry)) and np.all(np.abs(geometry) < _MAX_NIFTI_GEOMETRY)
+            and np.all(np.isfinite(pixdim)) and max(pixdim) < _MAX_NIFTI_GEOMETRY):
+        raise InputError(f"{path.name}: header orientation (quatern/srow) or spacing holds "
+                         "infinite or impossibly large values")
 
 
 def _itk_reason(error: RuntimeError) -> str:
