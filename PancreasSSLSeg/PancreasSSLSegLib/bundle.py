@@ -28,6 +28,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_file
 
 from .errors import BundleError
+from .hashing import sha256_of
 from .networks import PancreasUNet, build_network, validate_network_config
 
 FORMAT_NAME = "pancreas-ssl-seg-bundle"
@@ -268,14 +269,6 @@ def validate_metadata(metadata: Any, path: Path) -> None:
     _require(isinstance(weights, dict) and weights.get("file") == WEIGHTS_FILE
              and isinstance(weights.get("sha256"), str) and len(weights["sha256"]) == 64,
              path, f"weights must be {{'file': '{WEIGHTS_FILE}', 'sha256': <64 hex digits>}}")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_bounded(file_path: Path, limit: int, path: Path) -> bytes:

@@ -16,7 +16,6 @@ the folder, so one case's six files always come from one writer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import uuid
@@ -29,6 +28,8 @@ import numpy as np
 import psutil
 import SimpleITK as sitk
 import slicerio
+
+from .hashing import sha256_of
 
 try:
     import fcntl
@@ -143,17 +144,8 @@ def _folder_lock(out_dir: Path) -> Iterator[None]:
 
 def _file_records(temporary: dict[str, Path], final: dict[str, Path]) -> dict[str, dict]:
     """Final file name and SHA-256 of every output but the report (written before it)."""
-    return {key: {"file": final[key].name, "sha256": _sha256(path)}
+    return {key: {"file": final[key].name, "sha256": sha256_of(path)}
             for key, path in temporary.items() if key != "report"}
-
-
-def _sha256(path: Path) -> str:
-    # Not bundle.sha256_of: that module imports torch, and the Slicer module imports this one.
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path) -> None:
