@@ -148,7 +148,7 @@ def multiframe(tmp: Path, example_ct: Path) -> Path:
 
 
 def text_file(path: Path, text: str = "not an image\n") -> Path:
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -166,7 +166,7 @@ def truncated_raw_nifti(tmp: Path, example_ct: Path) -> Path:
 def folder_with(path: Path, *files: str) -> Path:
     path.mkdir()
     for name in files:
-        (path / name).write_text("x")
+        (path / name).write_text("x", encoding="utf-8")
     return path
 
 
@@ -206,7 +206,7 @@ def mhd_with_data_file(data_bytes: int | None, name: str) -> MakeInput:
         path = tmp / name
         path.write_text("ObjectType = Image\nNDims = 3\nBinaryData = True\n"
                         "DimSize = 32 32 10\nElementType = MET_SHORT\nElementSpacing = 2 2 4\n"
-                        f"ElementDataFile = {path.stem}.raw\n")
+                        f"ElementDataFile = {path.stem}.raw\n", encoding="utf-8")
         if data_bytes is not None:
             (tmp / f"{path.stem}.raw").write_bytes(bytes(data_bytes))
         return path

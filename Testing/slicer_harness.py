@@ -340,7 +340,7 @@ def fake_engine_main(argv: list[str]) -> int:
                               "largest_diameter_mm": 0.0},
                   "regions": rows, "warnings": [], "timings_s": {"total": 0.0},
                   "options": {"fast": args.fast, "device": args.device, "model": args.model}}
-        (out / f"{case}_report.json").write_text(json.dumps(report))
+        (out / f"{case}_report.json").write_text(json.dumps(report), encoding="utf-8")
         emit(stage="case", fraction=(number + 1) / len(args.inputs), message=f"{case} done")
     emit(stage="done", fraction=1.0, status="ok", message="finished")
     return 0

@@ -186,7 +186,7 @@ def test_input_that_runs_with_a_warning(name, tmp_path, capsys, example_ct, rand
     assert (code, err) == (cli.EXIT_OK, "")
     case = path.name.split(".")[0]
     assert files_in(out_dir) == sorted(case + suffix for suffix in OUTPUT_SUFFIXES.values())
-    report = json.loads((out_dir / f"{case}_report.json").read_text())
+    report = json.loads((out_dir / f"{case}_report.json").read_text(encoding="utf-8"))
     if expected.warning is not None:
         assert any(re.search(expected.warning, w) for w in report["warnings"]), report["warnings"]
     labels = sitk.ReadImage(str(out_dir / f"{case}_labels.nii.gz"))
@@ -227,7 +227,7 @@ def test_cli_subprocess_batch_of_bad_inputs_one_line_each(tmp_path, example_ct, 
         [sys.executable, "-m", "PancreasSSLSegLib.cli", "segment", *map(str, paths),
          "-o", str(out_dir), "--model", str(random_bundle), "--device", "cpu",
          "--progress", "none"], capture_output=True, text=True, timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"})
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, encoding="utf-8")
     lines = completed.stderr.splitlines()
     assert completed.returncode == cli.EXIT_BAD_INPUT, completed.stderr
     assert "Traceback" not in completed.stderr and completed.stdout == ""

@@ -18,7 +18,7 @@ def copy_bundle(src, tmp_path):
 def rewrite_metadata(path, change):
     metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
     change(metadata)
-    (path / "metadata.json").write_text(json.dumps(metadata))
+    (path / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
 
 
 def test_valid_bundle_loads_and_builds_networks(random_bundle):

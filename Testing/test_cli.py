@@ -77,7 +77,7 @@ def test_segments_real_nifti_on_its_exact_grid(capsys, tmp_path, example_ct, ran
     assert_case_outputs(tmp_path, "example_ct", sitk.ReadImage(str(example_ct)))
     assert fake_segment.calls == [{"size": (122, 101, 112), "device": "cpu", "fast": True,
                                    "uncertainty": True, "threshold": 0.3}]
-    report = json.loads((tmp_path / "example_ct_report.json").read_text())
+    report = json.loads((tmp_path / "example_ct_report.json").read_text(encoding="utf-8"))
     assert report["case"] == "example_ct" and report["model"]["name"] == "tiny-random"
     assert report["input"]["path"] == str(example_ct)
 
@@ -122,7 +122,7 @@ def test_bad_input_exit_2_one_line_no_outputs(kind, capsys, tmp_path, example_ct
 def test_batch_with_one_bad_case_runs_the_others(capsys, tmp_path, example_ct, random_bundle,
                                                  fake_segment):
     bad = tmp_path / "broken.nii.gz"
-    bad.write_text("not an image")
+    bad.write_text("not an image", encoding="utf-8")
     code, out, err = run(capsys, "segment", bad, example_ct, "-o", tmp_path / "out",
                          "--model", random_bundle)
     assert code == 1
@@ -139,7 +139,7 @@ def test_folder_of_images_expands_to_cases_and_resume_skips(capsys, tmp_path, ex
     image = sitk.ReadImage(str(example_ct))
     sitk.WriteImage(image[40:80, 30:70, 40:70], str(inputs / "a.nii.gz"))
     sitk.WriteImage(image[30:90, 20:80, 30:60], str(inputs / "b.nrrd"))
-    (inputs / "notes.txt").write_text("ignored")
+    (inputs / "notes.txt").write_text("ignored", encoding="utf-8")
     out_dir = tmp_path / "out"
     assert run(capsys, "segment", inputs, "-o", out_dir, "--model", random_bundle)[0] == 0
     assert len(fake_segment.calls) == 2
@@ -271,7 +271,7 @@ def test_end_to_end_real_ct_and_dicom_series(capsys, tmp_path, example_ct, share
     for case, reference in [("example_ct", sitk.ReadImage(str(example_ct))),
                             ("ct-dicom-series", as_image(folder))]:
         assert_case_outputs(tmp_path, case, reference)
-        report = json.loads((tmp_path / f"{case}_report.json").read_text())
+        report = json.loads((tmp_path / f"{case}_report.json").read_text(encoding="utf-8"))
         assert report["case"] == case and report["model"]["name"] == "tiny-coarse"
         labels = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / f"{case}_labels.nii.gz")))
         assert set(np.unique(labels)) <= {0, 1, 2}

@@ -68,10 +68,10 @@ def test_bad_configs_are_refused_with_the_reason(raw, fragment):
 def test_unreadable_and_non_mapping_files_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
-    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="list.yaml: expected a mapping"):
         load_config(tmp_path / "list.yaml")
-    (tmp_path / "broken.yaml").write_text("a: [1, 2\n")
+    (tmp_path / "broken.yaml").write_text("a: [1, 2\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "broken.yaml")
 

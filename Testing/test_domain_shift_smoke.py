@@ -15,7 +15,7 @@ RUNNER = REPO_ROOT / "training" / "experiments" / "domain_shift.py"
 
 def _run(arguments: list[str]) -> None:
     completed = subprocess.run([sys.executable, str(RUNNER), *arguments], capture_output=True,
-                               text=True, timeout=600, cwd=REPO_ROOT)
+                               text=True, timeout=600, cwd=REPO_ROOT, encoding="utf-8")
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 

@@ -53,7 +53,7 @@ def test_csv_round_trip_keeps_every_column(tmp_path):
     assert summarize(back, ("method",), ("dice",))[0]["dice_mean"] == pytest.approx(0.6)
     md = write_markdown(summarize(back, ("method",), ("dice",)), ("method",), ("dice",),
                         tmp_path / "t.md", title="Dice")
-    assert md.read_text().startswith("# Dice\n\n| method | dice | n |")
+    assert md.read_text(encoding="utf-8").startswith("# Dice\n\n| method | dice | n |")
 
 
 def test_box_plot_writes_png(tmp_path):

@@ -54,14 +54,14 @@ def test_export_writes_a_loadable_bundle_without_ssl_heads(tmp_path):
 def test_export_records_provenance_and_metrics_in_metadata_and_card(tmp_path):
     write_checkpoint(tmp_path / "ckpt")
     path = export_bundle(tmp_path / "ckpt", tmp_path / "bundle", metrics={"fine_dice": 0.5})
-    metadata = json.loads((path / "metadata.json").read_text())
+    metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
     provenance = metadata["provenance"]
     assert provenance["config_name"] == "export-test"
     assert provenance["iterations"] == {"coarse": 7, "fine": 7}
     assert provenance["train_seconds"] == 12.5 and provenance["config"]["train"]["iterations"] == 7
     assert provenance["git_commit"] is None or len(provenance["git_commit"]) == 40
     assert metadata["metrics"] == {"fine_dice": 0.5}
-    card = (path / "MODEL_CARD.md").read_text()
+    card = (path / "MODEL_CARD.md").read_text(encoding="utf-8")
     assert card.startswith("# exported 1.2.3") and "## Data\nGenerated." in card
     assert '"fine_dice": 0.5' in card and "12.5 s" in card
 

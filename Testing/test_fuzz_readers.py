@@ -56,7 +56,7 @@ TEXT_TOKENS = st.one_of(
 @contextmanager
 def bounded_address_space(headroom_bytes: int):
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    used_bytes = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    used_bytes = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[0]) * resource.getpagesize()
     limit = used_bytes + headroom_bytes
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)

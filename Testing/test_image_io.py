@@ -158,7 +158,7 @@ BAD_INPUTS = {
 
 
 def _text(path: Path) -> Path:
-    path.write_text("not an image\n")
+    path.write_text("not an image\n", encoding="utf-8")
     return path
 
 
@@ -171,7 +171,7 @@ def _truncated(source: Path, path: Path) -> Path:
 def _folder(path: Path, *files: str) -> Path:
     path.mkdir()
     for name in files:
-        (path / name).write_text("x")
+        (path / name).write_text("x", encoding="utf-8")
     return path
 
 

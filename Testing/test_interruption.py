@@ -75,7 +75,7 @@ def start_cli(inputs: list[Path], out_dir: Path, bundle: Path, *extra: str,
     command = [sys.executable, *program, "segment", *map(str, inputs), "-o", str(out_dir),
                "--model", str(bundle), "--device", "cpu", "--fast", "--progress", "json", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, encoding="utf-8")
 
 
 def finish(process: subprocess.Popen) -> tuple[int, list[dict], str]:
@@ -294,7 +294,7 @@ def test_concurrent_writes_of_one_case_always_show_one_writers_files(tmp_path):
 
     writers = [subprocess.Popen([sys.executable, "-c", REPEATED_WRITER, str(tmp_path), str(n),
                                  str(WRITES_PER_PROCESS), str(Path(__file__).parent)],
-                                stderr=subprocess.PIPE, text=True) for n in range(2)]
+                                stderr=subprocess.PIPE, text=True, encoding="utf-8") for n in range(2)]
     observations = 0
     while any(writer.poll() is None for writer in writers):
         descriptor = os.open(tmp_path, os.O_RDONLY)

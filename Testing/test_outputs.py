@@ -84,7 +84,7 @@ def test_writes_six_files_on_the_input_grid(tmp_path: Path, fake_preview):
         assert written.GetPixelID() == pixel_type, key
         assert same_grid(written, result.image), key
         np.testing.assert_array_equal(sitk.GetArrayFromImage(written), array)
-    report = json.loads(paths["report"].read_text())
+    report = json.loads(paths["report"].read_text(encoding="utf-8"))
     assert report["pancreas"]["volume_ml"] == pytest.approx(0.0448)
     assert case_is_complete(tmp_path / "out", "c1")
 
@@ -116,7 +116,7 @@ def test_failure_leaves_nothing_of_the_case(tmp_path: Path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(outputs, "_write_preview", broken_preview)
-    (tmp_path / "other_report.json").write_text("{}")
+    (tmp_path / "other_report.json").write_text("{}", encoding="utf-8")
     with pytest.raises(OSError, match="disk full"):
         write_case_outputs(fake_result(), tmp_path, "c1")
     assert [p.name for p in tmp_path.iterdir()] == ["other_report.json"]

@@ -40,7 +40,7 @@ def run(example_ct, random_bundle, tmp_path_factory):
 def test_results_match_the_engine_files(run, random_bundle):
     scene, volume, logic, outcome, out = run
     assert outcome.status == "ok"
-    metadata = json.loads((random_bundle / "metadata.json").read_text())
+    metadata = json.loads((random_bundle / "metadata.json").read_text(encoding="utf-8"))
     segmentation = outcome.segmentationNode.GetSegmentation()
     specs = [label for label in metadata["labels"] if label["value"] > 0]
     names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
@@ -50,7 +50,7 @@ def test_results_match_the_engine_files(run, random_bundle):
         assert np.allclose(segment.GetColor(), np.array(spec["color"]) / 255.0)
         assert f"^{spec['terminology']['type']['code']}^" in segment.GetTerminology()
 
-    assert json.loads((out / "ct_block_report.json").read_text())["regions"] == outcome.report["regions"]
+    assert json.loads((out / "ct_block_report.json").read_text(encoding="utf-8"))["regions"] == outcome.report["regions"]
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz")))
     uncertainty = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_uncertainty.nii.gz")))
     for index, spec in enumerate(specs):
@@ -84,7 +84,7 @@ def test_review_on_real_regions_changes_only_that_region(run):
 def test_export_records_the_engine_model(run, tmp_path):
     scene, volume, logic, outcome, out = run
     folder = logic.exportCorrectedCase(tmp_path)
-    record = json.loads((folder / "correction.json").read_text())
+    record = json.loads((folder / "correction.json").read_text(encoding="utf-8"))
     assert record["model"] == {"name": "tiny-random", "version": "0.0.1"}
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
     assert np.array_equal(labels, sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz"))))
@@ -94,7 +94,7 @@ def test_bad_bundle_is_reported_and_the_scene_is_unchanged(example_ct, tmp_path)
     scene = SlicerTestScene()
     volume = scene.load_volume(example_ct, "example_ct")
     logic = module.PancreasSSLSegLogic()
-    (tmp_path / "metadata.json").write_text("{}")
+    (tmp_path / "metadata.json").write_text("{}", encoding="utf-8")
     nodes = scene.node_ids()
     with pytest.raises(EngineFailed) as failure:
         logic.process(volume, model=tmp_path, device="cpu", fast=True)

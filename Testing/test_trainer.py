@@ -73,7 +73,7 @@ def run(config, out_dir, dataset=None, resume=False):
 
 
 def read_log(path) -> list[dict]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 

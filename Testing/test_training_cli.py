@@ -20,7 +20,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
 def config_on_shared_data(name: str, shared_data: Path, out: Path) -> Path:
     """A shipped config with its ``../shared/data`` paths pointed at the fixture's folder."""
     text = (CONFIG_DIR / name).read_text(encoding="utf-8").replace("../shared/data", str(shared_data))
-    out.write_text(text)
+    out.write_text(text, encoding="utf-8")
     return out
 
 
@@ -35,7 +35,7 @@ def smoke_run(shared_data, tmp_path_factory) -> Path:
 
 
 def test_smoke_logs_one_column_per_term_of_every_enabled_method(smoke_run):
-    with open(smoke_run / "run" / "train_log.csv", newline="") as handle:
+    with open(smoke_run / "run" / "train_log.csv", newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     methods = [m for m, s in yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text(encoding="utf-8"))
                ["methods"].items() if s["enabled"]]
@@ -69,7 +69,7 @@ def test_resume_of_a_finished_run_changes_nothing(smoke_run, shared_data):
 
 def test_bad_inputs_exit_2_with_one_line_naming_the_file(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("stages: {middle: {}}\n")
+    bad.write_text("stages: {middle: {}}\n", encoding="utf-8")
     assert main(["fit", "--config", str(bad), "--out", str(tmp_path / "run")]) == 2
     assert "bad.yaml" in capsys.readouterr().err
     baseline = CONFIG_DIR / "baseline.yaml"

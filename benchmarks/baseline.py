@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--patches", type=int, default=1, help="patches timed")
     args = parser.parse_args(argv)
     result = run(args.ct, args.patches)
-    args.out_json.write_text(json.dumps(result, indent=2))
+    args.out_json.write_text(json.dumps(result, indent=2), encoding="utf-8")
     return 0
 
 

@@ -49,7 +49,7 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None,
                 timed_out = True
                 os.killpg(launcher.pid, signal.SIGKILL)
                 launcher.wait()
-        usage = (json.load(open(usage_path)) if os.path.exists(usage_path)
+        usage = (json.load(open(usage_path, encoding="utf-8")) if os.path.exists(usage_path)
                  else {"wall_s": timeout_s, "maxrss_kb": 0, "cpu_s": 0.0,
                        "returncode": launcher.returncode})
         return StepMeasurement(argv=list(argv), wall_s=usage["wall_s"],
@@ -67,7 +67,7 @@ def _launch(usage_path: str, argv: list[str]) -> int:
     _, status, usage = os.wait4(child.pid, 0)
     wall_s = time.perf_counter() - start
     child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen.wait
-    with open(usage_path, "w") as f:
+    with open(usage_path, "w", encoding="utf-8") as f:
         json.dump({"wall_s": wall_s, "maxrss_kb": usage.ru_maxrss,
                    "cpu_s": usage.ru_utime + usage.ru_stime, "returncode": child.returncode}, f)
     return 0

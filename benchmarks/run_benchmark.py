@@ -77,7 +77,7 @@ def run_engine(ct: Path, bundle: Path, out_dir: Path, fast: bool, timeout_s: flo
         return result
     reports = sorted(out_dir.glob("*_report.json"))
     if reports:
-        report = json.loads(reports[0].read_text())
+        report = json.loads(reports[0].read_text(encoding="utf-8"))
         result["timings_s"] = {k: round(v, 3) for k, v in report.get("timings_s", {}).items()}
         result["device"] = report.get("device")
     result["outputs"] = sorted(p.name for p in out_dir.iterdir())
@@ -93,7 +93,7 @@ def run_baseline(ct: Path, work_dir: Path, patches: int, timeout_s: float,
     step = run_measured(argv, env=step_env(threads), timeout_s=timeout_s)
     if step.returncode != 0:
         return {"argv": argv, "returncode": step.returncode, "error": step.stderr[-2000:]}
-    result = json.loads(out_json.read_text())
+    result = json.loads(out_json.read_text(encoding="utf-8"))
     result.update(wall_s_of_this_step=round(step.wall_s, 1), peak_rss_mb=round(step.peak_rss_mb),
                   load_average_before=load_before)
     return result
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         result["model"]["path"] = "(temporary, deleted)"
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "benchmark.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     table = markdown_table(result)
     (args.out / "benchmark.md").write_text(table, encoding="utf-8")
     print(table)

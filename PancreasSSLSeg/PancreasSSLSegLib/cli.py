@@ -117,7 +117,16 @@ def _fraction(text: str) -> float:
     return value
 
 
+def use_utf8_output() -> None:
+    """Print UTF-8 whatever the locale. Messages name files and use symbols such as "×"; under a
+    plain C/ASCII locale printing them would fail, and the Slicer module reads them as UTF-8."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_output()
     args = build_parser().parse_args(argv)
     try:
         with _sigterm_as_interrupt():

@@ -48,7 +48,7 @@ def _write_case(root, case, image, labels, model_name, model_version, edited_seg
               "edited_segments": list(edited_segments),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
               "source": "corrections"}
-    (target / "correction.json").write_text(json.dumps(record, indent=2) + "\n")
+    (target / "correction.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return target
 
 

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from PancreasSSLSegLib.cli import use_utf8_output
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = REPO_ROOT / "training" / "configs"
 DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
@@ -315,6 +317,7 @@ def aggregate(fits: list[Job], records: list[dict[str, Any]] | None, split: str,
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_output()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--split", choices=sorted(SPLITS), required=True,
                         help="tune: patients 0004-0030; report: 0031-0050 (run once)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from PancreasSSLSegLib.cli import use_utf8_output
 from PancreasSSLSegLib.errors import PancreasSSLSegError
 
 from .config import ConfigError, enabled_methods, load_config
@@ -84,6 +85,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    use_utf8_output()
     args = _parser().parse_args(argv)
     handlers = {"fit": _train, "pretrain": _train, "evaluate": _evaluate, "export": _export}
     try:

@@ -32,7 +32,7 @@ def git_commit(repo: Path = REPO_ROOT) -> str | None:
     """The checkout's HEAD commit (``None`` outside a git checkout)."""
     try:
         result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
-                                text=True, timeout=10, check=True)
+                                text=True, timeout=10, check=True, encoding="utf-8")
     except (OSError, subprocess.SubprocessError):
         return None
     return result.stdout.strip() or None

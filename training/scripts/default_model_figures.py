@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                **held_out_figures(args.bundle, args.data)}
     if args.engine_labels is not None:
         figures["engine_on_3mm_ct"] = engine_vs_reference(args.engine_labels, args.data)
-    args.out.write_text(json.dumps(figures, indent=2) + "\n")
+    args.out.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(figures, indent=2))
     return 0
 

@@ -78,7 +78,7 @@ def write_correction_case(root: str | Path, case: str, image: sitk.Image, labels
         sitk.WriteImage(image, str(staging / IMAGE_FILE), useCompression=True)
         sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(staging / LABELS_FILE),
                         useCompression=True)
-        (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (staging / RECORD_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
