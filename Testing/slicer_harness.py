@@ -20,6 +20,8 @@ import types
 import unittest
 from pathlib import Path
 
+import pytest
+
 MODULE_DIR = Path(__file__).resolve().parents[1] / "PancreasSSLSeg"
 HARNESS_PATH = Path(__file__).resolve()
 # Every scene made in this process, kept alive to the end: a scene whose logics were garbage
@@ -128,6 +130,18 @@ class SlicerTestScene:
         for logic in (self.segmentations, self.volumes, self.colors):
             logic.SetMRMLScene(None)
         self.app_logic.SetMRMLScene(None)
+
+
+@pytest.fixture
+def scene() -> SlicerTestScene:
+    """A fresh application-like scene (import this fixture into a test module to use it)."""
+    return SlicerTestScene()
+
+
+@pytest.fixture
+def ct(scene, example_ct):
+    """The example CT loaded into ``scene`` as a volume node."""
+    return scene.load_volume(example_ct)
 
 
 def close_all_scenes() -> None:

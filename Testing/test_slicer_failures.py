@@ -19,7 +19,7 @@ import psutil
 import pytest
 import SimpleITK as sitk
 
-from slicer_harness import SlicerTestScene, fake_engine_logic, install_module_stubs
+from slicer_harness import ct, fake_engine_logic, install_module_stubs, scene  # noqa: F401 (fixtures)
 
 install_module_stubs()
 import slicer  # noqa: E402
@@ -30,16 +30,6 @@ from PancreasSSLSegModuleLib.engine_process import EngineFailed  # noqa: E402
 
 DEADLINE_S = 30  # a run that has not ended by then hangs (the slow fake engine sleeps 600 s)
 FULL_DISK = os.strerror(errno.ENOSPC)
-
-
-@pytest.fixture
-def scene():
-    return SlicerTestScene()
-
-
-@pytest.fixture
-def ct(scene, example_ct):
-    return scene.load_volume(example_ct)
 
 
 @pytest.fixture

@@ -10,7 +10,8 @@ import psutil
 import pytest
 import SimpleITK as sitk
 
-from slicer_harness import SlicerTestScene, _fake_outputs, fake_engine_logic, install_module_stubs
+from slicer_harness import (_fake_outputs, ct, fake_engine_logic,  # noqa: F401 (fixtures)
+                            install_module_stubs, scene)
 
 install_module_stubs()
 import slicer  # noqa: E402
@@ -20,16 +21,6 @@ from PancreasSSLSegModuleLib import review, scene_results  # noqa: E402
 from PancreasSSLSegModuleLib.engine_process import EngineFailed, parse_progress_line  # noqa: E402
 
 from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION  # noqa: E402
-
-
-@pytest.fixture
-def scene():
-    return SlicerTestScene()
-
-
-@pytest.fixture
-def ct(scene, example_ct):
-    return scene.load_volume(example_ct)
 
 
 @pytest.fixture
