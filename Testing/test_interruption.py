@@ -231,6 +231,16 @@ def test_sigterm_while_writing_cleans_up_and_says_so(inputs_dir, random_bundle, 
     assert list(out_dir.iterdir()) == []  # its temporaries went with it
 
 
+def two_case_batch(tmp_path, example_ct, random_bundle):
+    """(exit code, second input, output folder) of an in-process CLI batch of two cases."""
+    second = tmp_path / "second.nii.gz"
+    second.symlink_to(example_ct)
+    out_dir = tmp_path / "out"
+    code = cli.main(["segment", str(example_ct), str(second), "-o", str(out_dir), "--model",
+                     str(random_bundle), "--progress", "none"])
+    return code, second, out_dir
+
+
 def test_ctrl_c_gives_one_line_and_keeps_finished_cases(capsys, tmp_path, example_ct,
                                                         random_bundle, monkeypatch):
     segment = FakeSegment()
@@ -242,11 +252,7 @@ def test_ctrl_c_gives_one_line_and_keeps_finished_cases(capsys, tmp_path, exampl
 
     monkeypatch.setattr(cli, "_segment", interrupted_second_case)
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
-    second = tmp_path / "second.nii.gz"
-    second.symlink_to(example_ct)
-    out_dir = tmp_path / "out"
-    code = cli.main(["segment", str(example_ct), str(second), "-o", str(out_dir), "--model",
-                     str(random_bundle), "--progress", "none"])
+    code, second, out_dir = two_case_batch(tmp_path, example_ct, random_bundle)
     assert code == 1 and capsys.readouterr().err == f"error: {cli.INTERRUPTED}\n"
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(final_names(["example_ct"]))
 
@@ -366,11 +372,7 @@ def test_full_disk_while_writing_fails_the_case_cleanly(capsys, tmp_path, exampl
         write_fake_preview(result, path)
 
     monkeypatch.setattr(outputs, "_write_preview", preview_on_a_full_disk)
-    second = tmp_path / "second.nii.gz"
-    second.symlink_to(example_ct)
-    out_dir = tmp_path / "out"
-    code = cli.main(["segment", str(example_ct), str(second), "-o", str(out_dir), "--model",
-                     str(random_bundle), "--progress", "none"])
+    code, second, out_dir = two_case_batch(tmp_path, example_ct, random_bundle)
     err = capsys.readouterr().err
     assert code == 1
     assert err.splitlines() == [f"error: {second}: could not write its outputs in {out_dir}: "
