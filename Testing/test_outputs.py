@@ -110,6 +110,22 @@ def test_seg_nrrd_has_bundle_segments_terminology_and_review_region(tmp_path: Pa
         np.testing.assert_array_equal(mask.transpose(), expected, err_msg=segment["name"])
 
 
+def test_seg_nrrd_review_region_apart_from_the_labels_shares_their_layer(tmp_path: Path,
+                                                                         fake_preview):
+    result = fake_result()
+    result.regions[...] = 0
+    result.regions[0, 0, :2] = 1  # a corner far from every label
+    labels_before = result.labels.copy()
+    segmentation = slicerio.read_segmentation(
+        str(write_case_outputs(result, tmp_path, "c1")["segmentation"]))
+    np.testing.assert_array_equal(result.labels, labels_before)  # the result is not modified
+    review = {s["name"]: s for s in segmentation["segments"]}["High-uncertainty region"]
+    assert (review["layer"], review["labelValue"]) == (0, 3)
+    assert review["extent"] == [0, 1, 0, 0, 0, 0]
+    np.testing.assert_array_equal(slicerio.segment_mask(segmentation, review).transpose(),
+                                  result.regions > 0)
+
+
 def test_failure_leaves_nothing_of_the_case(tmp_path: Path, monkeypatch):
     def broken_preview(result, path):
         Path(path).write_bytes(b"half a png")
