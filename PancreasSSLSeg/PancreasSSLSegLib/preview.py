@@ -44,11 +44,14 @@ def _draw(ax, ct, labels, uncertainty, colours, aspect, origin, title):
               aspect=aspect, origin=origin, interpolation="bilinear")
     heat = np.ma.masked_less(uncertainty, UNCERTAINTY_SHOWN_FROM)
     ax.imshow(heat, cmap="inferno", vmin=0.0, vmax=1.0, alpha=0.45, aspect=aspect, origin=origin)
+    # Contours in data coordinates (row i at y = i), where imshow has put row i for either origin.
+    # contour's own ``origin="upper"`` flips the rows again: the outlines came out upside down.
+    rows, cols = np.mgrid[0:labels.shape[0], 0:labels.shape[1]]
     for value, colour in colours.items():
         mask = labels == value
         if mask.any():
-            ax.contour(mask.astype(np.uint8), levels=[0.5], colors=[colour], linewidths=1.2,
-                       origin=origin)
+            ax.contour(cols, rows, mask.astype(np.uint8), levels=[0.5], colors=[colour],
+                       linewidths=1.2)
     ax.set_title(title, fontsize=9)
     ax.set_axis_off()
 
