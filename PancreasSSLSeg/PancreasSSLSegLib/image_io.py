@@ -10,6 +10,16 @@ DICOM folders: the largest CT series is read (a note says so when there are seve
 (scout) images are left out with a note; a missing slice, uneven slice gaps or a gantry tilt
 (slices sheared against their orientation) are refused rather than interpolated, because any
 resampling would invent anatomy the scanner did not record.
+
+Voxel size: spacings outside 0.05-20 mm (:data:`PLAUSIBLE_SPACING_MM`) are refused from the
+header, before any voxel is read: they are wrong units (metres, micrometres) or broken headers, and
+resampling such a scan to the model's grids would allocate absurd volumes.
+
+Non-finite voxels (NaN, +-inf), whatever the input (file, array, SimpleITK image): a volume with no
+finite voxel is refused; otherwise they are set to :data:`NON_FINITE_FILL_HU` (air, the value the
+engine also uses outside the scan) and a note says how many there were, of which kind, on which
+slices. ITK's NIfTI reader silently turns them into 0 (an HU of water), so float NIfTI data is
+scanned byte-wise to find them.
 """
 
 from __future__ import annotations
@@ -43,9 +53,24 @@ DIRECTION_TOLERANCE = 1e-3
 # any axis cannot hold it whole (the shared 20-slice DICOM slab is 40 mm thick).
 SMALL_FOV_MM = 30.0
 AIR_HU = -1000.0
+# Voxel sizes a CT can have (mm, every axis): 0.05 mm is below any clinical or micro-CT of a torso
+# would need, 20 mm above any slice thickness in use.
+PLAUSIBLE_SPACING_MM = (0.05, 20.0)
+# NaN and infinite voxels become air: the value the resampler also gives to voxels outside the scan.
+NON_FINITE_FILL_HU = -1024.0
+# Intensity plausibility (check_ct_intensities): no tissue is brighter than dense bone/enamel
+# (about 3000 HU; scanners store at most 3071 unless extended-range); nothing is darker than air.
+MAX_TISSUE_HU = 4000.0
+MIN_AIR_HU = -2000.0
+# A minimum shared by this fraction of voxels (or more) below air is padding outside the
+# reconstructed field of view (-3024, -2048, -32768 are common), left out of the percentiles.
+PADDING_FRACTION = 0.005
 
 # ``check_size(size_xyz, name)`` is called with a file's declared size before its voxels are read.
 SizeCheck = Callable[[tuple[int, ...], str], None]
+# ``check_grid(size_xyz, spacing_mm, name)``: same moment, 3-D size and spacing (x, y, z), for
+# estimates of the grids a run resamples to (``memory.GridGuard``).
+GridCheck = Callable[[tuple[int, int, int], tuple[float, float, float], str], None]
 
 
 def is_image_file(path: Path) -> bool:
@@ -69,16 +94,20 @@ def dicom_series_ids(folder: Path) -> tuple[str, ...]:
 
 
 def read_image(path: str | Path, notes: list[str] | None = None,
-               check_size: SizeCheck | None = None) -> sitk.Image:
+               check_size: SizeCheck | None = None,
+               check_grid: GridCheck | None = None) -> sitk.Image:
     """Read an image file (.nii/.nii.gz/.nrrd/.mha/.mhd) or a DICOM series folder, unchecked.
 
     ``notes`` (if given) receives remarks a user should see, e.g. which of several series was read.
-    ``check_size`` (if given) may refuse the declared size before the voxels are allocated.
+    ``check_size`` and ``check_grid`` (if given) may refuse the declared size (and spacing) before
+    the voxels are allocated; an implausible spacing is refused here first. Voxel values are those
+    the file holds (NaN included: see :func:`_nifti_non_finite`).
     """
     path = Path(path)
     _check_path(path)
     if path.is_dir():
-        return _read_dicom_folder(path, notes if notes is not None else [], check_size)
+        return _read_dicom_folder(path, notes if notes is not None else [], check_size,
+                                  check_grid)
     if not path.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{path.name}: unsupported file type; expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)} or a DICOM series folder")
@@ -95,17 +124,42 @@ def read_image(path: str | Path, notes: list[str] | None = None,
     data_bytes = math.prod(size) * _bytes_per_voxel(reader.GetPixelID(),
                                                     reader.GetNumberOfComponents())
     _check_declared_data(path, size, data_bytes)
+    _check_header_geometry(path.name, size, tuple(reader.GetSpacing()))
     check_read_memory(path.name, size, data_bytes)
     if check_size is not None:
         check_size(size, path.name)
-    if path.name.lower().endswith(".gz"):
+    if check_grid is not None and len(size) >= 3:
+        check_grid(size[:3], tuple(reader.GetSpacing())[:3], path.name)
+    non_finite = None
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        non_finite = _nifti_non_finite(path)  # also checks a .nii.gz decompresses to its end
+    elif path.name.lower().endswith(".gz"):
         _check_gzip_complete(path)
     try:
         with _itk_warnings_off():
-            return reader.Execute()
+            image = reader.Execute()
     except RuntimeError as error:
         reason = _itk_reason(error)
         raise InputError(f"{path.name}: cannot be read as an image ({reason})") from None
+    return image if non_finite is None else _restore_non_finite(image, non_finite)
+
+
+def _check_header_geometry(name: str, size: tuple[int, ...], spacing: tuple[float, ...]) -> None:
+    """The declared voxel size of a 3-D (or 4-D) image, refused when no CT can have it."""
+    if len(size) >= 3:
+        check_spacing(spacing[:3], name)
+
+
+def check_spacing(spacing_mm, name: str) -> None:
+    """Refuse voxel sizes outside :data:`PLAUSIBLE_SPACING_MM` (non-positive ones included)."""
+    spacing = [float(s) for s in spacing_mm]
+    low, high = PLAUSIBLE_SPACING_MM
+    if not all(np.isfinite(spacing)) or min(spacing) <= 0:
+        raise InputError(f"{name}: voxel spacing {spacing} mm; expected positive values")
+    if min(spacing) < low or max(spacing) > high:
+        raise InputError(f"{name}: voxel spacing {[round(s, 6) for s in spacing]} mm is not "
+                         f"plausible for CT (expected {low:g} to {high:g} mm per axis; wrong "
+                         "units in the header, e.g. metres or micrometres?)")
 
 
 def _check_path(path: Path) -> None:
@@ -213,6 +267,98 @@ def _itk_warnings_off():
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
+# NIfTI datatype codes of real floating-point voxels → numpy type (NaN/inf possible).
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+_SCAN_CHUNK_BYTES = 1 << 24
+# Codes of _nifti_non_finite's array: which non-finite value a voxel held.
+_NAN, _POS_INF, _NEG_INF = 1, 2, 3
+
+
+def _nifti_non_finite(path: Path) -> np.ndarray | None:
+    """Where a float NIfTI's voxels are NaN/+inf/-inf (int8 codes in file order; ``None`` when
+    every voxel is finite or the data are not float), read from the bytes because ITK's NIfTI
+    reader replaces them with 0 without a word. A ``.nii.gz`` is decompressed to its end, which
+    also refuses a truncated or corrupt one (as :func:`_check_gzip_complete`)."""
+    compressed = path.name.lower().endswith(".gz")
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as stream:
+            layout = _nifti_data_layout(stream.read(540))
+            found = None
+            if layout is not None:
+                dtype, offset, count = layout
+                stream.seek(offset)
+                found = _scan_non_finite(stream, dtype, count)
+            if compressed:
+                while stream.read(_SCAN_CHUNK_BYTES):
+                    pass
+    except (EOFError, OSError, zlib.error, ValueError) as error:
+        if compressed:
+            raise InputError(f"{path.name}: compressed data is truncated or corrupt "
+                             f"({error})") from None
+        return None  # ITK reports an unreadable file when it reads it
+    return found
+
+
+def _nifti_data_layout(header: bytes) -> tuple[np.dtype, int, int] | None:
+    """(voxel dtype, data offset, voxel count) of a float NIfTI-1/2 header, else ``None``."""
+    for order in "<>":
+        if len(header) < 348:
+            return None
+        size = struct.unpack(order + "i", header[:4])[0]
+        if size == 348:
+            ndim = struct.unpack(order + "h", header[40:42])[0]
+            dims = struct.unpack(order + "7h", header[42:56])
+            code = struct.unpack(order + "h", header[70:72])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            break
+        if size == 540 and len(header) >= 540:
+            code = struct.unpack(order + "h", header[12:14])[0]
+            ndim = struct.unpack(order + "q", header[16:24])[0]
+            dims = struct.unpack(order + "7q", header[24:80])
+            offset = struct.unpack(order + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    if code not in _NIFTI_FLOAT_TYPES or not 1 <= ndim <= 7 or min(dims[:ndim]) < 1:
+        return None
+    return np.dtype(order + _NIFTI_FLOAT_TYPES[code]), max(offset, 0), math.prod(dims[:ndim])
+
+
+def _scan_non_finite(stream, dtype: np.dtype, count: int) -> np.ndarray | None:
+    """Read ``count`` voxels of ``dtype`` in chunks; codes of the non-finite ones, or ``None``."""
+    codes = None
+    per_chunk = max(1, _SCAN_CHUNK_BYTES // dtype.itemsize)
+    for start in range(0, count, per_chunk):
+        want = min(per_chunk, count - start)
+        data = stream.read(want * dtype.itemsize)
+        values = np.frombuffer(data[:len(data) - len(data) % dtype.itemsize], dtype)
+        bad = ~np.isfinite(values)
+        if bad.any():
+            codes = np.zeros(count, np.int8) if codes is None else codes
+            window = codes[start:start + len(values)]
+            window[np.isnan(values)] = _NAN
+            window[np.isposinf(values)] = _POS_INF
+            window[np.isneginf(values)] = _NEG_INF
+        if len(values) < want:
+            break  # short data: the declared-size checks and ITK report it
+    return codes
+
+
+def _restore_non_finite(image: sitk.Image, codes: np.ndarray) -> sitk.Image:
+    """Put back the NaN/inf values ITK replaced (``codes`` from :func:`_nifti_non_finite`)."""
+    array = sitk.GetArrayFromImage(image)
+    if array.size != codes.size or not np.issubdtype(array.dtype, np.floating):
+        return image  # a layout this scan does not cover (e.g. vector data): left as read
+    flat = array.reshape(-1)
+    flat[codes == _NAN] = np.nan
+    flat[codes == _POS_INF] = np.inf
+    flat[codes == _NEG_INF] = -np.inf
+    restored = sitk.GetImageFromArray(array, isVector=image.GetNumberOfComponentsPerPixel() > 1)
+    restored.CopyInformation(image)
+    return restored
+
+
 def _check_gzip_complete(path: Path) -> None:
     """ITK fills a truncated gzip's missing voxels silently; decompress once to catch that."""
     try:
@@ -289,8 +435,8 @@ def _itk_reason(error: RuntimeError) -> str:
     return lines[-1] if lines else "unknown reason"
 
 
-def _read_dicom_folder(folder: Path, notes: list[str],
-                       check_size: SizeCheck | None = None) -> sitk.Image:
+def _read_dicom_folder(folder: Path, notes: list[str], check_size: SizeCheck | None = None,
+                       check_grid: GridCheck | None = None) -> sitk.Image:
     try:
         empty = not any(folder.iterdir())
     except OSError as error:
@@ -322,9 +468,13 @@ def _read_dicom_folder(folder: Path, notes: list[str],
                      "image(s) of the series read")
     first = slices[chosen][0]
     size = (*first["size"][:2], first["size"][2] * len(files))
+    spacing = (*first["spacing"][:2], _header_slice_gap(slices[chosen], first["spacing"][2]))
+    check_spacing(spacing, folder.name)
     check_read_memory(folder.name, size, math.prod(size) * first["voxel_bytes"])
     if check_size is not None:
         check_size(size, folder.name)
+    if check_grid is not None:
+        check_grid(size, spacing, folder.name)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
@@ -352,10 +502,31 @@ def _dicom_header(file_name: str) -> dict | None:
         return reader.GetMetaData(key).strip() if reader.HasMetaDataKey(key) else ""
 
     size = tuple(reader.GetSize())
+    spacing = tuple(reader.GetSpacing())
+    try:
+        position = [float(v) for v in tag(POSITION_TAG).split("\\")]
+    except ValueError:
+        position = []
     return {"file": file_name, "modality": tag(MODALITY_TAG),
             "localizer": "LOCALIZER" in tag(IMAGE_TYPE_TAG).upper(),
             "size": size if len(size) == 3 else (*size[:2], 1),
+            "spacing": spacing if len(spacing) == 3 else (*spacing[:2], 1.0),
+            "normal": np.array(reader.GetDirection()).reshape(len(size), len(size))[:, -1][:3]
+            if len(size) == 3 else None,
+            "position": position if len(position) == 3 else None,
             "voxel_bytes": _bytes_per_voxel(reader.GetPixelID(), reader.GetNumberOfComponents())}
+
+
+def _header_slice_gap(headers: list[dict], fallback_mm: float) -> float:
+    """Median gap (mm) between the slice positions of a series' headers, before reading it; the
+    first file's own spacing for a single (multi-frame) file or unreadable positions."""
+    normal = headers[0]["normal"]
+    positions = [h["position"] for h in headers if h["position"] is not None]
+    if len(headers) < 2 or len(positions) != len(headers) or normal is None:
+        return float(fallback_mm)
+    along = np.sort(np.array(positions) @ normal)
+    gaps = np.diff(along)
+    return float(np.median(gaps)) if np.median(gaps) > 0 else float(fallback_mm)
 
 
 def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSeriesReader) -> None:
@@ -389,15 +560,17 @@ def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSe
 
 
 def as_image(image, spacing_mm=None, origin=None, direction=None,
-             notes: list[str] | None = None, check_size: SizeCheck | None = None) -> sitk.Image:
+             notes: list[str] | None = None, check_size: SizeCheck | None = None,
+             check_grid: GridCheck | None = None) -> sitk.Image:
     """Any accepted input → checked float32 3-D scalar ``SimpleITK.Image``.
 
     ``image``: a path (file or DICOM folder), a ``SimpleITK.Image``, or a numpy array with axes
     ``(z, y, x)``. Geometry arguments (SimpleITK order: ``spacing_mm`` (x, y, z), ``origin`` mm,
     ``direction`` 9 cosines) apply to arrays only; an array without ``spacing_mm`` is refused,
     since a guessed spacing would silently give wrong volumes. ``notes`` receives remarks for the
-    user (series chosen, small field of view); ``check_size`` is called with the size before a
-    file's voxels are read (see :func:`read_image`) and with an array's or image's size.
+    user (series chosen, small field of view, non-finite voxels replaced); ``check_size`` and
+    ``check_grid`` are called with the size (and spacing) before a file's voxels are read (see
+    :func:`read_image`) and with an array's or image's.
     """
     if isinstance(image, np.ndarray):
         name = "input array"
@@ -409,7 +582,7 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
             name = "input image"
         elif isinstance(image, (str, Path)):
             name = Path(image).name
-            image = read_image(image, notes, check_size)
+            image = read_image(image, notes, check_size, check_grid)
         else:
             raise InputError(f"unsupported input type {type(image).__name__}; expected a path, "
                              "a SimpleITK.Image or a numpy array")
@@ -417,9 +590,13 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
     _check_image(image, name)
     if check_size is not None:
         check_size(tuple(image.GetSize()), name)
+    if check_grid is not None:
+        check_grid(tuple(image.GetSize()), tuple(image.GetSpacing()), name)
+    image, replaced = replace_non_finite(sitk.Cast(image, sitk.sitkFloat32), name)
+    _check_not_constant(image, name)
     if notes is not None:
-        notes += _field_of_view_notes(image, name)
-    return sitk.Cast(image, sitk.sitkFloat32)
+        notes += replaced + _field_of_view_notes(image, name)
+    return image
 
 
 def _array_to_image(array: np.ndarray, spacing_mm, origin, direction) -> sitk.Image:
@@ -461,18 +638,55 @@ def _check_image(image: sitk.Image, name: str) -> None:
     if min(image.GetSize()) < 2:
         raise InputError(f"{name}: size {list(image.GetSize())} has a single slice along an axis; "
                          "expected a 3-D CT volume")
-    spacing = np.array(image.GetSpacing())
-    if not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise InputError(f"{name}: voxel spacing {list(spacing)} mm; expected positive values")
+    check_spacing(image.GetSpacing(), name)
     cosines = np.array(image.GetDirection()).reshape(3, 3)
     if not np.allclose(cosines.T @ cosines, np.eye(3), atol=DIRECTION_TOLERANCE):
         raise InputError(f"{name}: direction cosines {np.round(cosines, 4).tolist()} are not "
                          "orthonormal (a sheared grid); expected an orthogonal voxel grid")
+
+
+def replace_non_finite(image: sitk.Image, name: str) -> tuple[sitk.Image, list[str]]:
+    """NaN/inf voxels of a float32 3-D image → :data:`NON_FINITE_FILL_HU`, with a note saying how
+    many of each kind on which slices (array index k, the image's third axis); an image with no
+    finite voxel is refused."""
     values = sitk.GetArrayViewFromImage(image)
-    # min/max propagate NaN, so two reductions cover NaN/inf without a full-size mask.
+    # min/max propagate NaN, so two reductions find NaN/inf without a full-size mask.
+    if np.isfinite(np.min(values)) and np.isfinite(np.max(values)):
+        return image, []
+    array = sitk.GetArrayFromImage(image)
+    bad = ~np.isfinite(array)
+    total = int(np.count_nonzero(bad))
+    if total == array.size:
+        raise InputError(f"{name}: every voxel is NaN or infinite; expected a CT volume")
+    kinds = {"NaN": int(np.count_nonzero(np.isnan(array))),
+             "+inf": int(np.count_nonzero(np.isposinf(array))),
+             "-inf": int(np.count_nonzero(np.isneginf(array)))}
+    slices = np.flatnonzero(bad.any(axis=(1, 2)))
+    array[bad] = NON_FINITE_FILL_HU
+    fixed = sitk.GetImageFromArray(array)
+    fixed.CopyInformation(image)
+    what = ", ".join(f"{kind} {count}" for kind, count in kinds.items() if count)
+    note = (f"{name}: {total} voxel(s) are not finite numbers ({what}) on {len(slices)} of "
+            f"{array.shape[0]} slice(s) (index k = {_index_ranges(slices)}); they were set to "
+            f"{NON_FINITE_FILL_HU:.0f} HU (air) before segmenting, results there are unreliable")
+    return fixed, [note]
+
+
+def _index_ranges(indices: np.ndarray, most: int = 8) -> str:
+    """[0, 1, 2, 5, 7, 8] → "0-2, 5, 7-8" (at most ``most`` runs, then "...")."""
+    runs: list[list[int]] = []
+    for index in (int(i) for i in indices):
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    text = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:most]]
+    return ", ".join(text) + (", ..." if len(runs) > most else "")
+
+
+def _check_not_constant(image: sitk.Image, name: str) -> None:
+    values = sitk.GetArrayViewFromImage(image)
     low, high = float(np.min(values)), float(np.max(values))
-    if not (np.isfinite(low) and np.isfinite(high)):
-        raise InputError(f"{name}: contains NaN or infinite values")
     if low == high:
         raise InputError(f"{name}: every voxel has the value {low:g}; expected a CT volume")
 
@@ -488,20 +702,38 @@ def _field_of_view_notes(image: sitk.Image, name: str) -> list[str]:
 
 
 def check_ct_intensities(image: sitk.Image) -> list[str]:
-    """Warnings when the values do not look like CT Hounsfield units (e.g. MR, 0..1, raw counts).
+    """Warnings when the values do not look like CT Hounsfield units (e.g. MR, 0..1, raw counts,
+    values scaled by a factor).
 
-    A torso CT contains air (about −1000 HU) outside the body and in the bowel; a volume whose
-    darkest percentile is far above that is probably not in HU, and the model's intensity window
-    would then be meaningless.
+    A torso CT contains air (about -1000 HU) outside the body and in the bowel, and nothing denser
+    than bone (below :data:`MAX_TISSUE_HU`): a darkest percentile far above air, a brightest far
+    above bone, or a bulk darker than air (:data:`MIN_AIR_HU`) means the values are not HU and the
+    model's intensity window is meaningless. A minimum shared by many voxels below air is padding
+    outside the field of view (e.g. -3024) and is left out first.
     """
-    values = sitk.GetArrayViewFromImage(image)
-    low_hu, high_hu = (float(v) for v in np.percentile(values, [1, 99]))
+    values = np.asarray(sitk.GetArrayViewFromImage(image)).ravel()
+    lowest = float(values.min())
+    if lowest < AIR_HU - 100 and (np.count_nonzero(values == lowest)
+                                  >= PADDING_FRACTION * values.size):
+        values = values[values > lowest]
+        if values.size == 0:
+            return []
+    low_hu, mid_hu, high_hu = (float(v) for v in np.percentile(values, [1, 50, 99]))
+    spread = f"1st/50th/99th percentile {low_hu:.0f}/{mid_hu:.0f}/{high_hu:.0f}"
     warnings = []
     if low_hu > AIR_HU + 500:
-        warnings.append(f"intensities are not like CT in Hounsfield units: 1st-99th percentile "
-                        f"{low_hu:.0f}..{high_hu:.0f}, no air near {AIR_HU:.0f} HU (MR or "
-                        "rescaled image?); results are unreliable")
+        warnings.append(f"intensities are not like CT in Hounsfield units: {spread}, no air near "
+                        f"{AIR_HU:.0f} HU (MR, rescaled image, or stored values without the "
+                        "rescale intercept?); results are unreliable")
     elif high_hu - low_hu < 200:
-        warnings.append(f"intensity range is narrow for CT: 1st-99th percentile "
-                        f"{low_hu:.0f}..{high_hu:.0f} HU; results are unreliable")
+        warnings.append(f"intensity range is narrow for CT: {spread} HU; results are unreliable")
+    outside = []
+    if low_hu < MIN_AIR_HU or mid_hu < AIR_HU - 100:
+        outside.append(f"darker than air ({AIR_HU:.0f} HU)")
+    if high_hu > MAX_TISSUE_HU:
+        outside.append(f"brighter than any tissue (above {MAX_TISSUE_HU:.0f} HU)")
+    if outside:
+        warnings.append(f"intensities far outside CT's range: {spread} HU is "
+                        f"{' and '.join(outside)} (values scaled by a factor, or not in HU?); "
+                        "results are unreliable")
     return warnings
