@@ -147,7 +147,7 @@ def test_corrections_reject_bad_input(small_case, tmp_path):
     image, reference, project = small_case
     with pytest.raises(InputError, match="folder name"):
         write_correction_case(tmp_path, "../escape", image, project, "m", "1", [])
-    with pytest.raises(InputError, match="0, 1, 2"):
+    with pytest.raises(InputError, match=r"expected only 0 \(background\), 1 \(pancreas\)"):
         write_correction_case(tmp_path, "c", image, sitk.Cast(reference, sitk.sitkUInt8),
                               "m", "1", [])
     shifted = sitk.Image(project)

@@ -1,4 +1,5 @@
-"""Export of a corrected case from the scene, in the layout the training package reads."""
+"""Export of a corrected case from the scene, in the layout the training package reads, by the
+engine's one writer (``PancreasSSLSegLib.corrections``) with or without the training package."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from slicer_harness import SlicerTestScene, install_module_stubs
 install_module_stubs()
 import slicer  # noqa: E402
 
+from PancreasSSLSegLib.errors import InputError  # noqa: E402
 from PancreasSSLSegModuleLib import corrections_export  # noqa: E402
 from pancreas_ssl_training.data.corrections import read_corrections  # noqa: E402
 
@@ -44,8 +46,10 @@ def case(example_ct, shared_data):
 def test_export_writes_the_training_layout(case, example_ct, tmp_path, monkeypatch,
                                            with_training_package):
     _, volume, node, ids, expected = case
-    if not with_training_package:  # a Slicer without the training package: the local writer
-        monkeypatch.setitem(sys.modules, "pancreas_ssl_training.data.corrections", None)
+    if not with_training_package:  # a stock Slicer: the training package cannot be imported
+        for name in [n for n in sys.modules if n.startswith("pancreas_ssl_training")]:
+            monkeypatch.setitem(sys.modules, name, None)
+        monkeypatch.setitem(sys.modules, "pancreas_ssl_training", None)
     folder = corrections_export.export_case(tmp_path, "example ct", volume, node, ids,
                                             "tiny-random", "0.0.1", {"Pancreas"})
     assert folder == tmp_path / "example_ct"
@@ -64,3 +68,31 @@ def test_export_writes_the_training_layout(case, example_ct, tmp_path, monkeypat
     monkeypatch.undo()
     cases = read_corrections(tmp_path)  # the training package reads what either writer wrote
     assert [c.case for c in cases] == ["example_ct"]
+
+
+def test_export_replaces_a_case_atomically_and_refuses_a_foreign_grid(case, tmp_path, monkeypatch):
+    """Exporting again replaces the case in one step; labels that do not lie on the CT grid (a
+    volume node moved after segmenting) are refused naming the case folder, the old case kept."""
+    _, volume, node, ids, expected = case
+    for name in [n for n in sys.modules if n.startswith("pancreas_ssl_training")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    first = corrections_export.export_case(tmp_path, "ct", volume, node, ids, "m", "1", set())
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    real = corrections_export.sitk_from_array
+
+    def on_another_grid(array, volume_node):
+        image = real(array, volume_node)
+        image.SetOrigin([o + 10.0 for o in image.GetOrigin()])
+        return image
+
+    monkeypatch.setattr(corrections_export, "sitk_from_array", on_another_grid)
+    with pytest.raises(InputError, match=f"^{tmp_path / 'ct'}: labels are not on the image grid"):
+        corrections_export.export_case(tmp_path, "ct", volume, node, ids, "m", "2", set())
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before
+    monkeypatch.setattr(corrections_export, "sitk_from_array", real)
+    again = corrections_export.export_case(tmp_path, "ct", volume, node, ids, "m", "2", set())
+    assert again == first and sorted(p.name for p in tmp_path.iterdir()) == ["ct"]
+    assert json.loads((again / "correction.json").read_text(encoding="utf-8"))["model"]["version"] \
+        == "2"
+    written = sitk.ReadImage(str(again / "labels.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), expected)

@@ -1,21 +1,20 @@
 """Save a corrected case for fine-tuning: ``<root>/<case>/image.nii.gz``, ``labels.nii.gz``
 (uint8 0/1/2 on the CT grid) and ``correction.json``, the layout the training package reads.
 
-The training package's own writer is used when it is importable (a developer install); a Slicer
-without it gets the same files from the small writer here.
+Written by the engine's one writer (``PancreasSSLSegLib.corrections``: atomic, checks the grid and
+the label values), which needs no training package: a stock Slicer writes what a developer
+install writes.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
 import re
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 import slicer
+from PancreasSSLSegLib.corrections import write_correction_case
 
 from .review import LESION, PANCREAS
 from .volume_io import sitk_from_array, volume_to_sitk
@@ -37,31 +36,12 @@ def corrected_labels(segmentation_node, reference_volume, segment_ids: dict[int,
     return labels
 
 
-def _write_case(root, case, image, labels, model_name, model_version, edited_segments):
-    """The layout of ``pancreas_ssl_training.data.corrections.write_correction_case``."""
-    target = Path(root) / case
-    target.mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(image, str(target / "image.nii.gz"), useCompression=True)
-    sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt8), str(target / "labels.nii.gz"),
-                    useCompression=True)
-    record = {"case": case, "model": {"name": model_name, "version": model_version},
-              "edited_segments": list(edited_segments),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-              "source": "corrections"}
-    (target / "correction.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return target
-
-
 def export_case(root, case: str, volume_node, segmentation_node, segment_ids: dict[int, str],
                 model_name: str, model_version: str, edited_segments) -> Path:
     """Write the case folder (``case`` made folder-safe); returns it."""
     case = safe_case_name(case)
     image = volume_to_sitk(volume_node)
     labels = sitk_from_array(corrected_labels(segmentation_node, volume_node, segment_ids), volume_node)
-    try:
-        from pancreas_ssl_training.data.corrections import write_correction_case
-    except ImportError:
-        write_correction_case = _write_case
-    return Path(write_correction_case(root, case, image, labels, model_name=model_name,
-                                      model_version=model_version,
-                                      edited_segments=sorted(edited_segments)))
+    return write_correction_case(root, case, image, labels, model_name=model_name,
+                                 model_version=model_version,
+                                 edited_segments=sorted(edited_segments))
