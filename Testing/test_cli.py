@@ -100,7 +100,7 @@ def test_dicom_folder_and_json_progress(capsys, tmp_path, shared_data, random_bu
 
 
 @pytest.mark.parametrize("kind", ["missing", "text_named_nii_gz", "truncated_gzip", "2d", "4d",
-                                  "rgb", "empty_folder", "constant", "nan", "zero_spacing_nifti"])
+                                  "rgb", "empty_folder", "constant", "all_nan", "zero_spacing_nifti"])
 def test_bad_input_exit_2_one_line_no_outputs(kind, capsys, tmp_path, example_ct, random_bundle,
                                               fake_segment):
     make, message = BAD_INPUTS[kind]

@@ -572,6 +572,7 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
     ``check_grid`` are called with the size (and spacing) before a file's voxels are read (see
     :func:`read_image`) and with an array's or image's.
     """
+    grid_checked = False
     if isinstance(image, np.ndarray):
         name = "input array"
         image = _array_to_image(image, spacing_mm, origin, direction)
@@ -583,6 +584,7 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
         elif isinstance(image, (str, Path)):
             name = Path(image).name
             image = read_image(image, notes, check_size, check_grid)
+            grid_checked = image.GetDimension() >= 3  # from the header, by read_image
         else:
             raise InputError(f"unsupported input type {type(image).__name__}; expected a path, "
                              "a SimpleITK.Image or a numpy array")
@@ -590,7 +592,7 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
     _check_image(image, name)
     if check_size is not None:
         check_size(tuple(image.GetSize()), name)
-    if check_grid is not None:
+    if check_grid is not None and not grid_checked:
         check_grid(tuple(image.GetSize()), tuple(image.GetSpacing()), name)
     image, replaced = replace_non_finite(sitk.Cast(image, sitk.sitkFloat32), name)
     _check_not_constant(image, name)

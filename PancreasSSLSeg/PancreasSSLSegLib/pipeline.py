@@ -25,6 +25,7 @@ from .bundle import ModelBundle, default_bundle_path, load_bundle
 from .errors import ResourceError
 from .image_io import as_image, check_ct_intensities
 from .inference import predict_stage, select_device
+from .memory import BYTES_PER_INPUT_VOXEL, FIXED_OVERHEAD_BYTES, GridGuard, check_fine_box
 from .postprocess import clean_labels, largest_component
 from .preprocessing import (normalize_ct, resample_onto, resample_to_spacing,
                             soft_tissue_reference, to_canonical)
@@ -32,10 +33,6 @@ from .report import build_report, foreground_box, voxel_volume_ml
 from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_DEFINITION, normalised_entropy,
                           rank_uncertain_regions)
 
-# Bytes per input voxel the run holds at once: input + canonical copy (float32), labels (uint8),
-# uncertainty (float32), regions (int32) and slack for temporaries; plus torch and the networks.
-BYTES_PER_INPUT_VOXEL = 24
-FIXED_OVERHEAD_BYTES = 600 << 20
 
 ProgressCallback = Callable[[str, float, str], None]
 
@@ -158,6 +155,7 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     progress("fine", 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
     lo, hi = _fine_box(coarse, foreground, canonical, fine_spec.margin_mm)
+    check_fine_box(np.subtract(hi, lo), canonical.GetSpacing(), bundle, len(flips))
     crop = canonical[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     fine = resample_to_spacing(crop, fine_spec.spacing_mm)
     fine_probs = predict_stage(bundle, "fine", normalize_ct(sitk.GetArrayFromImage(fine),
@@ -192,11 +190,12 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     timings: dict[str, float] = {}
     progress("reading", 0.0, "reading the input")
     warnings: list[str] = []
+    grids = GridGuard(lambda: _resolve_bundle(model), fast=fast)  # memory of every grid
     input_image = as_image(image, spacing_mm, origin, direction, notes=warnings,
-                           check_size=check_memory)
+                           check_size=check_memory, check_grid=grids)
     # Percentiles of every voxel of a 500x500x220 CT take 4 s; a 1-in-32 subsample gives the same.
     warnings += check_ct_intensities(input_image[::4, ::4, ::2])
-    bundle = _resolve_bundle(model)
+    bundle = grids.bundle()
     torch_device = select_device(device)
     inference = bundle.inference
     threshold = float(inference["uncertainty_threshold"] if uncertainty_threshold is None
