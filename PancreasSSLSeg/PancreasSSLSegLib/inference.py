@@ -18,6 +18,7 @@ from monai.inferers import SlidingWindowInferer
 
 from .bundle import ModelBundle
 from .errors import DeviceError
+from .networks import size_divisor
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # 2-D stages: slices per network call. Bounds activation memory (a fine box with flips holds
@@ -74,7 +75,7 @@ def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, devi
     roi_size, windows_per_call = list(stage.patch_size), 1
     if stage.spatial_dims == 2:
         roi_size = whole_slice_roi(volume.shape[1:], stage.patch_size,
-                                   int(np.prod(stage.network["strides"])))
+                                   size_divisor(stage.network))
         windows_per_call = max(1, PIXELS_PER_CALL // int(np.prod(roi_size)))
     inferer = SlidingWindowInferer(roi_size=roi_size, sw_batch_size=windows_per_call,
                                    overlap=overlap, mode="gaussian")

@@ -15,14 +15,13 @@ this one over it, so a method's config states only what differs from ``baseline.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from PancreasSSLSegLib.errors import PancreasSSLSegError
-from PancreasSSLSegLib.networks import validate_network_config
+from PancreasSSLSegLib.networks import size_divisor, validate_network_config
 
 STAGE_NAMES = ("coarse", "fine")
 SECTIONS = ("name", "extends", "data", "network", "methods", "optim", "train", "stages", "export",
@@ -130,10 +129,10 @@ def _resolve_stage(name: str, spec: dict[str, Any], config: dict[str, Any],
     patch = stage["patch_size"]
     _check(isinstance(patch, list) and len(patch) == dims, source,
            f"stages.{name}.patch_size must list {dims} sizes (network spatial_dims {dims})")
-    factor = math.prod(stage["network"]["strides"])
+    factor = size_divisor(stage["network"])
     _check(all(isinstance(p, int) and p % factor == 0 for p in patch), source,
            f"stages.{name}.patch_size {patch} must be integers divisible by {factor} "
-           "(the product of the network strides)")
+           "(the product of the network strides and stem_stride)")
     spacing = stage["spacing_mm"]
     _check(isinstance(spacing, list) and len(spacing) == 3
            and all(isinstance(s, (int, float)) and s > 0 for s in spacing), source,
