@@ -64,3 +64,12 @@ def test_spatial_augmentation_keeps_labels_integral_and_flips_left_right(dims):
     out = every({"image": image, "label": label})
     assert np.asarray(out["image"]).shape == shape
     assert set(np.unique(np.asarray(out["label"]))) <= {0.0, 2.0}
+
+
+def test_contrast_scale_stretches_about_soft_tissue():
+    hu = np.array([-100.0, 40.0, 140.0], np.float32)
+    params = {"enhancement_scale": 1.0, "contrast_scale": 1.5, "shift_hu": 0.0, "gamma": 1.0,
+              "blur_sigma_voxels": 0.0, "noise_std_hu": 0.0}
+    out = apply_intensity_augmentation(hu, params, WINDOW, pointwise_only=True)
+    np.testing.assert_allclose(out, [40 - 1.5 * 140, 40, 40 + 1.5 * 100])
+

@@ -6,7 +6,9 @@ import csv
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from pancreas_ssl_training.checkpoint import load_checkpoint
@@ -219,3 +221,34 @@ def test_3d_stages_train_on_volume_patches_of_the_configured_sources(tmp_path, s
     log = read_log(tmp_path / "run" / "train_log.csv")
     assert [(row["stage"], row["iteration"]) for row in log] == [
         ("coarse", "1"), ("coarse", "2"), ("fine", "1"), ("fine", "2")]
+
+
+def test_snapshots_hold_each_stages_weights_at_their_iteration(tmp_path):
+    trainer = run(tiny_config(iterations=4, snapshot_every=2), tmp_path / "run")
+    snapshots = sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir())
+    assert snapshots == [f"{stage}-{i:06d}.safetensors" for stage in ("coarse", "fine")
+                         for i in (2, 4)]
+    final = trainer.final_state()
+    for stage in ("coarse", "fine"):
+        last = load_file(str(tmp_path / "run" / "snapshots" / f"{stage}-000004.safetensors"))
+        assert all(torch.equal(v, final[stage][k]) for k, v in last.items())
+        earlier = load_file(str(tmp_path / "run" / "snapshots" / f"{stage}-000002.safetensors"))
+        assert any(not torch.equal(v, final[stage][k]) for k, v in earlier.items())
+
+
+def test_foreground_slices_only_keeps_the_slices_that_show_pancreas(shared_data):
+    from pancreas_ssl_training.trainer import default_dataset_factory
+
+    label_path = shared_data / "ct-abdomen-3mm" / "example_seg_fast_force_split.nii.gz"
+    volume = {"image": str(shared_data / "ct-abdomen-3mm" / "example_ct.nii.gz"),
+              "label": str(label_path), "label_map": {7: 1}, "source": "ct", "case": "ct"}
+    stage = {"data": {"sources": {"volumes": [volume]}, "hu_window": [-200, 300],
+                      "foreground_slices_only": True},
+             "patch_size": [64, 64], "spacing_mm": [3.0, 3.0, 3.0],
+             "network": {"spatial_dims": 2}}
+    dataset = default_dataset_factory("fine", stage, 0)
+    # axial levels of the label map (array axis 0 once in LPS) that hold pancreas (label 7)
+    labels = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(label_path)), "LPS"))
+    assert len(dataset) == int((labels == 7).any(axis=(1, 2)).sum()) > 0
+    assert all(s.label.any() for s in dataset.samples)
+

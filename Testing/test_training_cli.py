@@ -78,3 +78,15 @@ def test_bad_inputs_exit_2_with_one_line_naming_the_file(tmp_path, capsys):
     assert main(["export", "--checkpoint", str(tmp_path / "none"), "--out",
                  str(tmp_path / "b")]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_stage_option_trains_only_that_stage(shared_data, tmp_path):
+    config = config_on_shared_data("smoke.yaml", shared_data, tmp_path / "smoke.yaml")
+    assert main(["fit", "--config", str(config), "--stage", "fine", "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    from pancreas_ssl_training.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint")
+    assert checkpoint.progress["completed"] == ["fine"]
+    assert set(checkpoint.network_states) == {"fine"}
+

@@ -16,7 +16,7 @@ import torch
 from PancreasSSLSegLib.cli import use_utf8_output
 from PancreasSSLSegLib.errors import PancreasSSLSegError
 
-from .config import ConfigError, enabled_methods, load_config
+from .config import STAGE_NAMES, ConfigError, enabled_methods, load_config
 
 PRETRAIN_METHOD = "polycl"
 
@@ -35,12 +35,18 @@ def _parser() -> argparse.ArgumentParser:
                              help="CPU threads for torch (default: config train.threads, "
                                   "0 = torch's choice)")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.add_argument("--stage", action="append", choices=STAGE_NAMES, default=None,
+                             help="train only this stage (repeatable); e.g. the coarse and fine "
+                                  "stages as two processes, joined by `export --checkpoint A "
+                                  "--checkpoint B`")
     evaluate = commands.add_parser("evaluate", help="metrics of a bundle or checkpoint on data")
     evaluate.add_argument("--model", required=True, type=Path, help="bundle or checkpoint folder")
     evaluate.add_argument("--data", required=True, type=Path, help="data spec (YAML)")
     evaluate.add_argument("--out", required=True, type=Path, help="output folder")
     export = commands.add_parser("export", help="write a model bundle from a checkpoint")
-    export.add_argument("--checkpoint", required=True, type=Path, help="checkpoint folder")
+    export.add_argument("--checkpoint", required=True, type=Path, action="append",
+                        help="checkpoint folder; repeat to take each stage from the run that "
+                             "trained it")
     export.add_argument("--out", required=True, type=Path, help="bundle folder to create")
     export.add_argument("--metrics", type=Path, default=None,
                         help="JSON file of measured metrics to record in the bundle")
@@ -53,6 +59,11 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.command == "pretrain" and PRETRAIN_METHOD not in enabled_methods(config):
         raise ConfigError(f"config {args.config}: pretrain needs methods.{PRETRAIN_METHOD} enabled")
+    if args.stage:
+        missing = sorted(set(args.stage) - set(config["stages"]))
+        if missing:
+            raise ConfigError(f"config {args.config}: has no stage {missing}")
+        config["stages"] = {n: s for n, s in config["stages"].items() if n in args.stage}
     threads = config["train"]["threads"] if args.threads is None else args.threads
     if threads:
         torch.set_num_threads(threads)

@@ -2,7 +2,9 @@
 
 ``fit(config, out_dir)`` trains the config's stages in order (coarse, then fine) and leaves in
 ``out_dir``: ``checkpoint/`` (see :mod:`.checkpoint`; resumable, exportable), ``train_log.csv``
-(one row per iteration, one column per active loss term), ``tensorboard/`` and ``config.yaml``.
+(one row per iteration, one column per active loss term), ``tensorboard/`` and ``config.yaml``;
+with ``train.snapshot_every``, also ``snapshots/<stage>-<iteration>.safetensors`` (the network's
+weights then, for learning curves evaluated after the run).
 
 Exact resume: every batch is drawn from a generator seeded by (seed, rank, stage, iteration), and
 the torch/numpy/Python RNG states and optimizer state are restored from the checkpoint, so
@@ -33,6 +35,7 @@ from .distributed import (DistributedContext, all_reduce_mean, setup_distributed
                           wrap_for_training)
 
 CHECKPOINT_DIR, LOG_FILE, TENSORBOARD_DIR = "checkpoint", "train_log.csv", "tensorboard"
+SNAPSHOT_DIR = "snapshots"
 DatasetFactory = Callable[[str, dict[str, Any], int], Dataset]
 
 
@@ -65,6 +68,8 @@ def default_dataset_factory(stage_name: str, stage: dict[str, Any], seed: int) -
     from .data.intensity_mapping import estimate_grey_mapping
 
     samples = [s for s in build_slice_sources(data["sources"]) if s.patient not in excluded]
+    if data.get("foreground_slices_only", False):  # e.g. a volume's slices for the fine stage
+        samples = [s for s in samples if s.label is not None and s.label.any()]
     if not samples:
         raise ConfigError(f"stages.{stage_name}.data: no training slices left after excluding "
                           f"patients {sorted(excluded)}")
@@ -311,10 +316,21 @@ class Trainer:
             if (iteration + 1) % train["log_every"] == 0 or iteration + 1 == total:
                 log.write(stage_name, iteration + 1, row)
                 bar.set_postfix(loss=f"{row['loss_total']:.4f}")
+            if train.get("snapshot_every") and (iteration + 1) % train["snapshot_every"] == 0:
+                self._snapshot(stage_name, network, iteration + 1)
             if (iteration + 1) % train["checkpoint_every"] == 0 and iteration + 1 < total:
                 self._save(stage_name, network, optimizer, scaler, iteration + 1, completed=False)
         bar.close()
         self._save(stage_name, network, optimizer, scaler, total, completed=True)
+
+    def _snapshot(self, stage_name: str, network: PancreasUNet, iteration: int) -> None:
+        if self.context.is_main:
+            from safetensors.torch import save_file
+
+            folder = self.out_dir / SNAPSHOT_DIR
+            folder.mkdir(exist_ok=True)
+            save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+                      str(folder / f"{stage_name}-{iteration:06d}.safetensors"))
 
     def _save(self, stage_name: str, network: PancreasUNet, optimizer, scaler, iteration: int,
               completed: bool) -> None:

@@ -2,8 +2,10 @@
 
 Intensity augmentation runs on Hounsfield units, before ``normalize_ct``, so that one model works
 on non-contrast and contrast-enhanced CT: the enhancement of soft tissue and vessels above the
-unenhanced baseline is scaled (0.3× ≈ non-contrast, 1.3× ≈ strong arterial), then a global HU
-shift, a gamma curve inside the HU window, Gaussian noise and blur. Works on 2-D and 3-D arrays.
+unenhanced baseline is scaled (0.3× ≈ non-contrast, 1.3× ≈ strong arterial), then the contrast
+around soft tissue is stretched or compressed (the NIH 8-bit slices carry per-patient display
+windows that one global HU mapping cannot undo: this covers slopes 0.7–1.5× the fitted one), a
+global HU shift, a gamma curve inside the HU window, Gaussian noise and blur. Works on 2-D and 3-D arrays.
 Spatial augmentation (flips, small rotations, zoom) uses MONAI dictionary transforms, applied to
 image and label together on channel-first arrays.
 """
@@ -21,6 +23,8 @@ from scipy import ndimage
 ENHANCEMENT_BASELINE_HU = 30.0
 ENHANCEMENT_CAP_HU = 400.0
 ENHANCEMENT_SCALE = (0.3, 1.3)
+CONTRAST_PIVOT_HU = 40.0
+CONTRAST_SCALE = (0.7, 1.5)
 HU_SHIFT = (-20.0, 20.0)
 GAMMA = (0.8, 1.25)
 NOISE_STD_HU = (0.0, 20.0)
@@ -46,7 +50,8 @@ def sample_intensity_augmentation(rng: np.random.Generator, probability: float =
     def maybe(low_high, neutral):
         return rng.uniform(*low_high) if rng.random() < probability else neutral
 
-    return {"enhancement_scale": maybe(ENHANCEMENT_SCALE, 1.0), "shift_hu": maybe(HU_SHIFT, 0.0),
+    return {"enhancement_scale": maybe(ENHANCEMENT_SCALE, 1.0),
+            "contrast_scale": maybe(CONTRAST_SCALE, 1.0), "shift_hu": maybe(HU_SHIFT, 0.0),
             "gamma": maybe(GAMMA, 1.0), "blur_sigma_voxels": maybe(BLUR_SIGMA_VOXELS, 0.0),
             "noise_std_hu": maybe(NOISE_STD_HU, 0.0)}
 
@@ -57,7 +62,8 @@ def apply_intensity_augmentation(hu: np.ndarray, params: dict, hu_window: Sequen
     """Apply drawn parameters (float32, same shape). ``pointwise_only`` skips blur and noise,
     e.g. to follow the soft-tissue reference of a whole volume through the same curve."""
     hu = scale_enhancement(np.asarray(hu, dtype=np.float32), params["enhancement_scale"])
-    hu = hu + params["shift_hu"]
+    contrast = params.get("contrast_scale", 1.0)
+    hu = CONTRAST_PIVOT_HU + (hu - CONTRAST_PIVOT_HU) * contrast + params["shift_hu"]
     if params["gamma"] != 1.0:
         hu = gamma_in_window(hu, params["gamma"], hu_window)
     if not pointwise_only:

@@ -20,6 +20,7 @@ PANCREAS, LESION = 1, 2
 DIAMETER_MM = (5.0, 30.0)
 CONTRAST_HU = (-80.0, -10.0)
 MARGIN_SIGMA_MM = (0.5, 2.0)
+AXIS_RATIO = (0.6, 1.0)  # each axis' share of the longest, before normalising
 TEXTURE_STD_HU = (0.0, 12.0)
 # Outline noise: unit-std smooth field clipped at ±2, scaled by the roughness → ±25 % at most.
 ROUGHNESS = (0.05, 0.125)
@@ -45,12 +46,17 @@ def insert_synthetic_lesion(image_hu: np.ndarray, label: np.ndarray, rng: np.ran
                             spacing_mm: Sequence[float] | None = None,
                             diameter_mm: tuple[float, float] = DIAMETER_MM,
                             contrast_hu: tuple[float, float] = CONTRAST_HU,
+                            axis_ratio: tuple[float, float] = AXIS_RATIO,
+                            roughness: tuple[float, float] = ROUGHNESS,
+                            margin_sigma_mm: tuple[float, float] = MARGIN_SIGMA_MM,
                             ) -> tuple[np.ndarray, np.ndarray]:
     """Return copies of ``(image_hu, label)`` with one lesion (label 2) inside the pancreas.
 
     image_hu: (H, W) or (D, H, W) float HU; label: same shape, 1 = pancreas.
     spacing_mm: (x, y[, z]) in SimpleITK order (reversed internally to array order); ``None``
     means 1 mm. Without pancreas voxels the inputs come back unchanged (as copies).
+    The ranges default to the training synthesizer's; evaluation draws from others
+    (``evaluation.lesion_detection.VARIANT``) so that it tests lesions training never showed.
     """
     image = np.asarray(image_hu, dtype=np.float32).copy()
     out_label = np.asarray(label).astype(np.uint8).copy()
@@ -62,11 +68,11 @@ def insert_synthetic_lesion(image_hu: np.ndarray, label: np.ndarray, rng: np.ran
 
     candidates = np.argwhere(pancreas)
     centre = candidates[rng.integers(len(candidates))]
-    axis_ratios = rng.uniform(0.6, 1.0, ndim)
+    axis_ratios = rng.uniform(*axis_ratio, ndim)
     radii_mm = rng.uniform(diameter_mm[0], diameter_mm[1]) / 2 * axis_ratios / axis_ratios.max()
-    margin_sigma_vox = rng.uniform(*MARGIN_SIGMA_MM) / spacing
+    margin_sigma_vox = rng.uniform(*margin_sigma_mm) / spacing
     # Work in a box around the centre that holds the largest perturbed shape and its margin.
-    max_outline = 1.0 + ROUGHNESS[1] * OUTLINE_NOISE_CLIP
+    max_outline = 1.0 + roughness[1] * OUTLINE_NOISE_CLIP
     reach_vox = max_outline * radii_mm.max() / spacing + BLUR_TRUNCATE * margin_sigma_vox
     reach = np.ceil(reach_vox).astype(int) + 1
     low = np.maximum(centre - reach, 0)
@@ -80,7 +86,7 @@ def insert_synthetic_lesion(image_hu: np.ndarray, label: np.ndarray, rng: np.ran
     rotated = offsets_mm @ _rotation(ndim, rng).T
     radius = np.sqrt(np.sum((rotated / radii_mm) ** 2, axis=-1))
     # Irregular outline: the boundary radius varies smoothly around the ellipsoid's.
-    outline = 1.0 + rng.uniform(*ROUGHNESS) * np.clip(
+    outline = 1.0 + rng.uniform(*roughness) * np.clip(
         _smooth_noise(radius.shape, 2.0 / spacing, rng), -OUTLINE_NOISE_CLIP, OUTLINE_NOISE_CLIP)
     lesion = (radius < outline) & box_pancreas
     lesion[tuple(centre - low)] = True  # at least the centre voxel
