@@ -80,3 +80,32 @@ def test_export_refuses_missing_checkpoint_and_existing_bundle_folder(tmp_path):
     (tmp_path / "bundle").mkdir()
     with pytest.raises(FileExistsError):
         export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
+
+
+def test_export_joins_stages_trained_by_two_runs(tmp_path):
+    """``fit --stage coarse`` and ``fit --stage fine`` as two processes, one bundle."""
+    coarse = write_checkpoint(tmp_path / "coarse", completed=("coarse",))
+    torch.manual_seed(1)  # other weights than the coarse run's
+    fine = write_checkpoint(tmp_path / "fine", completed=("fine",))
+    path = export_bundle([tmp_path / "coarse", tmp_path / "fine"], tmp_path / "bundle")
+    bundle = load_bundle(path)
+    for stage, states in (("coarse", coarse), ("fine", fine)):
+        assert all(torch.equal(v, states[stage][k]) for k, v in bundle.stage_weights[stage].items())
+    runs = bundle.metadata["provenance"]["runs"]
+    assert [r["stages"] for r in runs] == [["coarse"], ["fine"]]
+    assert bundle.metadata["provenance"]["train_seconds"] == 25.0  # both runs' 12.5 s
+    assert bundle.intensity_reference == "slice"  # 2-D stages learn per-slice references
+
+
+def test_export_refuses_stages_of_mixed_dimensions(tmp_path):
+    config = resolve_config({
+        "network": {"channels": [8, 16], "strides": [2]},
+        "stages": {"coarse": {"spacing_mm": [4.0, 4.0, 4.0], "patch_size": [32, 32]},
+                   "fine": {"patch_size": [16, 16, 16], "network": {"spatial_dims": 3}}}})
+    states = {s: build_network(config["stages"][s]["network"]).state_dict()
+              for s in ("coarse", "fine")}
+    save_checkpoint(tmp_path / "ckpt", config=config, network_states=states,
+                    progress={"stage": "fine", "iteration": 1, "completed": ["coarse", "fine"]})
+    with pytest.raises(BundleError, match="all be 2-D or all 3-D"):
+        export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
+

@@ -43,9 +43,13 @@ REQUIRED_KEYS = ("format", "format_version", "name", "version", "license", "labe
                  "provenance", "metrics")
 REQUIRED_INFERENCE_KEYS = ("tta_flips", "mc_dropout_samples", "uncertainty_threshold",
                            "min_component_fraction", "lesion_dilation_mm", "sw_overlap")
+INTENSITY_REFERENCES = ("slice", "scan")
 # Bounds that keep a hostile bundle from asking for endless passes or a giant network.
+# Optional keys (absent: the behaviour of bundles that predate them, see cascade.py).
 INFERENCE_RANGES = {"min_component_fraction": (0, 1), "lesion_dilation_mm": (0, 100),
-                    "sw_overlap": (0, 0.95), "region_min_volume_ml": (0, 1000)}
+                    "sw_overlap": (0, 0.95), "region_min_volume_ml": (0, 1000),
+                    "coarse_component_fraction": (0, 1), "lesion_probability_threshold": (0, 1),
+                    "lesion_min_area_mm2": (0, 10000)}
 MAX_TTA_FLIPS = 8
 MAX_MC_DROPOUT_SAMPLES = 64
 MAX_NETWORK_LEVELS = 8
@@ -100,6 +104,12 @@ class ModelBundle:
     def hu_window(self) -> tuple[float, float]:
         lo, hi = self.metadata["intensity"]["hu_window"]
         return float(lo), float(hi)
+
+    @property
+    def intensity_reference(self) -> str:
+        """Where ``normalize_ct``'s soft-tissue reference is measured, as in training:
+        ``"slice"`` (each axial slice its own) or ``"scan"`` (bundles that predate the key)."""
+        return self.metadata["intensity"].get("reference", "scan")
 
     def stage(self, name: str) -> StageSpec:
         spec = self.metadata["stages"][name]
@@ -259,6 +269,8 @@ def validate_metadata(metadata: Any, path: Path) -> None:
     _require(isinstance(window, list) and len(window) == 2
              and all(_is_number(v) for v in window) and window[0] < window[1],
              path, "intensity.hu_window must be [low, high] HU with low < high")
+    _require(metadata["intensity"].get("reference", "scan") in INTENSITY_REFERENCES, path,
+             f"intensity.reference must be one of {list(INTENSITY_REFERENCES)}")
     stages = metadata["stages"]
     _require(isinstance(stages, dict) and set(stages) == set(STAGES), path,
              f"stages must be exactly {list(STAGES)}")

@@ -40,8 +40,10 @@ INFERENCE_DEFAULTS = {
 }
 
 
-def default_metadata(*, name: str, version: str, coarse: dict[str, Any], fine: dict[str, Any],
-                     hu_window=(-200.0, 300.0), description: str = "",
+def default_metadata(*, name: str, version: str, coarse: dict[str, Any] | None,
+                     fine: dict[str, Any],
+                     hu_window=(-200.0, 300.0), intensity_reference: str = "scan",
+                     description: str = "",
                      license: str = "Apache-2.0", provenance: dict[str, Any] | None = None,
                      metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Bundle metadata (all but ``weights``) for two stage specs.
@@ -54,7 +56,8 @@ def default_metadata(*, name: str, version: str, coarse: dict[str, Any], fine: d
         "name": name, "version": version, "description": description, "license": license,
         "labels": copy.deepcopy(LABELS), "uncertain_region": copy.deepcopy(UNCERTAIN_REGION),
         "intensity": {"hu_window": [float(hu_window[0]), float(hu_window[1])],
-                      "normalization": "clip, minus soft-tissue median, / 100 HU"},
+                      "normalization": "clip, minus soft-tissue median, / 100 HU",
+                      "reference": intensity_reference},
         "stages": {"coarse": copy.deepcopy(coarse), "fine": copy.deepcopy(fine)},
         "inference": copy.deepcopy(INFERENCE_DEFAULTS),
         "provenance": provenance or {}, "metrics": metrics or {},

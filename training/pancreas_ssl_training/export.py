@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from PancreasSSLSegLib.bundle import STAGES, save_bundle
+from PancreasSSLSegLib.bundle import STAGES, ModelBundle, save_bundle
 from PancreasSSLSegLib.errors import BundleError
 from PancreasSSLSegLib.networks import build_network
 
@@ -54,21 +54,42 @@ def stage_entry(name: str, stage: dict[str, Any], network: dict[str, Any]) -> di
     return entry
 
 
-def provenance(checkpoint: Checkpoint) -> dict[str, Any]:
-    config = checkpoint.config
+def provenance(sources: dict[str, Checkpoint], paths: dict[str, Path]) -> dict[str, Any]:
+    """What trained each stage; ``sources`` maps a stage to the checkpoint that trained it."""
+    config = sources["fine"].config
+    runs = {}
+    for name, checkpoint in sources.items():
+        run = runs.setdefault(str(paths[name]), {
+            "checkpoint": str(paths[name]), "stages": [],
+            "train_seconds": round(float(checkpoint.extra.get("train_seconds", 0.0)), 1),
+            "world_size": int(checkpoint.extra.get("world_size", 1))})
+        run["stages"].append(name)
     return {
         "config_name": config["name"],
         "config": config,
-        "data": {name: stage["data"] for name, stage in config["stages"].items()},
-        "iterations": {name: s["train"]["iterations"] for name, s in config["stages"].items()},
-        "batch_size": {name: s["train"]["batch_size"] for name, s in config["stages"].items()},
-        "train_seconds": round(float(checkpoint.extra.get("train_seconds", 0.0)), 1),
-        "world_size": int(checkpoint.extra.get("world_size", 1)),
+        "data": {name: c.config["stages"][name]["data"] for name, c in sources.items()},
+        "iterations": {name: c.config["stages"][name]["train"]["iterations"]
+                       for name, c in sources.items()},
+        "batch_size": {name: c.config["stages"][name]["train"]["batch_size"]
+                       for name, c in sources.items()},
+        "runs": list(runs.values()),
+        "train_seconds": round(sum(r["train_seconds"] for r in runs.values()), 1),
+        "world_size": max(r["world_size"] for r in runs.values()),
         "methods": sorted(n for n, s in config["methods"].items() if s.get("enabled", True)),
         "git_commit": git_commit(),
         "exported_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
     }
+
+
+def intensity_reference(stages: dict[str, dict[str, Any]]) -> str:
+    """Where the soft-tissue reference was measured in training, which inference must repeat:
+    per axial slice for 2-D stages (a training slice is all there is), per scan for 3-D ones."""
+    dims = {int(stage["network"]["spatial_dims"]) for stage in stages.values()}
+    if len(dims) != 1:
+        raise BundleError("a bundle's stages must all be 2-D or all 3-D: the intensity "
+                          "reference (per slice or per scan) is one decision for the bundle")
+    return "slice" if dims == {2} else "scan"
 
 
 def model_card(metadata: dict[str, Any], card_text: str) -> str:
@@ -95,26 +116,66 @@ def model_card(metadata: dict[str, Any], card_text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
-def export_bundle(checkpoint_path: str | Path, out_dir: str | Path, *,
-                  metrics: dict[str, Any] | None = None) -> Path:
-    """Write the bundle for a checkpoint that holds both stages; returns its folder."""
-    checkpoint = load_checkpoint(checkpoint_path)
-    config = checkpoint.config = resolve_config(checkpoint.config)  # defaults added since it ran
-    missing = [s for s in STAGES if s not in checkpoint.progress.get("completed", [])]
+def _stage_sources(checkpoint_paths: list[Path]) -> tuple[dict[str, Checkpoint], dict[str, Path]]:
+    """Each stage from the first checkpoint that completed it."""
+    sources, paths = {}, {}
+    for path in checkpoint_paths:
+        checkpoint = load_checkpoint(path)
+        checkpoint.config = resolve_config(checkpoint.config)  # defaults added since it ran
+        for name in STAGES:
+            if name not in sources and name in checkpoint.progress.get("completed", []):
+                sources[name], paths[name] = checkpoint, path
+    missing = [s for s in STAGES if s not in sources]
     if missing:
-        raise BundleError(f"checkpoint {checkpoint_path}: stages {missing} are not trained "
-                          "(a bundle needs a trained coarse and fine stage)")
+        raise BundleError(f"checkpoint {', '.join(map(str, checkpoint_paths))}: stages {missing} "
+                          "are not trained (a bundle needs a trained coarse and fine stage)")
+    return sources, paths
+
+
+def bundle_metadata_for(config: dict[str, Any], stage_states: dict[str, dict[str, torch.Tensor]],
+                        provenance_entry: dict[str, Any] | None = None,
+                        metrics: dict[str, Any] | None = None
+                        ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
+    """(metadata, inference weights per stage) of a resolved config and trained stage states."""
     entries, weights = {}, {}
-    for name in STAGES:
-        network, weights[name] = inference_state(config["stages"][name],
-                                                 checkpoint.network_states[name])
-        entries[name] = stage_entry(name, config["stages"][name], network)
+    for name, trained in stage_states.items():
+        stage = config["stages"][name]
+        network, weights[name] = inference_state(stage, trained)
+        entries[name] = stage_entry(name, stage, network)
     export = config["export"]
     metadata = default_metadata(
-        name=export["name"], version=str(export["version"]), coarse=entries["coarse"],
+        name=export["name"], version=str(export["version"]), coarse=entries.get("coarse"),
         fine=entries["fine"], hu_window=config["data"]["hu_window"],
+        intensity_reference=intensity_reference(entries),
         description=export.get("description", ""), license=export["license"],
-        provenance=provenance(checkpoint), metrics=metrics or {})
+        provenance=provenance_entry or {}, metrics=metrics or {})
+    if "coarse" not in entries:
+        del metadata["stages"]["coarse"]
     metadata["inference"].update(export.get("inference", {}))
-    card = model_card(metadata, export.get("card_text", ""))
+    return metadata, weights
+
+
+def in_memory_bundle(config: dict[str, Any],
+                     stage_states: dict[str, dict[str, torch.Tensor]]) -> ModelBundle:
+    """The bundle an export of these weights would write, without writing it (evaluation of
+    checkpoints and training snapshots). With only a ``fine`` stage it is not a loadable
+    bundle: the evaluation's one-stage mode runs it."""
+    metadata, weights = bundle_metadata_for(config, stage_states)
+    return ModelBundle(path=Path("<in memory>"), metadata=metadata, stage_weights=weights)
+
+
+def export_bundle(checkpoint_paths: str | Path | list[str | Path], out_dir: str | Path, *,
+                  metrics: dict[str, Any] | None = None) -> Path:
+    """Write the bundle for checkpoints that hold both stages between them (e.g. the coarse and
+    the fine stage trained as two processes); returns its folder. The export settings and HU
+    window come from the fine stage's run."""
+    if isinstance(checkpoint_paths, (str, Path)):
+        checkpoint_paths = [checkpoint_paths]
+    sources, paths = _stage_sources([Path(p) for p in checkpoint_paths])
+    config = {**sources["fine"].config,
+              "stages": {name: c.config["stages"][name] for name, c in sources.items()}}
+    metadata, weights = bundle_metadata_for(
+        config, {name: c.network_states[name] for name, c in sources.items()},
+        provenance(sources, paths), metrics)
+    card = model_card(metadata, config["export"].get("card_text", ""))
     return save_bundle(out_dir, metadata, weights, card)
