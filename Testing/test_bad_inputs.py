@@ -26,7 +26,7 @@ from bad_inputs import INPUTS, metaimage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib import cli, pipeline
+from PancreasSSLSegLib import cascade, cli, pipeline
 from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
 from PancreasSSLSegLib.image_io import as_image
 from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
@@ -283,7 +283,7 @@ def test_memory_guard_uses_declared_size_of_files_and_dicom(tmp_path, capsys, mo
 
 def test_memory_guard_on_arrays_runs_no_network(monkeypatch, random_bundle):
     monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
-    monkeypatch.setattr(pipeline, "predict_stage",
+    monkeypatch.setattr(cascade, "predict_stage",
                         lambda *a, **k: pytest.fail("the networks ran despite the memory guard"))
     with pytest.raises(ResourceError, match=r"^input array: \[32, 32, 10\] voxels"):
         segment(np.zeros((10, 32, 32), np.float32) + np.arange(32), model=random_bundle,

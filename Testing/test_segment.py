@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from PancreasSSLSegLib import CancelledError, DeviceError, ResourceError, segment
-from PancreasSSLSegLib import pipeline
+from PancreasSSLSegLib import cascade, pipeline
 from PancreasSSLSegLib.bundle import load_bundle
 
 # Oblique, axis-permuted and flipped: nothing like the canonical LPS grid.
@@ -70,7 +70,7 @@ def _same_geometry(result, image):
 
 
 def test_geometry_round_trip_puts_labels_where_the_structure_is(monkeypatch, coarse_bundle):
-    monkeypatch.setattr(pipeline, "predict_stage", _threshold_stage)
+    monkeypatch.setattr(cascade, "predict_stage", _threshold_stage)
     image, box = _phantom()
     bundle = dataclasses.replace(coarse_bundle, metadata=copy.deepcopy(coarse_bundle.metadata))
     bundle.metadata["stages"]["fine"]["spacing_mm"] = [1.0, 1.0, 1.5]
@@ -115,7 +115,7 @@ def test_example_ct_path_with_random_bundle(example_ct, coarse_bundle):
 
 
 def test_numpy_input_and_nothing_found(monkeypatch, coarse_bundle):
-    monkeypatch.setattr(pipeline, "predict_stage",
+    monkeypatch.setattr(cascade, "predict_stage",
                         lambda bundle, stage, volume, device, **_: np.stack(
                             [np.ones_like(volume), np.zeros_like(volume), np.zeros_like(volume)]))
     image, _ = _phantom()
@@ -139,7 +139,7 @@ def test_gpu_out_of_memory_falls_back_to_cpu(monkeypatch, coarse_bundle):
         return _threshold_stage(bundle, stage_name, volume, device, **options)
 
     monkeypatch.setattr(pipeline, "select_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(pipeline, "predict_stage", stage_on)
+    monkeypatch.setattr(cascade, "predict_stage", stage_on)
     image, _ = _phantom()
     result = segment(image, model=coarse_bundle)
     assert devices[0] == "cuda" and devices[1:] == ["cpu", "cpu"]
@@ -149,7 +149,7 @@ def test_gpu_out_of_memory_falls_back_to_cpu(monkeypatch, coarse_bundle):
 
 def test_memory_guard_refuses_before_running(monkeypatch, coarse_bundle):
     monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
-    monkeypatch.setattr(pipeline, "predict_stage",
+    monkeypatch.setattr(cascade, "predict_stage",
                         lambda *a, **k: pytest.fail("the networks ran despite the memory guard"))
     with pytest.raises(ResourceError, match="GiB"):
         segment(_phantom()[0], model=coarse_bundle, device="cpu")
@@ -164,7 +164,7 @@ def test_cuda_without_gpu_and_cancel(monkeypatch, coarse_bundle):
         if stage == "fine":
             raise CancelledError("stopped by the user")
 
-    monkeypatch.setattr(pipeline, "predict_stage", _threshold_stage)
+    monkeypatch.setattr(cascade, "predict_stage", _threshold_stage)
     with pytest.raises(CancelledError):
         segment(_phantom()[0], model=coarse_bundle, device="cpu", progress=cancel_at_fine)
 
@@ -176,7 +176,7 @@ def test_fast_mode_and_uncertainty_off(monkeypatch, coarse_bundle):
         flips_seen[stage_name] = [list(axes) for axes in flips]
         return _threshold_stage(bundle, stage_name, volume, device)
 
-    monkeypatch.setattr(pipeline, "predict_stage", recording_stage)
+    monkeypatch.setattr(cascade, "predict_stage", recording_stage)
     image, _ = _phantom()
     accurate = segment(image, model=coarse_bundle, device="cpu")
     assert flips_seen["fine"] == coarse_bundle.inference["tta_flips"]

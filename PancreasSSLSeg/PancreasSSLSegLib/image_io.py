@@ -561,7 +561,7 @@ def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSe
 
 def as_image(image, spacing_mm=None, origin=None, direction=None,
              notes: list[str] | None = None, check_size: SizeCheck | None = None,
-             check_grid: GridCheck | None = None) -> sitk.Image:
+             single_slice: bool = False, check_grid: GridCheck | None = None) -> sitk.Image:
     """Any accepted input → checked float32 3-D scalar ``SimpleITK.Image``.
 
     ``image``: a path (file or DICOM folder), a ``SimpleITK.Image``, or a numpy array with axes
@@ -571,10 +571,17 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
     user (series chosen, small field of view, non-finite voxels replaced); ``check_size`` and
     ``check_grid`` are called with the size (and spacing) before a file's voxels are read (see
     :func:`read_image`) and with an array's or image's.
+
+    ``single_slice`` (for models whose stages are 2-D): one axial slice is accepted too, as a
+    2-D image/file, a ``(y, x)`` array with ``spacing_mm`` (x, y), or a volume one slice thick;
+    it becomes a 3-D image one slice thick (z spacing 1 mm when it had none).
     """
     grid_checked = False
     if isinstance(image, np.ndarray):
         name = "input array"
+        if single_slice and image.ndim == 2:
+            image = image[None]
+            spacing_mm = None if spacing_mm is None else [*list(spacing_mm)[:2], 1.0]
         image = _array_to_image(image, spacing_mm, origin, direction)
     else:
         if spacing_mm is not None or origin is not None or direction is not None:
@@ -589,7 +596,9 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
             raise InputError(f"unsupported input type {type(image).__name__}; expected a path, "
                              "a SimpleITK.Image or a numpy array")
     image = _squeeze_trailing_time(image)
-    _check_image(image, name)
+    if single_slice and image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)  # (x, y) -> (x, y, 1)
+    _check_image(image, name, single_slice)
     if check_size is not None:
         check_size(tuple(image.GetSize()), name)
     if check_grid is not None and not grid_checked:
@@ -621,6 +630,14 @@ def _array_to_image(array: np.ndarray, spacing_mm, origin, direction) -> sitk.Im
     return image
 
 
+def _is_axial_slice(image: sitk.Image, thin_axes: list[int]) -> bool:
+    """One voxel thick along the axis that points (mostly) head to foot, and only that one."""
+    if len(thin_axes) != 1:
+        return False
+    cosines = np.array(image.GetDirection()).reshape(3, 3)
+    return int(np.argmax(np.abs(cosines[2]))) == thin_axes[0]  # row 2: S component of each axis
+
+
 def _squeeze_trailing_time(image: sitk.Image) -> sitk.Image:
     """A 4-D image with a single time point is a 3-D volume (some NIfTI writers add the axis)."""
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
@@ -628,7 +645,7 @@ def _squeeze_trailing_time(image: sitk.Image) -> sitk.Image:
     return image
 
 
-def _check_image(image: sitk.Image, name: str) -> None:
+def _check_image(image: sitk.Image, name: str, single_slice: bool = False) -> None:
     if image.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64):
         raise InputError(f"{name}: has complex voxel values; expected a real-valued CT volume")
     if image.GetNumberOfComponentsPerPixel() > 1:
@@ -637,9 +654,11 @@ def _check_image(image: sitk.Image, name: str) -> None:
     if image.GetDimension() != 3:
         raise InputError(f"{name}: is {image.GetDimension()}-D {list(image.GetSize())}; expected a "
                          "3-D CT volume")
-    if min(image.GetSize()) < 2:
+    thin_axes = [axis for axis, size in enumerate(image.GetSize()) if size < 2]
+    if thin_axes and not (single_slice and _is_axial_slice(image, thin_axes)):
         raise InputError(f"{name}: size {list(image.GetSize())} has a single slice along an axis; "
-                         "expected a 3-D CT volume")
+                         "expected a 3-D CT volume" + (" or one axial slice" if single_slice
+                                                       else ""))
     check_spacing(image.GetSpacing(), name)
     cosines = np.array(image.GetDirection()).reshape(3, 3)
     if not np.allclose(cosines.T @ cosines, np.eye(3), atol=DIRECTION_TOLERANCE):

@@ -1,9 +1,10 @@
 """``segment()``: the engine's entry point, CT in → labels, uncertainty, regions and a report out.
 
-Cascade (NOTES.md "Canonical orientation"): reorient to LPS → coarse stage on the whole scan at
-its coarse spacing → box around the largest coarse pancreas component, grown by the fine stage's
-``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box → clean-up → map back
-onto the input's exact grid. Full-size arrays are uint8/float32/int32 only; class probabilities
+Cascade (``cascade.py``; NOTES.md "Canonical orientation"): reorient to LPS → coarse stage on the
+whole scan at its coarse spacing → box around the largest coarse pancreas component, grown by the
+fine stage's ``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box → lesion
+operating point and clean-up → map back onto the input's exact grid. Bundles with 2-D stages
+also take a single axial slice. Full-size arrays are uint8/float32/int32 only; class probabilities
 exist only in the coarse grid and the fine box, which keeps a 500x500x220 CT within a few GB.
 Outside the fine box labels are 0 and uncertainty is 0 (the coarse pass is not used for it).
 """
@@ -24,12 +25,11 @@ from . import __version__
 from .bundle import ModelBundle, default_bundle_path, load_bundle
 from .errors import ResourceError
 from .image_io import as_image, check_ct_intensities
-from .inference import predict_stage, select_device
+from .cascade import box_around, fine_labels, run_coarse, run_fine
+from .inference import select_device
 from .memory import BYTES_PER_INPUT_VOXEL, FIXED_OVERHEAD_BYTES, GridGuard, check_fine_box
-from .postprocess import clean_labels, largest_component
-from .preprocessing import (normalize_ct, resample_onto, resample_to_spacing,
-                            soft_tissue_reference, to_canonical)
-from .report import build_report, foreground_box, voxel_volume_ml
+from .preprocessing import resample_onto, to_canonical
+from .report import build_report, voxel_volume_ml
 from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_DEFINITION, normalised_entropy,
                           rank_uncertain_regions)
 
@@ -46,6 +46,9 @@ class SegmentationResult:
     regions: np.ndarray       # int32: 0 none, 1 = highest ranked uncertain region
     report: dict[str, Any]
     image: sitk.Image
+    # (C, z, y, x) float32 fine-stage class probabilities (background 1 outside the fine box);
+    # only with ``segment(..., keep_probabilities=True)`` (evaluation), else None.
+    probabilities: np.ndarray | None = None
 
     def to_sitk(self, array: np.ndarray) -> sitk.Image:
         """``array`` as an image with the input's size, spacing, origin and direction."""
@@ -95,20 +98,6 @@ def _resolve_bundle(model) -> ModelBundle:
     return load_bundle(default_bundle_path() if model is None else model)
 
 
-def _fine_box(coarse: sitk.Image, foreground: np.ndarray, canonical: sitk.Image,
-              margin_mm: float) -> tuple[list[int], list[int]]:
-    """Index range [lo, hi) (x, y, z) of ``canonical`` covering ``foreground`` + ``margin_mm``."""
-    box = foreground_box(foreground)
-    corners_zyx = [(s.start - 0.5, s.stop - 0.5) for s in box]
-    points = [coarse.TransformContinuousIndexToPhysicalPoint((x, y, z))
-              for z in corners_zyx[0] for y in corners_zyx[1] for x in corners_zyx[2]]
-    index = np.array([canonical.TransformPhysicalPointToContinuousIndex(p) for p in points])
-    margin = margin_mm / np.array(canonical.GetSpacing())
-    lo = np.maximum(0, np.floor(index.min(axis=0) - margin)).astype(int)
-    hi = np.minimum(canonical.GetSize(), np.ceil(index.max(axis=0) + margin) + 1).astype(int)
-    return lo.tolist(), hi.tolist()
-
-
 def _input_window(fine: sitk.Image, image: sitk.Image) -> tuple[slice, ...]:
     """Array slices (z, y, x) of the input grid covering the fine grid's physical extent."""
     size = fine.GetSize()
@@ -133,55 +122,52 @@ def _onto_window(fine: sitk.Image, image: sitk.Image, window: tuple[slice, ...],
     return sitk.GetArrayFromImage(out)
 
 
+def onto_input_grid(fine_array: np.ndarray, fine: sitk.Image, image: sitk.Image,
+                    is_label: bool, fill: float = 0.0) -> np.ndarray:
+    """A (z, y, x) array on the fine grid ``fine`` as an array on ``image``'s whole grid
+    (``fill`` outside the fine grid's extent)."""
+    fine_image = sitk.GetImageFromArray(np.ascontiguousarray(fine_array))
+    fine_image.CopyInformation(fine)
+    out = np.full(image.GetSize()[::-1], fill, dtype=fine_array.dtype)
+    window = _input_window(fine, image)
+    out[window] = _onto_window(fine_image, image, window, is_label)
+    return out
+
+
 def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.device, *,
                  flips, mc_dropout_samples: int, with_uncertainty: bool,
                  progress: ProgressCallback, timings: dict[str, float]):
-    """Fine-grid images (labels, uncertainty or None), or None when the coarse stage finds
-    nothing."""
-    inference = bundle.inference
-    overlap = float(inference["sw_overlap"])
+    """Fine-grid images (labels, uncertainty or None) and the fine stage's ``FineResult``, or
+    None when the coarse stage finds nothing."""
+    overlap = float(bundle.inference["sw_overlap"])
     started = time.perf_counter()
-    coarse_spec, fine_spec = bundle.stage("coarse"), bundle.stage("fine")
-    coarse = resample_to_spacing(canonical, coarse_spec.spacing_mm)
-    coarse_hu = sitk.GetArrayFromImage(coarse)
-    reference_hu = soft_tissue_reference(coarse_hu)  # whole-scan reference, reused in the box
-    coarse_input = normalize_ct(coarse_hu, bundle.hu_window, reference_hu)
-    coarse_probs = predict_stage(bundle, "coarse", coarse_input, device, flips=[[]],
-                                 overlap=overlap)
-    foreground = largest_component(coarse_probs.argmax(axis=0) >= 1)
+    coarse = run_coarse(canonical, bundle, device, overlap)
     timings["coarse"] = time.perf_counter() - started
-    if not foreground.any():
+    box = box_around(coarse.grid, coarse.foreground, canonical, bundle.stage("fine").margin_mm)
+    if box is None:
         return None
+    check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle, len(flips))
     progress("fine", 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
-    lo, hi = _fine_box(coarse, foreground, canonical, fine_spec.margin_mm)
-    check_fine_box(np.subtract(hi, lo), canonical.GetSpacing(), bundle, len(flips))
-    crop = canonical[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    fine = resample_to_spacing(crop, fine_spec.spacing_mm)
-    fine_probs = predict_stage(bundle, "fine", normalize_ct(sitk.GetArrayFromImage(fine),
-                                                            bundle.hu_window, reference_hu),
-                               device, flips=flips, mc_dropout_samples=mc_dropout_samples,
-                               overlap=overlap)
+    fine = run_fine(canonical, box, bundle, device, coarse, flips=flips,
+                    mc_dropout_samples=mc_dropout_samples, overlap=overlap)
     timings["fine"] = time.perf_counter() - started
     progress("postprocess", 0.75, "cleaning up the labels")
     started = time.perf_counter()
-    labels = clean_labels(fine_probs.argmax(axis=0).astype(np.uint8), fine_spec.spacing_mm,
-                          float(inference["min_component_fraction"]),
-                          float(inference["lesion_dilation_mm"]))
-    labels_image = sitk.GetImageFromArray(labels)
-    labels_image.CopyInformation(fine)
+    labels_image = sitk.GetImageFromArray(fine_labels(fine, bundle))
+    labels_image.CopyInformation(fine.grid)
     uncertainty_image = None
     if with_uncertainty:
-        uncertainty_image = sitk.GetImageFromArray(normalised_entropy(fine_probs))
-        uncertainty_image.CopyInformation(fine)
+        uncertainty_image = sitk.GetImageFromArray(normalised_entropy(fine.probabilities))
+        uncertainty_image.CopyInformation(fine.grid)
     timings["postprocess"] = time.perf_counter() - started
-    return labels_image, uncertainty_image
+    return labels_image, uncertainty_image, fine
 
 
 def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
             progress: ProgressCallback | None = None, fast: bool = False,
             uncertainty_threshold: float | None = None, *, spacing_mm=None, origin=None,
-            direction=None) -> SegmentationResult:
+            direction=None, keep_probabilities: bool = False) -> SegmentationResult:
     """Segment the pancreas and lesions of one CT (path, ``SimpleITK.Image`` or (z, y, x) array
     with ``spacing_mm``/``origin``/``direction``). ``progress(stage, fraction, message)`` gets
     the overall fraction 0..1 and may raise ``CancelledError`` to stop the run."""
@@ -190,12 +176,14 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     timings: dict[str, float] = {}
     progress("reading", 0.0, "reading the input")
     warnings: list[str] = []
-    grids = GridGuard(lambda: _resolve_bundle(model), fast=fast)  # memory of every grid
+    bundle = _resolve_bundle(model)
+    # 2-D stages can segment one axial slice on its own; 3-D stages need a volume.
+    single_slice = all(bundle.stage(name).spatial_dims == 2 for name in ("coarse", "fine"))
     input_image = as_image(image, spacing_mm, origin, direction, notes=warnings,
-                           check_size=check_memory, check_grid=grids)
+                           check_size=check_memory, single_slice=single_slice,
+                           check_grid=GridGuard(lambda: bundle, fast=fast))
     # Percentiles of every voxel of a 500x500x220 CT take 4 s; a 1-in-32 subsample gives the same.
     warnings += check_ct_intensities(input_image[::4, ::4, ::2])
-    bundle = grids.bundle()
     torch_device = select_device(device)
     inference = bundle.inference
     threshold = float(inference["uncertainty_threshold"] if uncertainty_threshold is None
@@ -230,10 +218,16 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     uncertainty_map = np.zeros(size_zyx, np.float32)
     regions_map = np.zeros(size_zyx, np.int32)
     regions: list[dict[str, Any]] = []
+    probabilities = None
     if fine_outputs is None:
         warnings.append("no pancreas was found by the coarse stage; labels are empty")
     else:
-        labels_image, uncertainty_image = fine_outputs
+        labels_image, uncertainty_image, fine = fine_outputs
+        if keep_probabilities:
+            probabilities = np.stack([
+                onto_input_grid(channel, fine.grid, input_image, is_label=False,
+                                fill=float(index == 0))
+                for index, channel in enumerate(fine.probabilities)])
         window = _input_window(labels_image, input_image)
         labels[window] = _onto_window(labels_image, input_image, window, is_label=True)
         if uncertainty_image is not None:
@@ -263,5 +257,8 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     report["timings_s"]["report"] = time.perf_counter() - started
     report["timings_s"]["total"] = time.perf_counter() - total_started
     progress("done", 1.0, "finished")
+    if keep_probabilities and probabilities is None:  # nothing found: certain background
+        probabilities = np.zeros((len(bundle.labels), *size_zyx), np.float32)
+        probabilities[0] = 1.0
     return SegmentationResult(labels=labels, uncertainty=uncertainty_map, regions=regions_map,
-                              report=report, image=input_image)
+                              report=report, image=input_image, probabilities=probabilities)

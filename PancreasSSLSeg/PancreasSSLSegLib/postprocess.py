@@ -20,13 +20,10 @@ def clean_labels(labels: np.ndarray, spacing_mm: Sequence[float], min_component_
     when it comes within ``lesion_dilation_mm`` of the kept pancreas (label 1) — i.e. it lies in
     the pancreas dilated by that distance — and removed otherwise.
     """
-    components, count = ndimage.label(labels >= PANCREAS, structure=CONNECTIVITY_26)
-    if count == 0:
+    organ = major_components(labels >= PANCREAS, min_component_fraction)
+    if not organ.any():
         return np.zeros(labels.shape, np.uint8)
-    sizes = np.bincount(components.ravel())[1:]
-    keep = np.concatenate([[False], sizes >= min_component_fraction * sizes.max()])
-    keep[1 + int(np.argmax(sizes))] = True
-    pancreas = keep[components] & (labels == PANCREAS)
+    pancreas = organ & (labels == PANCREAS)
     cleaned = pancreas.astype(np.uint8)
     lesions, n_lesions = ndimage.label(labels == LESION, structure=CONNECTIVITY_26)
     if n_lesions == 0 or not pancreas.any():
@@ -39,9 +36,20 @@ def clean_labels(labels: np.ndarray, spacing_mm: Sequence[float], min_component_
     return cleaned
 
 
-def largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of ``mask`` (all False when empty)."""
+def major_components(mask: np.ndarray, min_fraction: float) -> np.ndarray:
+    """The largest 26-connected component of ``mask`` and every other of at least
+    ``min_fraction`` of its size (all False when empty; ``min_fraction`` 1: the largest only)."""
     components, count = ndimage.label(mask, structure=CONNECTIVITY_26)
     if count == 0:
         return np.zeros(mask.shape, bool)
-    return components == 1 + int(np.argmax(np.bincount(components.ravel())[1:]))
+    sizes = np.bincount(components.ravel())[1:]
+    keep = np.concatenate([[False], sizes >= min_fraction * sizes.max()])
+    if min_fraction >= 1.0:  # ties too: exactly one component
+        keep[1:] = False
+    keep[1 + int(np.argmax(sizes))] = True
+    return keep[components]
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of ``mask`` (all False when empty)."""
+    return major_components(mask, 1.0)

@@ -33,14 +33,27 @@ def index_to_ras_mm(image: sitk.Image, index_zyx) -> list[float]:
 
 
 def max_feret_diameter_mm(points_mm: np.ndarray) -> float:
-    """Largest pairwise distance of ``(N, 3)`` points; the convex hull keeps it cheap."""
+    """Largest pairwise distance of ``(N, 3)`` points; the convex hull keeps it cheap.
+
+    Flat sets (a lesion on one slice) have no 3-D hull: their hull is taken in the plane or
+    line they span, so a large flat set never falls back to all N^2/2 pairs (150 000 voxels of
+    one slice would need 90 GB).
+    """
     if len(points_mm) < 2:
         return 0.0
+    centred = points_mm - points_mm.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    rank = int(np.sum(singular > 1e-6 * max(1.0, singular[0])))
+    if rank == 0:
+        return 0.0
+    spanned = centred @ axes[:rank].T  # the same distances, in the dimensions the set spans
+    if rank == 1:
+        return float(np.ptp(spanned[:, 0]))
     try:
-        points_mm = points_mm[ConvexHull(points_mm).vertices]
+        spanned = spanned[ConvexHull(spanned).vertices]
     except (QhullError, ValueError):
-        pass  # flat or tiny sets: every point is a candidate
-    return float(pdist(points_mm).max())
+        pass  # tiny or degenerate sets: every point is a candidate
+    return float(pdist(spanned).max())
 
 
 def physical_points_mm(image: sitk.Image, mask: np.ndarray, offset_zyx=(0, 0, 0)) -> np.ndarray:

@@ -1,0 +1,166 @@
+"""The cascade predictor: coarse stage → box → fine stage → labels.
+
+``segment()`` and the training package's evaluation both run these functions, so every figure
+measured on held-out data is a figure of what users run. Arrays are canonical (z, y, x)
+(``NOTES.md``); boxes are index ranges ``[lo, hi)`` in SimpleITK order (x, y, z) of the
+canonical image.
+
+Intensity: ``normalize_ct`` with the soft-tissue reference where the bundle says training
+measured it (``ModelBundle.intensity_reference``): ``"slice"`` — each axial slice its own
+(2-D stages learn from single slices), measured on the coarse grid's slices and interpolated
+along z onto the fine grid's slices; ``"scan"`` — one value for the whole scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from .bundle import ModelBundle, StageSpec
+from .inference import predict_stage
+from .postprocess import LESION, PANCREAS, clean_labels, major_components
+from .preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
+from .report import foreground_box
+
+Box = tuple[list[int], list[int]]
+
+
+@dataclass
+class CoarseResult:
+    grid: sitk.Image            # the coarse grid's geometry (and HU)
+    probabilities: np.ndarray   # (C, z, y, x) mean softmax
+    foreground: np.ndarray      # bool (z, y, x): the organ components the box covers
+    references: np.ndarray      # (z,) soft-tissue reference HU of each coarse slice
+
+
+@dataclass
+class FineResult:
+    grid: sitk.Image            # the fine grid's geometry
+    probabilities: np.ndarray   # (C, z, y, x) mean softmax over flips / dropout samples
+
+
+def slice_references(hu: np.ndarray, mode: str) -> np.ndarray:
+    """(z,) reference HU per axial slice of ``hu`` (z, y, x): each its own, or the scan's."""
+    if mode == "slice":
+        return np.array([soft_tissue_reference(s) for s in hu], np.float32)
+    return np.full(hu.shape[0], soft_tissue_reference(hu), np.float32)
+
+
+def references_on(grid: sitk.Image, coarse: CoarseResult) -> np.ndarray:
+    """The coarse slices' references interpolated (linearly, along z) at ``grid``'s slices."""
+    coarse_z = [coarse.grid.TransformPhysicalPointToContinuousIndex(
+                    grid.TransformIndexToPhysicalPoint((0, 0, k)))[2]
+                for k in range(grid.GetSize()[2])]
+    return np.interp(coarse_z, np.arange(coarse.references.size),
+                     coarse.references).astype(np.float32)
+
+
+def normalized(hu: np.ndarray, bundle: ModelBundle, references: np.ndarray) -> np.ndarray:
+    return normalize_ct(hu, bundle.hu_window, references[:, None, None])
+
+
+def run_coarse(canonical: sitk.Image, bundle: ModelBundle, device: torch.device,
+               overlap: float) -> CoarseResult:
+    """The coarse stage on the whole scan at its spacing (identity flip only)."""
+    grid = resample_to_spacing(canonical, bundle.stage("coarse").spacing_mm)
+    hu = sitk.GetArrayFromImage(grid)
+    references = slice_references(hu, bundle.intensity_reference)
+    probabilities = predict_stage(bundle, "coarse", normalized(hu, bundle, references), device,
+                                  flips=[[]], overlap=overlap)
+    # The box covers the largest organ component and those at least this fraction of it: on
+    # one slice a pancreas often shows as separate head and tail.
+    fraction = float(bundle.inference.get("coarse_component_fraction", 1.0))
+    foreground = major_components(probabilities.argmax(axis=0) >= PANCREAS, fraction)
+    return CoarseResult(grid, probabilities, foreground, references)
+
+
+def box_around(grid: sitk.Image, mask: np.ndarray, canonical: sitk.Image,
+               margin_mm: float) -> Box | None:
+    """Index range of ``canonical`` covering ``mask`` (on ``grid``) grown by ``margin_mm``;
+    ``None`` when the mask is empty."""
+    box = foreground_box(mask)
+    if box is None:
+        return None
+    corners_zyx = [(s.start - 0.5, s.stop - 0.5) for s in box]
+    points = [grid.TransformContinuousIndexToPhysicalPoint((x, y, z))
+              for z in corners_zyx[0] for y in corners_zyx[1] for x in corners_zyx[2]]
+    index = np.array([canonical.TransformPhysicalPointToContinuousIndex(p) for p in points])
+    margin = margin_mm / np.array(canonical.GetSpacing())
+    lo = np.maximum(0, np.floor(index.min(axis=0) - margin)).astype(int)
+    hi = np.minimum(canonical.GetSize(), np.ceil(index.max(axis=0) + margin) + 1).astype(int)
+    return lo.tolist(), hi.tolist()
+
+
+def grown_to_patch(box: Box, canonical: sitk.Image, spec: StageSpec) -> Box:
+    """``box`` grown (about its centre, within the image) to at least the stage's patch in
+    every axis the network slides over, so the network sees real anatomy where it would
+    otherwise see the inferer's constant padding (training never shows it that)."""
+    lo, hi = np.array(box[0]), np.array(box[1])
+    size = np.array(canonical.GetSize())
+    axes = len(spec.patch_size)  # 2-D: x and y; 3-D: x, y and z
+    patch_mm = np.array(spec.patch_size[::-1], float) * np.array(spec.spacing_mm[:axes])
+    need = np.zeros(3)
+    need[:axes] = np.ceil(patch_mm / np.array(canonical.GetSpacing()[:axes]))
+    missing = np.maximum(0, need - (hi - lo))
+    lo = np.maximum(0, lo - missing // 2)
+    hi = np.minimum(size, np.maximum(hi, lo + need))
+    lo = np.maximum(0, np.minimum(lo, hi - need))
+    return lo.astype(int).tolist(), hi.astype(int).tolist()
+
+
+def run_fine(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch.device,
+             coarse: CoarseResult, *, flips: Sequence[Sequence[int]], mc_dropout_samples: int,
+             overlap: float) -> FineResult:
+    """The fine stage on ``box`` (grown to its patch) of the canonical image, at the fine
+    stage's spacing."""
+    lo, hi = grown_to_patch(box, canonical, bundle.stage("fine"))
+    crop = canonical[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    grid = resample_to_spacing(crop, bundle.stage("fine").spacing_mm)
+    hu = sitk.GetArrayFromImage(grid)
+    probabilities = predict_stage(bundle, "fine",
+                                  normalized(hu, bundle, references_on(grid, coarse)), device,
+                                  flips=flips, mc_dropout_samples=mc_dropout_samples,
+                                  overlap=overlap)
+    return FineResult(grid, probabilities)
+
+
+def lesion_operating_point(labels: np.ndarray, lesion_probability: np.ndarray,
+                           spacing_mm: Sequence[float], threshold: float | None,
+                           min_area_mm2: float) -> np.ndarray:
+    """Lesion voxels: organ voxels whose lesion probability reaches ``threshold`` (``None``:
+    the argmax's own lesion label), in components whose largest axial cross-section reaches
+    ``min_area_mm2``; other organ voxels are pancreas. ``spacing_mm`` is (x, y, z)."""
+    organ = labels >= PANCREAS
+    lesion = labels == LESION if threshold is None else organ & (lesion_probability >= threshold)
+    if min_area_mm2 > 0 and lesion.any():
+        components, count = ndimage.label(lesion, structure=np.ones((3, 3, 3), bool))
+        pixel_mm2 = float(spacing_mm[0]) * float(spacing_mm[1])
+        # per component, the largest number of its voxels on one axial slice
+        per_slice = np.zeros((count + 1, labels.shape[0]), np.int64)
+        z = np.nonzero(components)[0]
+        np.add.at(per_slice, (components[components > 0], z), 1)
+        keep = per_slice.max(axis=1) * pixel_mm2 >= min_area_mm2
+        keep[0] = False
+        lesion = keep[components]
+    out = organ.astype(np.uint8) * PANCREAS
+    out[lesion] = LESION
+    return out
+
+
+def fine_labels(fine: FineResult, bundle: ModelBundle) -> np.ndarray:
+    """uint8 (z, y, x) labels on the fine grid: argmax organ, the bundle's lesion operating
+    point, then ``clean_labels`` (largest organ component(s), lesions near the pancreas)."""
+    inference = bundle.inference
+    spacing = fine.grid.GetSpacing()
+    threshold = inference.get("lesion_probability_threshold")
+    labels = lesion_operating_point(
+        fine.probabilities.argmax(axis=0).astype(np.uint8), fine.probabilities[LESION], spacing,
+        None if threshold is None else float(threshold),
+        float(inference.get("lesion_min_area_mm2", 0.0)))
+    return clean_labels(labels, spacing, float(inference["min_component_fraction"]),
+                        float(inference["lesion_dilation_mm"]))

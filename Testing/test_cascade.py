@@ -1,0 +1,168 @@
+"""The cascade's documented behaviour: box margin, largest coarse component, per-slice intensity
+reference, the lesion operating point, and single-slice input for 2-D bundles."""
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from PancreasSSLSegLib import InputError, cascade, segment
+from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib.cascade import (box_around, grown_to_patch, lesion_operating_point,
+                                       run_coarse, slice_references)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _bundle(random_bundle, **intensity):
+    bundle = load_bundle(random_bundle)
+    metadata = copy.deepcopy(bundle.metadata)
+    metadata["intensity"].update(intensity)
+    return dataclasses.replace(bundle, metadata=metadata)
+
+
+def _image(array, spacing=(2.0, 2.0, 6.0), origin=(0.0, 0.0, 0.0)):
+    image = sitk.GetImageFromArray(np.asarray(array, np.float32))
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def test_box_is_the_mask_extent_plus_the_margin_in_each_axis():
+    canonical = _image(np.zeros((20, 100, 100)), spacing=(1.0, 1.0, 2.0))
+    coarse = _image(np.zeros((10, 25, 25)), spacing=(4.0, 4.0, 4.0), origin=(1.5, 1.5, 1.0))
+    mask = np.zeros((10, 25, 25), bool)
+    mask[4:6, 10:13, 5:9] = True  # coarse voxels x 5..8, y 10..12, z 4..5
+    lo, hi = box_around(coarse, mask, canonical, margin_mm=6.0)
+    # Coarse voxel i covers [origin + 4i - 2, origin + 4i + 2) mm; canonical voxel j is at j mm
+    # (x, y) and 2j mm (z). x: 1.5 + 20 - 2 = 19.5 ... 1.5 + 32 + 2 = 35.5 mm, then 6 mm margin.
+    assert lo == [int(np.floor(19.5 - 6)), int(np.floor(39.5 - 6)), int(np.floor((15 - 6) / 2))]
+    assert hi == [int(np.ceil(35.5 + 6)) + 1, int(np.ceil(51.5 + 6)) + 1,
+                  int(np.ceil((23 + 6) / 2)) + 1]
+    assert box_around(coarse, np.zeros_like(mask), canonical, 6.0) is None
+
+
+def test_small_box_grows_to_the_patch_within_the_image(random_bundle):
+    spec = load_bundle(random_bundle).stage("fine")  # 64 px at 1.5 mm = 96 mm in x and y
+    canonical = _image(np.zeros((30, 200, 120)), spacing=(1.0, 1.0, 3.0))
+    lo, hi = grown_to_patch(([50, 90, 10], [60, 100, 12]), canonical, spec)
+    assert [h - l for l, h in zip(lo, hi)] == [96, 96, 2]  # z is not slid over by a 2-D stage
+    assert lo[0] <= 50 and hi[0] >= 60 and lo[1] <= 90 and hi[1] >= 100
+    lo, hi = grown_to_patch(([0, 0, 0], [10, 10, 1]), canonical, spec)  # at the corner
+    assert lo[:2] == [0, 0] and hi[:2] == [96, 96]
+    lo, hi = grown_to_patch(([0, 0, 0], [120, 200, 30]), canonical, spec)  # already larger
+    assert (lo, hi) == ([0, 0, 0], [120, 200, 30])
+
+
+def test_reference_is_each_slices_soft_tissue_median_or_the_scans():
+    rng = np.random.default_rng(0)
+    hu = np.stack([rng.normal(level, 10, (40, 40)) for level in (20.0, 60.0, 100.0)])
+    hu[:, :5] = -1000.0  # air: outside the soft-tissue range, never in the median
+    per_slice = slice_references(hu, "slice")
+    expected = [np.median(s[(s > -100) & (s < 200)]) for s in hu]
+    np.testing.assert_allclose(per_slice, expected, rtol=1e-6)
+    scan = slice_references(hu, "scan")
+    np.testing.assert_allclose(scan, np.median(hu[(hu > -100) & (hu < 200)]), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["slice", "scan"])
+def test_coarse_stage_normalises_with_the_bundles_reference(monkeypatch, random_bundle, mode):
+    seen = {}
+
+    def recording_stage(bundle, stage_name, volume, device, **kwargs):
+        seen[stage_name] = volume
+        return np.stack([np.ones_like(volume), np.zeros_like(volume), np.zeros_like(volume)])
+
+    monkeypatch.setattr(cascade, "predict_stage", recording_stage)
+    levels = np.array([0.0, 40.0, 80.0, 120.0])
+    hu = np.broadcast_to(levels[:, None, None], (4, 30, 30)).copy()
+    run_coarse(_image(hu, spacing=(6.0, 6.0, 6.0)), _bundle(random_bundle, reference=mode),
+               torch.device("cpu"), overlap=0.25)
+    reference = levels if mode == "slice" else np.full(4, np.median(levels))
+    expected = (hu - reference[:, None, None]) / 100.0
+    np.testing.assert_allclose(seen["coarse"], expected, atol=1e-5)
+
+
+def test_coarse_keeps_its_largest_component_and_those_the_bundle_asks_for(monkeypatch, random_bundle):
+    def two_blobs(bundle, stage_name, volume, device, **kwargs):
+        organ = np.zeros(volume.shape, np.float32)
+        organ[1:3, 2:4, 2:4] = 1.0      # 8 voxels
+        organ[1:4, 10:15, 10:15] = 1.0  # 75 voxels: the one kept
+        return np.stack([1 - organ, organ, np.zeros_like(organ)])
+
+    monkeypatch.setattr(cascade, "predict_stage", two_blobs)
+    image = _image(np.zeros((5, 20, 20)), spacing=(6.0, 6.0, 6.0))
+    coarse = run_coarse(image, load_bundle(random_bundle), torch.device("cpu"), overlap=0.25)
+    assert coarse.foreground.sum() == 75 and coarse.foreground[1:4, 10:15, 10:15].all()
+    # with coarse_component_fraction, components of at least that share of the largest stay
+    for fraction, expected in ((0.1, 83), (0.2, 75)):  # 8 / 75 = 0.107
+        bundle = load_bundle(random_bundle)
+        metadata = copy.deepcopy(bundle.metadata)
+        metadata["inference"]["coarse_component_fraction"] = fraction
+        coarse = run_coarse(image, dataclasses.replace(bundle, metadata=metadata),
+                            torch.device("cpu"), overlap=0.25)
+        assert coarse.foreground.sum() == expected, fraction
+
+
+def test_lesion_operating_point_threshold_and_minimum_area():
+    labels = np.zeros((2, 40, 40), np.uint8)
+    labels[:, 5:35, 5:35] = 1
+    probability = np.zeros(labels.shape, np.float32)
+    probability[0, 10:20, 10:20] = 0.6   # 100 px = 100 mm2 at 1 mm: kept at threshold 0.5
+    probability[1, 25:28, 25:28] = 0.9   # 9 px = 9 mm2: below a 20 mm2 minimum
+    probability[0, 30:33, 8:11] = 0.4    # under the threshold
+    out = lesion_operating_point(labels, probability, (1.0, 1.0, 3.0), 0.5, 20.0)
+    assert (out == 2).sum() == 100 and (out[0, 10:20, 10:20] == 2).all()
+    assert (out[labels == 1] >= 1).all() and (out[labels == 0] == 0).all()
+    # no threshold: the argmax's own lesion label; no minimum: every lesion voxel stays
+    argmax = labels.copy()
+    argmax[1, 25:28, 25:28] = 2
+    assert (lesion_operating_point(argmax, probability, (1.0, 1.0, 3.0), None, 0.0) == 2).sum() == 9
+    # lesion probability outside the organ never makes a lesion
+    probability[:, 0:5, 0:5] = 1.0
+    assert (lesion_operating_point(labels, probability, (1.0, 1.0, 3.0), 0.5, 0.0)[:, 0:5, 0:5]
+            == 0).all()
+
+
+def _slice_hu():
+    """A body-like slice: air around a soft-tissue disc with a bright structure inside."""
+    y, x = np.mgrid[0:96, 0:110]
+    hu = np.where((y - 48) ** 2 + (x - 55) ** 2 < 40 ** 2, 40.0, -1000.0).astype(np.float32)
+    hu[40:50, 50:62] = 250.0
+    return hu
+
+
+def test_a_single_axial_slice_runs_the_whole_cascade(random_bundle):
+    hu = _slice_hu()
+    from_array = segment(hu, model=random_bundle, device="cpu", spacing_mm=(0.8, 0.7))
+    assert from_array.labels.shape == (1, 96, 110)
+    assert from_array.image.GetSpacing()[:2] == (0.8, 0.7)
+    image_2d = sitk.GetImageFromArray(hu)
+    image_2d.SetSpacing((0.8, 0.7))
+    from_image = segment(image_2d, model=random_bundle, device="cpu")
+    thin_volume = sitk.JoinSeries(image_2d)
+    from_volume = segment(thin_volume, model=random_bundle, device="cpu")
+    for result in (from_image, from_volume):
+        np.testing.assert_array_equal(result.labels, from_array.labels)
+        np.testing.assert_allclose(result.uncertainty, from_array.uncertainty, atol=1e-6)
+    assert "timings_s" in from_array.report and from_array.report["input"]["size"] == [110, 96, 1]
+
+
+def test_a_single_slice_is_refused_by_a_bundle_with_3d_stages(tmp_path):
+    from conftest import write_random_bundle
+
+    bundle = write_random_bundle(tmp_path / "three-d", coarse_dims=3, fine_dims=3)
+    with pytest.raises(InputError, match="2 dimensions .* expected a 3-D"):
+        segment(_slice_hu(), model=bundle, device="cpu", spacing_mm=(0.8, 0.7))
+    sagittal = sitk.GetImageFromArray(np.zeros((30, 40, 1), np.float32))  # one x column
+    with pytest.raises(InputError, match="single slice"):
+        segment(sagittal, model=bundle, device="cpu")
