@@ -166,3 +166,18 @@ def test_a_single_slice_is_refused_by_a_bundle_with_3d_stages(tmp_path):
     sagittal = sitk.GetImageFromArray(np.zeros((30, 40, 1), np.float32))  # one x column
     with pytest.raises(InputError, match="single slice"):
         segment(sagittal, model=bundle, device="cpu")
+
+
+def test_cli_segments_a_2d_file_into_one_slice_outputs(tmp_path, random_bundle):
+    from PancreasSSLSegLib import cli
+
+    image = sitk.GetImageFromArray(_slice_hu())
+    image.SetSpacing((0.8, 0.7))
+    sitk.WriteImage(image, str(tmp_path / "slice.nrrd"))
+    code = cli.main(["segment", str(tmp_path / "slice.nrrd"), "-o", str(tmp_path / "out"),
+                     "--model", str(random_bundle), "--device", "cpu", "--progress", "none"])
+    assert code == 0
+    labels = sitk.ReadImage(str(tmp_path / "out" / "slice_labels.nii.gz"))
+    assert labels.GetSize() == (110, 96, 1)
+    assert labels.GetSpacing()[:2] == pytest.approx((0.8, 0.7))
+    assert (tmp_path / "out" / "slice_preview.png").is_file()

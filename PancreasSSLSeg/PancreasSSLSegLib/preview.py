@@ -66,13 +66,19 @@ def write_preview(result, path: str | Path) -> None:
     colours = {int(entry["value"]): np.array(entry["color"]) / 255.0
                for entry in report["segments"] if int(entry["value"]) > 0}
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), facecolor="black")
-    for ax, z in zip(axes[:3], _axial_indices(labels)):
-        _draw(ax, ct[z], labels[z], uncertainty[z], colours, spacing_y / spacing_x, "upper",
-              f"axial slice {z}")
-    y = _coronal_index(labels)
-    _draw(axes[3], ct[:, y, :], labels[:, y, :], uncertainty[:, y, :], colours,
-          spacing_z / spacing_x, "lower", f"coronal row {y}")
+    if ct.shape[0] == 1:  # one axial slice (2-D input): that slice alone
+        fig, axes = plt.subplots(1, 1, figsize=(6, 5.6), facecolor="black", squeeze=False)
+        axes = axes[0]
+        _draw(axes[0], ct[0], labels[0], uncertainty[0], colours, spacing_y / spacing_x,
+              "upper", "axial slice")
+    else:
+        fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), facecolor="black")
+        for ax, z in zip(axes[:3], _axial_indices(labels)):
+            _draw(ax, ct[z], labels[z], uncertainty[z], colours, spacing_y / spacing_x, "upper",
+                  f"axial slice {z}")
+        y = _coronal_index(labels)
+        _draw(axes[3], ct[:, y, :], labels[:, y, :], uncertainty[:, y, :], colours,
+              spacing_z / spacing_x, "lower", f"coronal row {y}")
     for ax in axes:
         ax.title.set_color("white")
 
