@@ -15,7 +15,9 @@ from PancreasSSLSegLib.networks import build_network
 from pancreas_ssl_training.checkpoint import save_checkpoint
 from pancreas_ssl_training.config import resolve_config
 from pancreas_ssl_training.evaluation import run_evaluation
-from pancreas_ssl_training.evaluation.evaluate import load_model, predict_probabilities
+from PancreasSSLSegLib import segment
+from pancreas_ssl_training.data.slices import load_nih_8bit_slices
+from pancreas_ssl_training.evaluation.evaluate import load_model, predict
 from pancreas_ssl_training.evaluation.tables import read_csv
 
 
@@ -52,7 +54,10 @@ def test_checkpoint_on_slices_and_a_volume_writes_every_table(tiny_checkpoint, s
     assert {r["method"] for r in rows} == {"tiny"} and {r["seed"] for r in rows} == {"7"}
     volume = [r for r in rows if r["case"] == "example" and r["region"] == "pancreas"][0]
     assert int(volume["true_voxels"]) == 695  # the README's pancreas count, on the input grid
-    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows)
+    assert all(0.0 <= float(r["dice"]) <= 1.0 for r in rows if r["region"] == "pancreas")
+    # no lesion in truth: undefined (NaN) when none is predicted either, else 0
+    assert all(r["dice"] in ("", "nan") or float(r["dice"]) == 0.0
+               for r in rows if r["region"] == "lesion")
     assert result["cases"] == n_slices + 1 and result["stage"] == "coarse"
     recorded = json.loads((tmp_path / "eval" / "evaluation.json").read_text(encoding="utf-8"))
     assert recorded["surface_tolerance_mm"] == 3.0
@@ -60,22 +65,46 @@ def test_checkpoint_on_slices_and_a_volume_writes_every_table(tiny_checkpoint, s
     assert all(0.0 <= float(r["ece_pancreas"]) <= 1.0 for r in calibration)
 
 
-def test_probabilities_come_back_on_the_input_grid(tiny_checkpoint):
+def test_one_stage_checkpoint_probabilities_come_back_on_the_input_grid(tiny_checkpoint):
     model = load_model(tiny_checkpoint)
-    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 50, (130, 150))
+    assert (model.mode, model.stage) == ("stage", "coarse")
+    image = sitk.GetImageFromArray(np.random.default_rng(0).normal(40, 50, (1, 130, 150))
                                    .astype(np.float32))
-    image.SetSpacing((0.7, 0.9))
-    probabilities = predict_probabilities(model, image)
-    assert probabilities.shape == (3, 130, 150)
+    image.SetSpacing((0.7, 0.9, 1.0))
+    labels, probabilities, diagnostics = predict(model, image, np.zeros((1, 130, 150), np.uint8),
+                                                 torch.device("cpu"))
+    assert probabilities.shape == (3, 1, 130, 150) and labels.shape == (1, 130, 150)
     assert np.allclose(probabilities.sum(axis=0), 1.0, atol=1e-4)
+    assert diagnostics == {}
 
 
-def test_bundle_loads_its_fine_stage_and_other_folders_are_refused(random_bundle, tmp_path):
+def test_bundle_is_run_as_the_cascade_and_other_folders_are_refused(random_bundle, tmp_path):
     model = load_model(random_bundle)
-    assert model.stage == "fine" and model.patch_size == (64, 64)
-    assert model.uncertainty_threshold == 0.5
+    assert (model.mode, model.stage) == ("cascade", "cascade")
+    assert model.bundle.inference["uncertainty_threshold"] == 0.5
     with pytest.raises(BundleError, match="expected a model bundle folder"):
         load_model(tmp_path)
+
+
+def test_cascade_figures_are_those_of_segment_on_the_same_slice(random_bundle, shared_data,
+                                                                 tmp_path):
+    """One inference path: the evaluation's pancreas Dice of a slice equals the Dice of what
+    ``segment()`` returns for that slice given as a 2-D array, computed here by hand."""
+    spec = {"nih_8bit": {"path": str(shared_data / "nih-pancreas-slices-8bit"),
+                         "patients": ["0017"]}}
+    run_evaluation(random_bundle, spec, tmp_path / "eval")
+    rows = [r for r in read_csv(tmp_path / "eval" / "cases.csv") if r["region"] == "pancreas"]
+    samples = load_nih_8bit_slices(shared_data / "nih-pancreas-slices-8bit", ["0017"])
+    assert [r["case"] for r in rows] == [s.case for s in samples]
+    for row, sample in zip(rows, samples):
+        result = segment(sample.image, model=random_bundle, device="cpu",
+                         spacing_mm=(0.8, 0.8))
+        predicted, truth = result.labels[0] >= 1, sample.label >= 1
+        expected = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+        assert float(row["dice"]) == pytest.approx(expected, abs=1e-6)
+        assert int(float(row["pred_voxels"])) == predicted.sum()
+        for key in ("coarse_hit", "box_coverage", "dice_true_box"):
+            assert 0.0 <= float(row[key]) <= 1.0, key
 
 
 def test_grey_to_hu_maps_8bit_slices_before_the_network(tiny_checkpoint, shared_data, tmp_path):

@@ -1,22 +1,25 @@
 """Run a trained model on labelled data and write its metrics: ``run_evaluation(model, data, out)``.
 
-``model``: a bundle folder (``metadata.json`` …) or a training checkpoint folder (``state.json``
-…). One stage's network is evaluated: by default the finest one it has (``fine``, else
-``coarse``); inference uses the network without SSL heads, as an exported bundle would.
+One inference path: every case goes through the engine's own predictor. A model with both
+stages (a bundle folder, or a training checkpoint holding both) is run as users run it —
+``PancreasSSLSegLib.segment`` (resampling, the bundle's intensity reference, test-time flips,
+cascade box, lesion operating point, clean-up, mapping back onto the input grid); NIH slices go
+in as single axial slices. A checkpoint holding one stage is run through the engine's fine-stage
+predictor on the whole image (``mode: "stage"``; e.g. the domain-shift experiment's models).
+
+Per-stage diagnostics of a cascade (pancreas rows of ``cases.csv``): ``coarse_hit`` (the coarse
+stage's largest component touches the true pancreas), ``box_coverage`` (fraction of the true
+pancreas inside the fine stage's box), ``dice_true_box`` (pancreas Dice of the fine stage run in
+the box around the *true* pancreas grown by the same margin: the fine stage's own accuracy).
 
 ``data``: a YAML file or mapping, with the keys of a config's ``data.sources``: slice sources
 (``nih_hu``, ``nih_8bit`` with optional ``patients``; each slice one case) and volume sources
 (``task07``, ``nih_dicom``, ``folders``, ``corrections``, ``volumes``; see
 ``data.volumes.volume_cases_from_spec``; each volume one 3-D case). Optional
-``evaluation``: ``{"stage", "surface_tolerance_mm", "uncertainty_threshold", "tta_flip"}``. 8-bit slices are
-fed to the network as they are (grey levels taken for HU), like ``SliceDataset(to_hu=None)``,
-unless ``grey_to_hu: {"data_root", "method"?}`` maps them to HU first (the fit of
+``evaluation``: ``{"surface_tolerance_mm", "uncertainty_threshold", "tta_flip"}``
+(``tta_flip: false`` = the engine's Fast mode). 8-bit slices are fed as they are (grey levels
+taken for HU) unless ``grey_to_hu: {"data_root", "method"?}`` maps them to HU first (the fit of
 ``data.intensity_mapping.estimate_grey_mapping``, as the trainer's ``data.grey_to_hu``).
-
-Prediction: resample to the stage's spacing (SimpleITK), ``normalize_ct`` with the per-slice
-(2-D) or per-volume (3-D) soft-tissue reference, MONAI sliding-window inference, softmax averaged
-over a left–right flip, probabilities resampled back onto the input grid. Uncertainty: normalised
-entropy of those probabilities.
 
 Writes to ``out_dir``: ``cases.csv`` (one row per case and region), ``calibration.csv`` (one row
 per case), ``summary.csv`` + ``summary.md`` (mean ± sd per source and region), ``dice.png`` and
@@ -36,89 +39,64 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import yaml
-from monai.inferers import sliding_window_inference
 
-from PancreasSSLSegLib.bundle import METADATA_FILE, load_bundle
+from PancreasSSLSegLib.bundle import METADATA_FILE, ModelBundle, load_bundle
+from PancreasSSLSegLib.cascade import (Box, CoarseResult, FineResult, box_around, fine_labels,
+                                       run_coarse, run_fine, slice_references)
 from PancreasSSLSegLib.errors import BundleError, InputError
-from PancreasSSLSegLib.networks import PancreasUNet, build_network
-from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
+from PancreasSSLSegLib.inference import select_device
+from PancreasSSLSegLib.pipeline import onto_input_grid, segment
+from PancreasSSLSegLib.postprocess import PANCREAS
 
-from ..bundle_metadata import INFERENCE_DEFAULTS
 from ..checkpoint import STATE_FILE, load_checkpoint
-from ..config import STAGE_NAMES
+from ..config import STAGE_NAMES, resolve_config
 from ..data.datasets import ASSUMED_NIH_SPACING_MM, build_slice_sources
 from ..data.intensity_mapping import estimate_grey_mapping, to_hu
 from ..data.slices import read_canonical, remap_labels
 from ..data.volumes import VOLUME_SPEC_KEYS, volume_cases_from_spec
-from ..export import inference_state
+from ..export import in_memory_bundle
 from .calibration import error_uncertainty_overlap, expected_calibration_error, normalized_entropy
 from .metrics import DEFAULT_SURFACE_TOLERANCE_MM, METRIC_NAMES, case_metrics
 from .plots import box_plot
 from .tables import summarize, write_csv, write_markdown
 
 SLICE_SOURCE_KEYS = ("nih_hu", "nih_8bit")
-SW_OVERLAP = 0.25
-INFERENCE_CHUNK = 16
 
 
 @dataclass
 class EvaluatedModel:
-    """One stage's inference network and what is needed to feed it."""
+    """The model as the engine runs it, and how it is run."""
 
-    network: PancreasUNet
-    stage: str
-    spacing_mm: tuple[float, float, float]  # (x, y, z)
-    patch_size: tuple[int, ...]
-    hu_window: tuple[float, float]
-    uncertainty_threshold: float
+    bundle: ModelBundle
     origin: str
-    tta_flip: bool = True  # average with a left-right flipped pass (halves the cost when off)
-
-    @property
-    def spatial_dims(self) -> int:
-        return int(self.network.config["spatial_dims"])
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.network.parameters()).device
+    mode: str               # "cascade" (segment()) or "stage" (one stage on the whole image)
+    stage: str              # the stage evaluated alone, or "cascade"
+    tta_flip: bool = True   # False: one pass, as the engine's Fast mode
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return select_device(device)
 
 
-def load_model(path: str | Path, stage: str | None = None,
-               device: torch.device | str = "cpu") -> EvaluatedModel:
-    """A bundle or checkpoint folder's stage network, in eval mode on ``device``."""
+def load_model(path: str | Path) -> EvaluatedModel:
+    """A bundle folder, or a checkpoint folder as the bundle its export would write."""
     path = Path(path)
     if (path / METADATA_FILE).is_file():
-        bundle = load_bundle(path)
-        stage = stage or "fine"
-        spec = bundle.stage(stage)
-        return EvaluatedModel(bundle.load_network(stage, device), stage, spec.spacing_mm,
-                              spec.patch_size, bundle.hu_window,
-                              float(bundle.inference["uncertainty_threshold"]), f"bundle {path}")
+        return EvaluatedModel(load_bundle(path), f"bundle {path}", "cascade", "cascade")
     if (path / STATE_FILE).is_file():
         checkpoint = load_checkpoint(path)
-        completed = checkpoint.progress.get("completed", [])
-        stage = stage or next((s for s in reversed(STAGE_NAMES) if s in completed), None)
-        if stage not in completed:
-            raise BundleError(f"checkpoint {path}: stage {stage!r} is not trained "
-                              f"(trained: {completed})")
-        spec = checkpoint.config["stages"][stage]
-        config, weights = inference_state(spec, checkpoint.network_states[stage])
-        network = build_network(config)
-        network.load_state_dict(weights)
-        inference = {**INFERENCE_DEFAULTS, **checkpoint.config.get("export", {}).get("inference",
-                                                                                     {})}
-        window = spec["data"]["hu_window"]
-        return EvaluatedModel(network.eval().to(device), stage,
-                              tuple(float(s) for s in spec["spacing_mm"]),
-                              tuple(int(p) for p in spec["patch_size"]),
-                              (float(window[0]), float(window[1])),
-                              float(inference["uncertainty_threshold"]), f"checkpoint {path}")
+        trained = [s for s in STAGE_NAMES if s in checkpoint.progress.get("completed", [])]
+        if not trained:
+            raise BundleError(f"checkpoint {path}: no trained stage")
+        config = resolve_config(checkpoint.config)
+        if len(trained) == len(STAGE_NAMES):
+            return EvaluatedModel(in_memory_bundle(config, checkpoint.network_states),
+                                  f"checkpoint {path}", "cascade", "cascade")
+        stage = trained[-1]  # the one stage, run in the fine stage's place
+        states = {"fine": checkpoint.network_states[stage]}
+        stages = {"fine": {**config["stages"][stage], "margin_mm": 0.0}}
+        return EvaluatedModel(in_memory_bundle({**config, "stages": stages}, states),
+                              f"checkpoint {path}", "stage", stage)
     raise BundleError(f"{path}: expected a model bundle folder ({METADATA_FILE}) or a training "
                       f"checkpoint folder ({STATE_FILE})")
 
@@ -137,83 +115,91 @@ def read_data_spec(data: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
-@torch.no_grad()
-def _network_probabilities(model: EvaluatedModel, normalized: np.ndarray) -> np.ndarray:
-    """Softmax ``(N, C, *spatial)`` of normalised images ``(N, *spatial)``, averaged over a
-    left–right flip unless ``model.tta_flip`` is off; images go through the network in chunks (few large calls beat many small
-    ones on a CPU)."""
-    outputs = []
-    for start in range(0, normalized.shape[0], INFERENCE_CHUNK):
-        chunk = np.ascontiguousarray(normalized[start:start + INFERENCE_CHUNK], dtype=np.float32)
-        tensor = torch.from_numpy(chunk)[:, None].to(model.device)
-        total = None
-        # the last array axis is x (patient left) in 2-D and 3-D alike
-        flips = ((), (-1,)) if model.tta_flip else ((),)
-        for flip in flips:
-            flipped = torch.flip(tensor, flip) if flip else tensor
-            logits = sliding_window_inference(flipped, model.patch_size,
-                                              sw_batch_size=INFERENCE_CHUNK,
-                                              predictor=model.network, overlap=SW_OVERLAP,
-                                              mode="gaussian")
-            probabilities = torch.softmax(logits.float(), dim=1)
-            probabilities = torch.flip(probabilities, flip) if flip else probabilities
-            total = probabilities if total is None else total + probabilities
-        outputs.append((total / len(flips)).cpu().numpy())
-    return np.concatenate(outputs)
+def _flips(model: EvaluatedModel) -> list[list[int]]:
+    return ([list(axes) for axes in model.bundle.inference["tta_flips"]] if model.tta_flip
+            else [[]])
 
 
-def _back_to_grid(probabilities: np.ndarray, resampled: sitk.Image,
-                  original: sitk.Image) -> np.ndarray:
-    """Resample each class channel onto ``original``'s grid and renormalise to sum 1."""
-    channels = []
-    for channel in probabilities:
-        image = sitk.GetImageFromArray(channel.astype(np.float32))
-        image.CopyInformation(resampled)
-        # Not preprocessing.resample_like: the input's edge pixels can lie beyond the last
-        # resampled pixel centre, and they need the nearest probability, not a default of 0.
-        back = sitk.Resample(image, original, sitk.Transform(), sitk.sitkLinear, 0.0,
-                             sitk.sitkFloat32, True)
-        channels.append(sitk.GetArrayFromImage(back))
+def _probabilities_on_input(fine: FineResult, image: sitk.Image) -> np.ndarray:
+    """(C, z, y, x) fine-stage probabilities on the input grid; background outside the box."""
+    channels = [onto_input_grid(p, fine.grid, image, is_label=False, fill=float(c == 0))
+                for c, p in enumerate(fine.probabilities)]
     stacked = np.stack(channels)
     return stacked / np.maximum(stacked.sum(axis=0, keepdims=True), 1e-6)
 
 
-def predict_probabilities(model: EvaluatedModel, image: sitk.Image) -> np.ndarray:
-    """Class probabilities ``(C, *array shape)`` on ``image``'s grid (2-D slice or 3-D volume).
+def _fine_on_box(model: EvaluatedModel, image: sitk.Image, box: Box, coarse: CoarseResult,
+                 device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of the fine stage run in ``box``, on the input grid."""
+    fine = run_fine(image, box, model.bundle, device, coarse, flips=_flips(model),
+                    mc_dropout_samples=0,
+                    overlap=float(model.bundle.inference["sw_overlap"]))
+    labels = onto_input_grid(fine_labels(fine, model.bundle), fine.grid, image, is_label=True)
+    return labels, _probabilities_on_input(fine, image)
 
-    A 2-D network sees each axial slice of a volume on its own (in-plane resampling only, and a
-    per-slice intensity reference, as in training); a 3-D network needs a volume.
-    """
-    dims = image.GetDimension()
-    if model.spatial_dims == 3 and dims == 2:
-        raise InputError(f"{model.origin}: the {model.stage} stage is 3-D and cannot segment "
-                         "2-D slices")
-    spacing = list(model.spacing_mm[:dims])
-    if model.spatial_dims == 2 and dims == 3:
-        spacing[2] = image.GetSpacing()[2]
-    pad_hu = float(sitk.GetArrayViewFromImage(image).min())  # air (HU) or black (8-bit)
-    resampled = resample_to_spacing(image, spacing, default_value=pad_hu)
-    hu = sitk.GetArrayFromImage(resampled).astype(np.float32)
-    if model.spatial_dims == 2:
-        slices = hu.reshape(-1, *hu.shape[-2:])
-        batch = np.stack([normalize_ct(s, model.hu_window, soft_tissue_reference(s))
-                          for s in slices])
-        per_slice = _network_probabilities(model, batch)  # (slices, C, y, x)
-        probabilities = np.moveaxis(per_slice, 1, 0).reshape(-1, *hu.shape)
-    else:
-        normalized = normalize_ct(hu, model.hu_window, soft_tissue_reference(hu))
-        probabilities = _network_probabilities(model, normalized[None])[0]
-    return _back_to_grid(probabilities, resampled, image)
+
+def predict(model: EvaluatedModel, image: sitk.Image, truth: np.ndarray, device: torch.device
+            ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """(labels, probabilities (C, z, y, x), diagnostics) of a canonical ``image``."""
+    bundle = model.bundle
+    if model.mode == "stage":
+        references = slice_references(sitk.GetArrayFromImage(image), bundle.intensity_reference)
+        whole = ([0, 0, 0], list(image.GetSize()))
+        labels, probabilities = _fine_on_box(model, image, whole,
+                                             CoarseResult(image, None, None, references), device)
+        return labels, probabilities, {}
+    result = segment(image, model=bundle, device=str(device), fast=not model.tta_flip,
+                     keep_probabilities=True)
+    return result.labels, result.probabilities, stage_diagnostics(model, image, truth, device)
+
+
+def stage_diagnostics(model: EvaluatedModel, image: sitk.Image, truth: np.ndarray,
+                      device: torch.device) -> dict[str, float]:
+    """Per-stage figures of a cascade on a canonical ``image`` with labels ``truth``: the same
+    coarse pass as ``segment()``'s, and the fine stage given the box around the true pancreas
+    (see the module docstring)."""
+    bundle = model.bundle
+    overlap, margin = float(bundle.inference["sw_overlap"]), bundle.stage("fine").margin_mm
+    coarse = run_coarse(image, bundle, device, overlap)
+    true_pancreas = truth >= PANCREAS
+    coarse_box = box_around(coarse.grid, coarse.foreground, image, margin)
+    coarse_found = onto_input_grid(coarse.foreground.astype(np.uint8), coarse.grid, image,
+                                   is_label=True)
+    diagnostics = {"coarse_hit": float(bool((coarse_found & true_pancreas).any())),
+                   "box_coverage": _coverage(coarse_box, true_pancreas)}
+    true_box = box_around(image, true_pancreas, image, margin)
+    if true_box is not None:
+        true_box_labels, _ = _fine_on_box(model, image, true_box, coarse, device)
+        diagnostics["dice_true_box"] = _dice(true_box_labels >= PANCREAS, true_pancreas)
+    return diagnostics
+
+
+def _coverage(box: Box | None, mask: np.ndarray) -> float:
+    if not mask.any():
+        return float("nan")
+    if box is None:
+        return 0.0
+    lo, hi = box
+    inside = mask[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]].sum()
+    return float(inside / mask.sum())
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return float(2 * (a & b).sum() / total) if total else float("nan")
 
 
 def _slice_image(array: np.ndarray, spacing_xy: tuple[float, float]) -> sitk.Image:
-    image = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32))
-    image.SetSpacing([float(s) for s in spacing_xy])
+    """One axial slice as a canonical 3-D image one slice thick (what the engine makes of a
+    2-D input)."""
+    image = sitk.GetImageFromArray(np.asarray(array, dtype=np.float32)[None])
+    image.SetSpacing([float(spacing_xy[0]), float(spacing_xy[1]), 1.0])
     return image
 
 
 def labelled_cases(spec: Mapping[str, Any]):
-    """Yield ``(info, image, labels)``: slices of the slice sources, then each volume whole."""
+    """Yield ``(info, canonical image, labels (z, y, x))``: slices of the slice sources (one
+    slice thick), then each volume whole."""
     slice_spec = {key: spec[key] for key in SLICE_SOURCE_KEYS if key in spec}
     grey_to_hu = spec.get("grey_to_hu")
     mapping = None if not grey_to_hu else estimate_grey_mapping(
@@ -225,7 +211,7 @@ def labelled_cases(spec: Mapping[str, Any]):
             image, units = to_hu(image, mapping), "8bit-mapped-hu"
         info = {"source": sample.source, "case": sample.case, "patient": sample.patient,
                 "units": units}
-        yield info, _slice_image(image, spacing), sample.label
+        yield info, _slice_image(image, spacing), sample.label[None]
     for volume in volume_cases_from_spec(spec):
         if volume.label_path is None:
             raise InputError(f"{volume.image_path}: evaluation needs a label map for every case")
@@ -240,14 +226,20 @@ def labelled_cases(spec: Mapping[str, Any]):
 
 
 def evaluate_case(model: EvaluatedModel, image: sitk.Image, labels: np.ndarray,
-                  surface_tolerance_mm: float, uncertainty_threshold: float
-                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(metric rows per region, calibration row) of one case."""
-    probabilities = predict_probabilities(model, image)
-    predicted = probabilities.argmax(axis=0).astype(np.uint8)
+                  surface_tolerance_mm: float, uncertainty_threshold: float,
+                  device: torch.device) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(metric rows per region, calibration row) of one canonical case; a one-slice case is
+    scored as the 2-D slice it is."""
+    predicted, probabilities, diagnostics = predict(model, image, labels, device)
     spacing_array_order = tuple(reversed(image.GetSpacing()))
+    if labels.shape[0] == 1:
+        predicted, labels, probabilities = predicted[0], labels[0], probabilities[:, 0]
+        spacing_array_order = spacing_array_order[1:]
     rows = case_metrics(predicted, labels, spacing_array_order,
                         surface_tolerance_mm=surface_tolerance_mm)
+    for row in rows:
+        if row["region"] == "pancreas":
+            row.update(diagnostics)
     ece = expected_calibration_error(probabilities, labels)
     overlap = error_uncertainty_overlap(predicted, labels, normalized_entropy(probabilities),
                                         uncertainty_threshold)
@@ -276,14 +268,17 @@ def run_evaluation(model: str | Path, data_spec: str | Path | Mapping[str, Any],
     started = time.time()
     spec = read_data_spec(data_spec)
     settings = spec.get("evaluation", {}) or {}
-    loaded = load_model(model, settings.get("stage"), pick_device(device))
+    loaded = load_model(model)
     loaded.tta_flip = bool(settings.get("tta_flip", True))
+    torch_device = pick_device(device)
     tolerance = float(settings.get("surface_tolerance_mm", DEFAULT_SURFACE_TOLERANCE_MM))
-    threshold = float(settings.get("uncertainty_threshold", loaded.uncertainty_threshold))
+    threshold = float(settings.get("uncertainty_threshold",
+                                   loaded.bundle.inference["uncertainty_threshold"]))
     extra = dict(extra_columns or {})
     case_rows, calibration_rows = [], []
     for info, image, labels in labelled_cases(spec):
-        rows, calibration = evaluate_case(loaded, image, labels, tolerance, threshold)
+        rows, calibration = evaluate_case(loaded, image, labels, tolerance, threshold,
+                                          torch_device)
         case_rows += [{**extra, **info, **row} for row in rows]
         calibration_rows.append({**extra, **info, **calibration})
     if not case_rows:
@@ -297,7 +292,7 @@ def run_evaluation(model: str | Path, data_spec: str | Path | Mapping[str, Any],
     summary = summarize(case_rows, group, METRIC_NAMES)
     write_csv(summary, out / "summary.csv")
     write_markdown(summary, group, METRIC_NAMES, out / "summary.md",
-                   title=f"Evaluation of {loaded.origin} ({loaded.stage} stage)",
+                   title=f"Evaluation of {loaded.origin} ({loaded.stage})",
                    digits={"hd95_mm": 1})
     pancreas_rows = [row for row in case_rows if row["region"] == "pancreas"]
     for metric in ("dice", "hd95_mm"):
@@ -305,7 +300,8 @@ def run_evaluation(model: str | Path, data_spec: str | Path | Mapping[str, Any],
                  title=f"Pancreas {metric} per source")
     calibration_summary = summarize(calibration_rows, ("source",),
                                     ("ece_pancreas", "error_uncertainty_dice"))
-    result = {"model": loaded.origin, "stage": loaded.stage, "cases": len(calibration_rows),
+    result = {"model": loaded.origin, "mode": loaded.mode, "stage": loaded.stage,
+              "cases": len(calibration_rows),
               "tta_flip": loaded.tta_flip,
               "surface_tolerance_mm": tolerance, "uncertainty_threshold": threshold,
               "summary": summary, "calibration": calibration_summary,
