@@ -33,7 +33,9 @@ from PancreasSSLSegLib.outputs import (OUTPUT_SUFFIXES, TEMPORARY_PREFIX, case_i
                                        output_paths, write_case_outputs)
 
 CASES = ("case0", "case1", "case2", "case3")
-KILL_SEED = 20261125
+# New each run (so CI's random kills land at new moments); printed by every test that uses it,
+# and PANCREAS_SSL_KILL_SEED=<seed> replays a failure.
+KILL_SEED = int(os.environ.get("PANCREAS_SSL_KILL_SEED", random.SystemRandom().randrange(10**6)))
 # Kills at uniformly random times; CI runs one, a longer sweep sets this variable.
 RANDOM_KILLS = int(os.environ.get("PANCREAS_SSL_RANDOM_KILLS", "1"))
 PROCESS_LIMIT_S = 60
@@ -160,6 +162,7 @@ def kill_when_file_appears(process: subprocess.Popen, out_dir: Path, temporary: 
 
 def test_sigkill_at_random_points_then_resume_then_overwrite(inputs_dir, random_bundle,
                                                              tmp_path):
+    print(f"PANCREAS_SSL_KILL_SEED={KILL_SEED}")
     rng = random.Random(KILL_SEED)
     out_dir = tmp_path / "out"
     inputs = [inputs_dir / f"{case}.nii.gz" for case in CASES]
@@ -179,9 +182,9 @@ def test_sigkill_at_random_points_then_resume_then_overwrite(inputs_dir, random_
         code, _, err = finish(process)
         assert "Traceback" not in err
         landed.append((kind, code, assert_folder_consistent(out_dir)))
-    assert all(code == -signal.SIGKILL for _, code, _ in landed), landed
-    assert landed[1][2]["temporaries"] > 0  # that kill hit the writing step
-    assert landed[2][2]["cases_without_report"] > 0  # and that one the renames
+    assert all(code == -signal.SIGKILL for _, code, _ in landed), (KILL_SEED, landed)
+    assert landed[1][2]["temporaries"] > 0, KILL_SEED  # that kill hit the writing step
+    assert landed[2][2]["cases_without_report"] > 0, KILL_SEED  # and that one the renames
     print("kills:", landed)
 
     finished_before = {c for c in CASES if case_is_complete(out_dir, c)}
@@ -204,6 +207,7 @@ def test_sigkill_at_random_points_then_resume_then_overwrite(inputs_dir, random_
 
 
 def test_sigkill_at_random_times_during_overwrite_runs(inputs_dir, random_bundle, tmp_path):
+    print(f"PANCREAS_SSL_KILL_SEED={KILL_SEED}")
     rng = random.Random(KILL_SEED + 1)
     out_dir = tmp_path / "out"
     inputs = [inputs_dir / f"{case}.nii.gz" for case in CASES]
@@ -215,9 +219,40 @@ def test_sigkill_at_random_times_during_overwrite_runs(inputs_dir, random_bundle
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
         code, _, err = finish(process)
-        assert "Traceback" not in err and code in (0, -signal.SIGKILL), err
+        assert "Traceback" not in err and code in (0, -signal.SIGKILL), (KILL_SEED, err)
         outcomes.append((code, assert_folder_consistent(out_dir)))
     print("random kills (exit code, folder):", outcomes)
+
+
+def test_overwrite_killed_between_renames_leaves_no_old_report_beside_new_files(
+        inputs_dir, random_bundle, tmp_path):
+    """``--overwrite`` with another model over a finished case, killed right after the new
+    labels replaced the old ones (renames slowed as on a network share). The old report must be
+    gone by then (removed before the first rename): otherwise it would describe old labels beside
+    new ones. Deterministic, so CI catches a regression every run (random kills needed ~20)."""
+    from conftest import write_random_bundle
+
+    other = write_random_bundle(tmp_path / "other-model", seed=1)
+    out_dir = tmp_path / "out"
+    inputs = [inputs_dir / "case0.nii.gz"]
+    code, _, err = finish(start_cli(inputs, out_dir, random_bundle))
+    assert code == 0, err
+    labels = output_paths(out_dir, "case0")["labels"]
+    old_inode, old_sha = labels.stat().st_ino, sha256(labels)
+    process = start_cli(inputs, out_dir, other, "--overwrite", slow_renames=True)
+    while process.poll() is None:
+        if labels.exists() and labels.stat().st_ino != old_inode:  # first rename done
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.0005)
+    code, _, err = finish(process)
+    assert code == -signal.SIGKILL, err
+    assert sha256(labels) != old_sha  # the new model's labels are in place...
+    state = assert_folder_consistent(out_dir, cases=("case0",))
+    assert state == {"complete": 0, "temporaries": 5, "cases_without_report": 1}  # ...unclaimed
+    code, records, err = finish(start_cli(inputs, out_dir, other))  # a re-run completes it
+    assert code == 0 and records[-1]["cases"][0]["status"] == "ok", err
+    assert assert_folder_consistent(out_dir, cases=("case0",))["complete"] == 1
 
 
 def test_sigterm_while_writing_cleans_up_and_says_so(inputs_dir, random_bundle, tmp_path):
