@@ -43,6 +43,7 @@ from .errors import InputError, ResourceError
 # Longest suffix first, so "x.nii.gz" loses ".nii.gz" and not only ".gz".
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 POSITION_TAG, MODALITY_TAG, IMAGE_TYPE_TAG = "0020|0032", "0008|0060", "0008|0008"
+SOP_INSTANCE_TAG = "0008|0018"
 # A slice gap this far (relative) from the median gap means a missing or misplaced slice.
 SLICE_GAP_TOLERANCE = 0.1
 # Slices shifted sideways by more than this fraction of their gap (about 0.6 degrees) are tilted.
@@ -123,7 +124,10 @@ def read_image(path: str | Path, notes: list[str] | None = None,
     size = tuple(reader.GetSize())
     data_bytes = math.prod(size) * _bytes_per_voxel(reader.GetPixelID(),
                                                     reader.GetNumberOfComponents())
-    _check_declared_data(path, size, data_bytes)
+    # ITK reports float voxels for NIfTI data it will scale (scl_slope/scl_inter); the file holds
+    # the stored type (e.g. int16): compare the data with that.
+    stored_bytes = _nifti_stored_bytes(path) if path.name.lower().endswith(".nii") else None
+    _check_declared_data(path, size, data_bytes if stored_bytes is None else stored_bytes)
     _check_header_geometry(path.name, size, tuple(reader.GetSpacing()))
     check_read_memory(path.name, size, data_bytes)
     if check_size is not None:
@@ -141,7 +145,61 @@ def read_image(path: str | Path, notes: list[str] | None = None,
     except RuntimeError as error:
         reason = _itk_reason(error)
         raise InputError(f"{path.name}: cannot be read as an image ({reason})") from None
+    if notes is not None and path.name.lower().endswith((".nii", ".nii.gz")):
+        notes += _nifti_orientation_notes(path, image)
     return image if non_finite is None else _restore_non_finite(image, non_finite)
+
+
+def _nifti_header(path: Path) -> tuple[str, int, bytes] | None:
+    """(byte order, header size 348 or 540, header bytes) of a NIfTI-1/2 file, else ``None``."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(540)
+    except (EOFError, OSError, zlib.error):
+        return None
+    for order in "<>":
+        if len(header) >= 348:
+            size = struct.unpack(order + "i", header[:4])[0]
+            if size == 348 or (size == 540 and len(header) >= 540):
+                return order, size, header
+    return None
+
+
+def _nifti_stored_bytes(path: Path) -> int | None:
+    """Bytes of voxel data a NIfTI header declares in its stored type (dims x bitpix)."""
+    found = _nifti_header(path)
+    if found is None:
+        return None
+    order, size, header = found
+    if size == 348:
+        ndim, dims = struct.unpack(order + "h", header[40:42])[0], struct.unpack(order + "7h",
+                                                                                  header[42:56])
+        bitpix = struct.unpack(order + "h", header[72:74])[0]
+    else:
+        ndim, dims = struct.unpack(order + "q", header[16:24])[0], struct.unpack(order + "7q",
+                                                                                  header[24:80])
+        bitpix = struct.unpack(order + "h", header[14:16])[0]
+    if not 1 <= ndim <= 7 or min(dims[:ndim]) < 1 or bitpix <= 0 or bitpix % 8:
+        return None
+    return math.prod(dims[:ndim]) * bitpix // 8
+
+
+def _nifti_orientation_notes(path: Path, image: sitk.Image) -> list[str]:
+    """A note when a NIfTI header holds no orientation (qform_code = sform_code = 0, as ANALYZE
+    conversions write): ITK then assumes an identity direction, and left/right may be swapped."""
+    found = _nifti_header(path)
+    if found is None:
+        return []
+    order, size, header = found
+    codes = (struct.unpack(order + "2h", header[252:256]) if size == 348
+             else struct.unpack(order + "2i", header[344:352]))
+    if any(codes):
+        return []
+    return [f"{path.name}: the NIfTI header holds no orientation (qform_code and sform_code are "
+            f"0); read with direction {np.round(image.GetDirection(), 3).tolist()} and origin "
+            f"{np.round(image.GetOrigin(), 1).tolist()}: left/right and front/back may be wrong, "
+            "check the result's orientation"]
 
 
 def _check_header_geometry(name: str, size: tuple[int, ...], spacing: tuple[float, ...]) -> None:
@@ -453,8 +511,11 @@ def _read_dicom_folder(folder: Path, notes: list[str], check_size: SizeCheck | N
     # Localizers (scouts) are projections at other angles: never slices of the volume.
     slices = {uid: [h for h in found if h is not None and not h["localizer"]]
               for uid, found in headers.items()}
+    # The same instance twice (a PACS export copying a file under another name): read it once.
+    duplicates = {uid: _drop_repeated_instances(found) for uid, found in slices.items()}
     chosen = max(series, key=lambda uid: (any(h["modality"] == "CT" for h in slices[uid]),
                                           len(slices[uid])))
+    _sort_along_normal(slices[chosen])
     files = [h["file"] for h in slices[chosen]]
     if not files:
         raise InputError(f"{folder.name}: holds no readable slices, only localizer (scout) or "
@@ -462,10 +523,13 @@ def _read_dicom_folder(folder: Path, notes: list[str], check_size: SizeCheck | N
     if len(series) > 1:
         notes.append(f"{folder.name}: holds {len(series)} DICOM series; read the largest CT series "
                      f"{chosen or '(no UID)'} ({len(files)} slices)")
-    left_out = len(headers[chosen]) - len(files)
+    left_out = len(headers[chosen]) - len(files) - duplicates[chosen]
     if left_out:
         notes.append(f"{folder.name}: left out {left_out} localizer (scout) or unreadable "
                      "image(s) of the series read")
+    if duplicates[chosen]:
+        notes.append(f"{folder.name}: {duplicates[chosen]} file(s) repeat a slice already read "
+                     "(same SOP Instance UID or identical file); each slice was read once")
     first = slices[chosen][0]
     size = (*first["size"][:2], first["size"][2] * len(files))
     spacing = (*first["spacing"][:2], _header_slice_gap(slices[chosen], first["spacing"][2]))
@@ -507,7 +571,7 @@ def _dicom_header(file_name: str) -> dict | None:
         position = [float(v) for v in tag(POSITION_TAG).split("\\")]
     except ValueError:
         position = []
-    return {"file": file_name, "modality": tag(MODALITY_TAG),
+    return {"file": file_name, "modality": tag(MODALITY_TAG), "sop_uid": tag(SOP_INSTANCE_TAG),
             "localizer": "LOCALIZER" in tag(IMAGE_TYPE_TAG).upper(),
             "size": size if len(size) == 3 else (*size[:2], 1),
             "spacing": spacing if len(spacing) == 3 else (*spacing[:2], 1.0),
@@ -515,6 +579,43 @@ def _dicom_header(file_name: str) -> dict | None:
             if len(size) == 3 else None,
             "position": position if len(position) == 3 else None,
             "voxel_bytes": _bytes_per_voxel(reader.GetPixelID(), reader.GetNumberOfComponents())}
+
+
+def _drop_repeated_instances(headers: list[dict]) -> int:
+    """Keep the first file of each instance (in place): the same SOP Instance UID, or, without
+    UIDs (anonymised exports), a byte-identical file at the same position. Returns how many were
+    dropped; files that only share a position stay (the position check refuses them)."""
+    seen_uids, first_at, kept = set(), {}, []
+    for header in headers:
+        if header["sop_uid"]:
+            if header["sop_uid"] in seen_uids:
+                continue
+            seen_uids.add(header["sop_uid"])
+        position = tuple(header["position"]) if header["position"] is not None else None
+        earlier = first_at.get(position)
+        if earlier is not None and _same_bytes(earlier["file"], header["file"]):
+            continue
+        first_at.setdefault(position, header)
+        kept.append(header)
+    dropped = len(headers) - len(kept)
+    headers[:] = kept
+    return dropped
+
+
+def _sort_along_normal(headers: list[dict]) -> None:
+    """Order slices by position along their normal (in place). GDCM orders them so too, but falls
+    back to file names when positions repeat, which can scramble the volume."""
+    normal = headers[0]["normal"] if headers else None
+    if normal is not None and all(h["position"] is not None for h in headers):
+        headers.sort(key=lambda h: float(np.dot(h["position"], normal)))
+
+
+def _same_bytes(first: str, second: str) -> bool:
+    try:
+        return (os.path.getsize(first) == os.path.getsize(second)
+                and Path(first).read_bytes() == Path(second).read_bytes())
+    except OSError:
+        return False
 
 
 def _header_slice_gap(headers: list[dict], fallback_mm: float) -> float:
