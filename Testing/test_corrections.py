@@ -182,7 +182,7 @@ def test_writer_killed_at_random_moments_never_leaves_half_a_case(case, tmp_path
         writer = subprocess.Popen(
             [sys.executable, "-c", WRITER, str(root), str(tmp_path / "image.nrrd"),
              str(tmp_path / "labels.nrrd")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env)
+            text=True, encoding="utf-8", env=env)
         assert writer.stdout.readline().strip() == "ready", writer.stderr.read()
         time.sleep(rng.uniform(0.05, 0.6))
         writer.send_signal(signal.SIGKILL)
