@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .errors import BundleError, DeviceError, PancreasSSLSegError
 from .image_io import case_name, dicom_series_ids, is_image_file
-from .outputs import case_is_complete, write_case_outputs
+from .outputs import DICOM_SEG_KEY, case_is_complete, write_case_outputs
 from .progress import PROGRESS_KINDS, default_progress_kind, make_progress
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Segment each INPUT (a .nii/.nii.gz/.nrrd/.mha/.mhd file, a DICOM series folder, or a "
             "folder of those) and write <case>_labels.nii.gz, <case>_uncertainty.nii.gz, "
             "<case>_regions.nii.gz, <case>.seg.nrrd, <case>_report.json and <case>_preview.png "
-            "into OUTDIR."))
+            "into OUTDIR; for a DICOM series also <case>_seg.dcm (DICOM SEG referencing it)."))
     segment.add_argument("inputs", nargs="+", metavar="INPUT")
     segment.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
     segment.add_argument("--model", type=Path, metavar="BUNDLE",
@@ -212,7 +212,10 @@ def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: s
         result.report["case"] = case.name
         result.report["input"]["path"] = str(case.path)
         try:
-            paths = write_case_outputs(result, args.output, case.name)
+            dicom_folder = case.path if case.path.is_dir() else None
+            paths = write_case_outputs(result, args.output, case.name, dicom_folder=dicom_folder)
+            if dicom_folder is not None and DICOM_SEG_KEY not in paths:
+                print(f"warning: {case.name}: {result.report['warnings'][-1]}", file=sys.stderr)
         except OSError as error:  # full disk, read-only or unwritable folder: not a bug
             progress.close("error")
             return _failed(case, f"could not write its outputs in {args.output}: "

@@ -12,6 +12,11 @@ Several processes may write into one folder at once (two CLI runs, the Slicer mo
 batch): temporary names carry the writer's process id and a random token, only temporaries whose
 process is gone are removed as stale, and on POSIX the rename step holds an exclusive ``flock`` on
 the folder, so one case's six files always come from one writer.
+
+When the input was a DICOM series folder, a seventh file ``<case>_seg.dcm`` (DICOM SEG referencing
+that series, :mod:`.dicom_seg`) is written with the others and listed in the report's
+``outputs``; when the series cannot be referenced (anonymised UIDs, no slice-for-slice match) the
+case's report gets a warning instead, and an older ``_seg.dcm`` of the case is removed.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ OUTPUT_SUFFIXES = {
     "preview": "_preview.png",
     "report": "_report.json",
 }
+# Written only for DICOM series input (see the module docstring); not needed for a case to count
+# as finished unless its report lists it.
+DICOM_SEG_KEY, DICOM_SEG_SUFFIX = "dicom_seg", "_seg.dcm"
 TEMPORARY_PREFIX = ".partial-"
 # Slicer's terminology context for general anatomy: lets Slicer show the codes' names and icons.
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
@@ -58,21 +66,41 @@ def output_paths(out_dir: str | Path, case: str) -> dict[str, Path]:
     return {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
 
 
+def dicom_seg_path(out_dir: str | Path, case: str) -> Path:
+    """Final path of the DICOM SEG of ``case`` (written for DICOM series input only)."""
+    return Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
+
+
 def case_is_complete(out_dir: str | Path, case: str) -> bool:
-    """All six outputs of ``case`` exist (a finished case; skipped when a batch resumes)."""
-    return all(path.is_file() for path in output_paths(out_dir, case).values())
+    """All six outputs of ``case`` exist, and every other file its report lists (the DICOM SEG):
+    a finished case, skipped when a batch resumes."""
+    paths = output_paths(out_dir, case)
+    if not all(path.is_file() for path in paths.values()):
+        return False
+    try:
+        listed = json.loads(paths["report"].read_text(encoding="utf-8")).get("outputs", {})
+        names = [record["file"] for record in listed.values()]
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return False
+    return all((Path(out_dir) / Path(str(name)).name).is_file() for name in names)
 
 
-def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path]:
+def write_case_outputs(result, out_dir: str | Path, case: str,
+                       dicom_folder: str | Path | None = None) -> dict[str, Path]:
     """Write ``result``'s six files for ``case`` into ``out_dir``; returns their paths.
 
     ``result`` is a ``SegmentationResult`` (``labels``, ``uncertainty``, ``regions`` arrays on the
     input grid, ``report`` dict, ``image``, ``to_sitk``). Existing files of the case are replaced.
+    ``dicom_folder``: the DICOM series the result was read from; adds ``<case>_seg.dcm`` (key
+    ``dicom_seg``), or, when it cannot be made, a warning in ``result.report["warnings"]``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = output_paths(out_dir, case)
-    _remove_stale_temporaries(final)
+    segmentation = _dicom_seg(result, dicom_folder) if dicom_folder is not None else None
+    if segmentation is not None:  # before the report, which is renamed last
+        final = {DICOM_SEG_KEY: dicom_seg_path(out_dir, case), **final}
+    _remove_stale_temporaries({**final, DICOM_SEG_KEY: dicom_seg_path(out_dir, case)})
     owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     # The temporary name keeps the real suffix: the writers pick the format from it.
     temporary = {key: path.with_name(f"{TEMPORARY_PREFIX}{owner}-{path.name}")
@@ -84,6 +112,7 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
         "regions": lambda path: _write_volume(result, result.regions, sitk.sitkInt32, path),
         "segmentation": lambda path: write_seg_nrrd(result, path),
         "preview": lambda path: _write_preview(result, path),
+        DICOM_SEG_KEY: lambda path: segmentation.save_as(str(path)),
         "report": lambda path: _write_report(
             {**result.report, "outputs": _file_records(temporary, final)}, path),
     }
@@ -92,11 +121,29 @@ def write_case_outputs(result, out_dir: str | Path, case: str) -> dict[str, Path
             writers[key](path)
         with _folder_lock(out_dir):
             _rename_into_place(temporary, final)
+            if segmentation is None:  # an older run's SEG would not match the new labels
+                dicom_seg_path(out_dir, case).unlink(missing_ok=True)
     except BaseException:
         for path in temporary.values():
             path.unlink(missing_ok=True)
         raise
     return final
+
+
+def _dicom_seg(result, folder: str | Path):
+    """The DICOM SEG of ``result`` (a highdicom ``Segmentation``), or ``None`` with a warning
+    appended to ``result.report["warnings"]``."""
+    try:
+        from .dicom_seg import DicomSegUnavailable, build_dicom_seg
+    except ImportError as error:  # a Slicer Python installed before highdicom was required
+        reason = f"highdicom is not installed ({error})"
+    else:
+        try:
+            return build_dicom_seg(result, folder)
+        except DicomSegUnavailable as error:
+            reason = str(error)
+    result.report.setdefault("warnings", []).append(f"DICOM SEG not written: {reason}")
+    return None
 
 
 def _rename_into_place(temporary: dict[str, Path], final: dict[str, Path]) -> None:
