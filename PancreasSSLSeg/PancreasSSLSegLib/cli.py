@@ -68,6 +68,19 @@ def expand_inputs(inputs: list[str]) -> list[Case]:
     return [Case(path, case_name(path)) for path in paths]
 
 
+def select_part(cases: list[Case], num_parts: int, part_id: int) -> list[Case]:
+    """The cases of part ``part_id`` (0-based) of ``num_parts``: the distinct case names, sorted,
+    are dealt out in turn (name i → part i mod ``num_parts``), and each case goes with its name.
+
+    Deterministic for a given set of inputs whatever their order, so processes started with the
+    same INPUTs and different part ids (a Slurm job array, one process per GPU) cover every case
+    once with no coordinator; cases sharing a name stay in one part, where the second is refused
+    as today, so two parts never write the same output files."""
+    names = sorted({case.name for case in cases})
+    mine = {name for index, name in enumerate(names) if index % num_parts == part_id}
+    return [case for case in cases if case.name in mine]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pancreas-ssl-seg", epilog=EXIT_CODES_HELP,
@@ -99,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="bar (default on a terminal), json lines on stdout, or none")
     segment.add_argument("--overwrite", action="store_true",
                          help="segment again cases whose outputs already exist")
+    segment.add_argument("--num-parts", type=_positive_int, default=1, metavar="N",
+                         help="split the cases into N parts (by sorted case name) and segment only "
+                              "part --part-id: run N processes (a job array, one per GPU) with the "
+                              "same INPUTs and OUTDIR to cover a cohort")
+    segment.add_argument("--part-id", type=_non_negative_int, default=0, metavar="I",
+                         help="which part to segment, 0 .. N-1 (default 0)")
     segment.set_defaults(handler=run_segment)
 
     info = commands.add_parser("info", help="describe a model bundle",
@@ -108,6 +127,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="model bundle folder (default: the shipped model)")
     info.set_defaults(handler=run_info)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not 0 or more")
+    return value
 
 
 def _fraction(text: str) -> float:
@@ -127,7 +160,11 @@ def use_utf8_output() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     use_utf8_output()
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "segment" and args.part_id >= args.num_parts:
+        parser.error(f"--part-id {args.part_id} is not below --num-parts {args.num_parts} "
+                     "(parts are numbered 0 .. N-1)")  # exit 2
     try:
         with _sigterm_as_interrupt():
             return args.handler(args)
@@ -181,6 +218,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict]:
     cases = expand_inputs(args.inputs)
+    if args.num_parts > 1:
+        cases = select_part(cases, args.num_parts, args.part_id)
     bundle = _load_bundle(args.model)
     outcomes: list[dict[str, Any]] = []
     seen: dict[str, Path] = {}

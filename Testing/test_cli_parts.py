@@ -1,0 +1,134 @@
+"""Cohort parts: ``segment INPUT... --num-parts N --part-id I`` (issue 14, item 2).
+
+The split is checked on its own (disjoint, complete, independent of the input order, same-named
+cases kept together) and through real concurrent CLI processes writing into one folder; the
+pipeline is the CLI tests' stand-in (``test_cli.FakeSegment``), the model does not matter here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import REPO_ROOT
+
+from PancreasSSLSegLib import cli
+from PancreasSSLSegLib.outputs import case_is_complete
+
+TESTING = Path(__file__).resolve().parent
+# One CLI process with the stand-in pipeline: the real argument parsing, split, skip and writing.
+DRIVER = f"""
+import sys
+sys.path[:0] = [{str(TESTING)!r}]
+from test_cli import FakeSegment
+from test_outputs import write_fake_preview
+from PancreasSSLSegLib import cli, outputs
+cli._segment = FakeSegment()
+outputs._write_preview = write_fake_preview
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def write_cases(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(count):
+        image = sitk.GetImageFromArray(rng.normal(40, 30, (4, 12, 14)).astype(np.int16))
+        image.SetSpacing((1.5, 1.5, 3.0))
+        path = folder / f"case{index:02d}.nii.gz"
+        sitk.WriteImage(image, str(path))
+        paths.append(path)
+    return paths
+
+
+def cases_of(names: list[str], folder: Path = Path("/data")) -> list[cli.Case]:
+    return [cli.Case(folder / f"{name}.nii.gz", name) for name in names]
+
+
+@pytest.mark.parametrize("num_parts", [1, 2, 3, 7, 12])
+def test_parts_are_disjoint_cover_every_case_and_ignore_input_order(num_parts):
+    names = [f"p{i:03d}" for i in range(10)]
+    cases = cases_of(names)
+    parts = [cli.select_part(cases, num_parts, part) for part in range(num_parts)]
+    owners = {name: [p for p, part in enumerate(parts) if name in {c.name for c in part}]
+              for name in names}
+    assert all(len(found) == 1 for found in owners.values()), owners
+    sizes = [len(part) for part in parts]
+    assert max(sizes) - min(sizes) <= 1  # balanced: at most one case more than another part
+    shuffled = cases[:]
+    random.Random(num_parts).shuffle(shuffled)
+    for part in range(num_parts):
+        assert {c.name for c in cli.select_part(shuffled, num_parts, part)} == {
+            c.name for c in parts[part]}
+
+
+def test_cases_sharing_a_name_go_to_one_part():
+    cases = cases_of(["a", "b", "c", "d"]) + cases_of(["b"], Path("/other"))
+    parts = [cli.select_part(cases, 2, part) for part in range(2)]
+    holding_b = [p for p, part in enumerate(parts) if any(c.name == "b" for c in part)]
+    assert len(holding_b) == 1
+    assert sorted(str(c.path) for c in parts[holding_b[0]] if c.name == "b") == [
+        "/data/b.nii.gz", "/other/b.nii.gz"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--num-parts", "2", "--part-id", "2"], "--part-id 2 is not below --num-parts 2"),
+    (["--num-parts", "0"], "0 is not a positive integer"),
+    (["--part-id", "-1"], "-1 is not 0 or more"),
+    (["--part-id", "1"], "--part-id 1 is not below --num-parts 1"),
+])
+def test_bad_part_arguments_exit_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["segment", str(tmp_path), "-o", str(tmp_path / "out"), *argv])
+    assert stopped.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_two_parts_running_at_once_into_one_folder_complete_every_case(tmp_path, random_bundle):
+    inputs = write_cases(tmp_path / "in", 5)
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "PancreasSSLSeg")}
+
+    def start(part: int, *extra: str) -> subprocess.Popen:
+        # the folder as INPUT for one part, the files for the other: the same expanded cases
+        given = [str(tmp_path / "in")] if part == 0 else [str(p) for p in reversed(inputs)]
+        return subprocess.Popen(
+            [sys.executable, "-c", DRIVER, "segment", *given, "-o", str(out), "--model",
+             str(random_bundle), "--progress", "json", "--num-parts", "2", "--part-id", str(part),
+             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+    processes = [start(0), start(1)]
+    done = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr.decode("utf-8", "replace")
+        done.append(json.loads(stdout.decode("utf-8").splitlines()[-1]))
+    written = [{c["case"] for c in d["cases"] if c["status"] == "ok"} for d in done]
+    assert not written[0] & written[1]
+    assert written[0] | written[1] == {p.name[:-7] for p in inputs}
+    assert all(case_is_complete(out, p.name[:-7]) for p in inputs)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporaries left
+    for case in written[1]:
+        report = json.loads((out / f"{case}_report.json").read_text(encoding="utf-8"))
+        assert report["case"] == case
+
+    # Resume: part 1 again skips its cases; --overwrite segments them again, part 0's untouched.
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = start(1)
+    stdout, _ = again.communicate(timeout=600)
+    last = json.loads(stdout.decode("utf-8").splitlines()[-1])
+    assert (last["cases_ok"], last["cases_skipped"]) == (0, len(written[1]))
+    redo = start(1, "--overwrite")
+    stdout, _ = redo.communicate(timeout=600)
+    assert json.loads(stdout.decode("utf-8").splitlines()[-1])["cases_ok"] == len(written[1])
+    after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    changed = {name.split("_")[0].split(".")[0] for name in after if after[name] != before[name]}
+    assert changed == written[1]
