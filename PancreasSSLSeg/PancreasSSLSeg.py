@@ -59,6 +59,7 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         self.timer.timeout.connect(self.onTimer)
         self.currentRegionId = None
         self.ui.deviceComboBox.addItems([_("Auto"), _("GPU"), _("CPU")])
+        self.populateModels()
         self.ui.uncertaintyThresholdSlider.value = 0.5
         self.ui.applyButton.clicked.connect(self.onApplyOrCancel)
         self.ui.uncertaintyCheckBox.toggled.connect(self.ui.uncertaintyThresholdSlider.setEnabled)
@@ -74,6 +75,29 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         self.nextShortcut = qt.QShortcut(qt.QKeySequence("N"), slicer.util.mainWindow())
         self.nextShortcut.activated.connect(self.onNextRegion)
         self.updateReviewPanel()
+
+    def populateModels(self):
+        """The model list: installed bundles (as `pancreas-ssl-seg models` lists them), then
+        "Bundle folder..." for the path field; the first shipped model selected."""
+        self.modelEntries = self.logic.availableModels()
+        combo = self.ui.modelComboBox
+        combo.clear()
+        for entry in self.modelEntries:
+            combo.addItem(f"{entry.label} ({entry.source})")
+        combo.addItem(_("Bundle folder..."))
+        shipped = [i for i, e in enumerate(self.modelEntries) if e.source == "shipped"]
+        combo.currentIndex = shipped[0] if shipped else 0
+        combo.currentIndexChanged.connect(self.onModelChoice)
+        self.onModelChoice(combo.currentIndex)
+
+    def onModelChoice(self, index):
+        self.ui.modelPathLineEdit.setEnabled(index >= len(self.modelEntries))
+
+    def selectedModel(self):
+        index = self.ui.modelComboBox.currentIndex
+        if 0 <= index < len(self.modelEntries):
+            return str(self.modelEntries[index].path)
+        return self.ui.modelPathLineEdit.currentPath or None
 
     def cleanup(self):
         self.logic.cancel()
@@ -108,7 +132,7 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         device = {0: "auto", 1: "cuda", 2: "cpu"}[self.ui.deviceComboBox.currentIndex]
         with slicer.util.tryWithErrorDisplay(_("Could not start the segmentation."), waitCursor=True):
             self.logic.process(
-                inputVolume, output, model=self.ui.modelPathLineEdit.currentPath or None,
+                inputVolume, output, model=self.selectedModel(),
                 device=device, fast=self.ui.fastCheckBox.checked,
                 uncertainty=self.ui.uncertaintyCheckBox.checked,
                 uncertaintyThreshold=self.ui.uncertaintyThresholdSlider.value,
@@ -240,6 +264,14 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     def isRunning(self):
         return self._run is not None
+
+    @staticmethod
+    def availableModels():
+        """Installed model bundles (``PancreasSSLSegLib.catalogue`` entries: ``label``, ``path``,
+        ``source``, ...), the list the CLI's ``models`` command prints; metadata only, no torch."""
+        from PancreasSSLSegLib.catalogue import list_models
+
+        return [entry for entry in list_models() if entry.problem is None]
 
     def engineArguments(self, inputs, outputDir, model=None, device="auto", fast=False,
                         uncertainty=True, uncertaintyThreshold=None):

@@ -98,8 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
             "into OUTDIR; for a DICOM series also <case>_seg.dcm (DICOM SEG referencing it)."))
     segment.add_argument("inputs", nargs="+", metavar="INPUT")
     segment.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR")
-    segment.add_argument("--model", type=Path, metavar="BUNDLE",
-                         help="model bundle folder (default: the shipped model)")
+    segment.add_argument("--model", metavar="BUNDLE",
+                         help="model bundle folder, or the name of an installed model (see "
+                              "`models`; default: the shipped model)")
     segment.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     segment.add_argument("--fast", action="store_true",
                          help="fewer test-time augmentations: faster, rougher uncertainty")
@@ -123,9 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a model bundle",
                                epilog=EXIT_CODES_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    info.add_argument("--model", type=Path, metavar="BUNDLE",
-                      help="model bundle folder (default: the shipped model)")
+    info.add_argument("--model", metavar="BUNDLE",
+                      help="model bundle folder or installed model name (default: the shipped "
+                           "model)")
     info.set_defaults(handler=run_info)
+
+    models = commands.add_parser(
+        "models", help="list the installed model bundles",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description=(
+            "List the model bundles installed in the user's models folders ($PANCREAS_SSL_SEG_MODELS, "
+            "several separated by the path separator, else ~/.pancreas-ssl-seg/models) and the "
+            "shipped ones, with name, version, licence, stages and measured figures. Install a "
+            "bundle by copying its folder there; select it with --model NAME (or NAME@VERSION)."))
+    models.add_argument("--json", action="store_true", help="one JSON list on stdout")
+    models.add_argument("--validate", action="store_true",
+                        help="also load each bundle (weights' SHA-256, tensor names and shapes)")
+    models.set_defaults(handler=run_models)
     return parser
 
 
@@ -274,10 +288,12 @@ def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: s
 
 
 # torch (seconds to import) is imported only when a command needs it: --help stays instant.
-def _load_bundle(path: Path | None) -> ModelBundle:
+def _load_bundle(model: str | None) -> ModelBundle:
+    """``--model``: a bundle folder, an installed model's name, or ``None`` (the shipped one)."""
     from .bundle import load_bundle
+    from .catalogue import resolve_model
 
-    return load_bundle(path)
+    return load_bundle(resolve_model(model))
 
 
 def _segment(image, **options):
@@ -323,6 +339,60 @@ def run_info(args: argparse.Namespace) -> int:
     bundle = _load_bundle(args.model)
     print(format_bundle_info(bundle))
     return EXIT_OK
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from .catalogue import list_models, user_model_dirs
+
+    entries = list_models()
+    checks = {}
+    if args.validate:
+        for entry in entries:
+            if entry.problem is None:
+                try:
+                    _load_bundle(str(entry.path))
+                    checks[entry.path] = "ok"
+                except PancreasSSLSegError as error:
+                    checks[entry.path] = str(error)
+    if args.json:
+        print(json.dumps([{**e.as_dict(), **({"validation": checks[e.path]} if e.path in checks
+                                             else {})} for e in entries], indent=2))
+    else:
+        print(format_catalogue(entries, checks, user_model_dirs()))
+    bad = [e for e in entries if e.problem is not None or checks.get(e.path, "ok") != "ok"]
+    return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def format_catalogue(entries, checks: dict, user_dirs: list[Path]) -> str:
+    lines = [f"user models folder(s): {', '.join(str(d) for d in user_dirs)}"]
+    if not entries:
+        lines.append("no model bundles installed")
+    for entry in entries:
+        lines.append("")
+        if entry.problem is not None:
+            lines += [f"{entry.name}  (unreadable, {entry.source})", f"  path:     {entry.path}",
+                      f"  problem:  {entry.problem}"]
+            continue
+        lines += [f"{entry.label}  ({entry.source})", f"  path:     {entry.path}",
+                  f"  licence:  {entry.license}"]
+        for name, stage in entry.stages.items():
+            lines.append(f"  {name + ':':<9} {stage['spatial_dims']}-D, spacing "
+                         f"{stage['spacing_mm']} mm, patch {stage['patch_size']}")
+        figures = [(key, value) for key, value in _flatten(entry.metrics)
+                   if _is_number_text(value)]
+        lines.append("  figures:" if figures else "  figures:  none recorded")
+        lines += [f"    {key}: {value}" for key, value in figures]
+        if entry.path in checks:
+            lines.append(f"  check:    {checks[entry.path]}")
+    return "\n".join(lines)
+
+
+def _is_number_text(value: str) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def format_bundle_info(bundle: ModelBundle) -> str:
