@@ -181,3 +181,13 @@ def test_cli_segments_a_2d_file_into_one_slice_outputs(tmp_path, random_bundle):
     assert labels.GetSize() == (110, 96, 1)
     assert labels.GetSpacing()[:2] == pytest.approx((0.8, 0.7))
     assert (tmp_path / "out" / "slice_preview.png").is_file()
+
+
+def test_coarse_organ_by_argmax_or_by_an_organ_probability_threshold():
+    probabilities = np.zeros((3, 1, 1, 4), np.float32)
+    probabilities[:, 0, 0] = [[0.5, 0.7, 0.9, 0.2], [0.4, 0.2, 0.05, 0.3], [0.1, 0.1, 0.05, 0.5]]
+    organ = cascade.coarse_organ
+    assert organ(probabilities, {}).ravel().tolist() == [False, False, False, True]
+    assert organ(probabilities, {"coarse_organ_threshold": 0.3}).ravel().tolist() == \
+        [True, True, False, True]
+

@@ -10,7 +10,7 @@ import torch
 from PancreasSSLSegLib.bundle import load_bundle
 from PancreasSSLSegLib.errors import BundleError
 from PancreasSSLSegLib.networks import build_network
-from pancreas_ssl_training.checkpoint import CheckpointError, save_checkpoint
+from pancreas_ssl_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pancreas_ssl_training.config import resolve_config
 from pancreas_ssl_training.export import export_bundle
 
@@ -108,4 +108,22 @@ def test_export_refuses_stages_of_mixed_dimensions(tmp_path):
                     progress={"stage": "fine", "iteration": 1, "completed": ["coarse", "fine"]})
     with pytest.raises(BundleError, match="all be 2-D or all 3-D"):
         export_bundle(tmp_path / "ckpt", tmp_path / "bundle")
+
+
+def test_half_precision_export_halves_the_file_and_loads_as_float32(tmp_path):
+    states = write_checkpoint(tmp_path / "ckpt")
+    full = export_bundle(tmp_path / "ckpt", tmp_path / "full")
+    checkpoint = load_checkpoint(tmp_path / "ckpt")
+    checkpoint.config["export"]["weights_dtype"] = "float16"
+    save_checkpoint(tmp_path / "ckpt16", config=checkpoint.config,
+                    network_states=checkpoint.network_states, progress=checkpoint.progress)
+    half = export_bundle(tmp_path / "ckpt16", tmp_path / "half")
+    size = lambda p: (p / "model.safetensors").stat().st_size  # noqa: E731
+    assert size(half) < 0.6 * size(full)
+    bundle = load_bundle(half)
+    assert bundle.metadata["weights"]["dtype"] == "float16"
+    for stage in ("coarse", "fine"):
+        for key, value in bundle.stage_weights[stage].items():
+            assert value.dtype == torch.float32
+            assert torch.equal(value, states[stage][key].half().float())
 

@@ -48,7 +48,8 @@ INTENSITY_REFERENCES = ("slice", "scan")
 # Optional keys (absent: the behaviour of bundles that predate them, see cascade.py).
 INFERENCE_RANGES = {"min_component_fraction": (0, 1), "lesion_dilation_mm": (0, 100),
                     "sw_overlap": (0, 0.95), "region_min_volume_ml": (0, 1000),
-                    "coarse_component_fraction": (0, 1), "lesion_probability_threshold": (0, 1),
+                    "coarse_component_fraction": (0, 1), "coarse_organ_threshold": (0, 1),
+                    "lesion_probability_threshold": (0, 1),
                     "lesion_min_area_mm2": (0, 10000)}
 MAX_TTA_FLIPS = 8
 MAX_MC_DROPOUT_SAMPLES = 64
@@ -392,8 +393,9 @@ def _check_declared_tensors(declared: dict[str, tuple[tuple, str]],
         want_shape, want_dtype = expected[key]
         _require(shape == want_shape, path, f"{WEIGHTS_FILE}: {key} has shape {_short(shape)}, "
                  f"the network needs {want_shape}")
-        _require(dtype == want_dtype, path, f"{WEIGHTS_FILE}: {key} has dtype {_short(dtype)}, "
-                 f"expected {want_dtype}")
+        _require(dtype == want_dtype or (want_dtype, dtype) == ("F32", "F16"), path,
+                 f"{WEIGHTS_FILE}: {key} has dtype {_short(dtype)}, expected {want_dtype}"
+                 + (" or F16" if want_dtype == "F32" else ""))
 
 
 def _load_weights(path: Path, metadata: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
@@ -410,7 +412,9 @@ def _load_weights(path: Path, metadata: dict[str, Any]) -> dict[str, dict[str, t
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise _fail(path, f"{WEIGHTS_FILE} is not a valid safetensors file "
                     f"({_short(str(exc), 120)})") from None
-    return {stage: {k[len(stage) + 1:]: v for k, v in tensors.items() if k.startswith(f"{stage}.")}
+    # Half-precision weights (half the file) are computed with in float32 like all others.
+    return {stage: {k[len(stage) + 1:]: v.float() if v.dtype == torch.float16 else v
+                    for k, v in tensors.items() if k.startswith(f"{stage}.")}
             for stage in STAGES}
 
 
@@ -438,11 +442,13 @@ def load_bundle(path: str | os.PathLike | None = None) -> ModelBundle:
 
 
 def save_bundle(out_dir: str | os.PathLike, metadata: dict[str, Any],
-                stage_state_dicts: dict[str, dict[str, torch.Tensor]], model_card: str) -> Path:
+                stage_state_dicts: dict[str, dict[str, torch.Tensor]], model_card: str,
+                half_precision: bool = False) -> Path:
     """Write a bundle atomically (temporary folder, then rename) and return its path.
 
     ``metadata`` needs every key but ``weights``, which is filled in here. The written bundle is
     loaded back once, so a bundle that this engine would refuse is never left behind.
+    ``half_precision`` stores float32 tensors as float16 (half the file; loaded as float32).
     """
     out_dir = Path(out_dir)
     if out_dir.exists():
@@ -452,9 +458,12 @@ def save_bundle(out_dir: str | os.PathLike, metadata: dict[str, Any],
     try:
         tensors = {f"{stage}.{key}": value.detach().cpu().contiguous()
                    for stage in STAGES for key, value in stage_state_dicts[stage].items()}
+        if half_precision:
+            tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))
         metadata = {**metadata, "weights": {"file": WEIGHTS_FILE,
-                                            "sha256": sha256_of(tmp / WEIGHTS_FILE)}}
+                                            "sha256": sha256_of(tmp / WEIGHTS_FILE),
+                                            "dtype": "float16" if half_precision else "float32"}}
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(model_card, encoding="utf-8")
         load_bundle(tmp)

@@ -72,11 +72,21 @@ def run_coarse(canonical: sitk.Image, bundle: ModelBundle, device: torch.device,
     references = slice_references(hu, bundle.intensity_reference)
     probabilities = predict_stage(bundle, "coarse", normalized(hu, bundle, references), device,
                                   flips=[[]], overlap=overlap)
-    # The box covers the largest organ component and those at least this fraction of it: on
-    # one slice a pancreas often shows as separate head and tail.
-    fraction = float(bundle.inference.get("coarse_component_fraction", 1.0))
-    foreground = major_components(probabilities.argmax(axis=0) >= PANCREAS, fraction)
+    foreground = major_components(coarse_organ(probabilities, bundle.inference),
+                                  float(bundle.inference.get("coarse_component_fraction", 1.0)))
     return CoarseResult(grid, probabilities, foreground, references)
+
+
+def coarse_organ(probabilities: np.ndarray, inference: dict) -> np.ndarray:
+    """Where the coarse stage sees the organ: the argmax's pancreas or lesion, or, with
+    ``coarse_organ_threshold`` t, wherever P(pancreas) + P(lesion) reaches t (a lower t finds
+    more of a faint pancreas for the box). The box then covers the largest component and those
+    at least ``coarse_component_fraction`` of it (on one slice a pancreas often shows as
+    separate head and tail)."""
+    threshold = inference.get("coarse_organ_threshold")
+    if threshold is None:
+        return probabilities.argmax(axis=0) >= PANCREAS
+    return probabilities[0] <= 1.0 - float(threshold)
 
 
 def box_around(grid: sitk.Image, mask: np.ndarray, canonical: sitk.Image,

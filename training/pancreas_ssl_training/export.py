@@ -178,4 +178,5 @@ def export_bundle(checkpoint_paths: str | Path | list[str | Path], out_dir: str 
         config, {name: c.network_states[name] for name, c in sources.items()},
         provenance(sources, paths), metrics)
     card = model_card(metadata, config["export"].get("card_text", ""))
-    return save_bundle(out_dir, metadata, weights, card)
+    return save_bundle(out_dir, metadata, weights, card,
+                       half_precision=config["export"].get("weights_dtype") == "float16")
