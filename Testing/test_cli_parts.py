@@ -19,6 +19,8 @@ import pytest
 import SimpleITK as sitk
 from conftest import REPO_ROOT
 
+from test_cli import fake_segment, run  # noqa: F401 (fixture)
+
 from PancreasSSLSegLib import cli
 from PancreasSSLSegLib.outputs import case_is_complete
 
@@ -92,18 +94,20 @@ def test_bad_part_arguments_exit_2(argv, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
-def test_two_parts_running_at_once_into_one_folder_complete_every_case(tmp_path, random_bundle):
+def test_two_parts_running_at_once_into_one_folder_complete_every_case(capsys, tmp_path,
+                                                                       random_bundle,
+                                                                       fake_segment):
     inputs = write_cases(tmp_path / "in", 5)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "PancreasSSLSeg")}
 
-    def start(part: int, *extra: str) -> subprocess.Popen:
+    def start(part: int) -> subprocess.Popen:
         # the folder as INPUT for one part, the files for the other: the same expanded cases
         given = [str(tmp_path / "in")] if part == 0 else [str(p) for p in reversed(inputs)]
         return subprocess.Popen(
             [sys.executable, "-c", DRIVER, "segment", *given, "-o", str(out), "--model",
-             str(random_bundle), "--progress", "json", "--num-parts", "2", "--part-id", str(part),
-             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             str(random_bundle), "--progress", "json", "--num-parts", "2", "--part-id", str(part)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
     processes = [start(0), start(1)]
     done = []
@@ -121,14 +125,16 @@ def test_two_parts_running_at_once_into_one_folder_complete_every_case(tmp_path,
         assert report["case"] == case
 
     # Resume: part 1 again skips its cases; --overwrite segments them again, part 0's untouched.
+    # (In this process, with the same stand-in: the concurrency above needed real processes.)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    again = start(1)
-    stdout, _ = again.communicate(timeout=600)
-    last = json.loads(stdout.decode("utf-8").splitlines()[-1])
-    assert (last["cases_ok"], last["cases_skipped"]) == (0, len(written[1]))
-    redo = start(1, "--overwrite")
-    stdout, _ = redo.communicate(timeout=600)
-    assert json.loads(stdout.decode("utf-8").splitlines()[-1])["cases_ok"] == len(written[1])
+    given = [str(p) for p in inputs]
+    common = ["--model", str(random_bundle), "--progress", "json", "--num-parts", "2",
+              "--part-id", "1"]
+    code, stdout, _ = run(capsys, "segment", *given, "-o", out, *common)
+    last = json.loads(stdout.splitlines()[-1])
+    assert (code, last["cases_ok"], last["cases_skipped"]) == (0, 0, len(written[1]))
+    code, stdout, _ = run(capsys, "segment", *given, "-o", out, *common, "--overwrite")
+    assert (code, json.loads(stdout.splitlines()[-1])["cases_ok"]) == (0, len(written[1]))
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     changed = {name.split("_")[0].split(".")[0] for name in after if after[name] != before[name]}
     assert changed == written[1]
