@@ -217,6 +217,13 @@ def _check_stage(name: str, spec: Any, path: Path) -> None:
                  "stages.fine.margin_mm must be a number in 0..200")
 
 
+def _check_scales(inference: dict, path: Path) -> None:
+    scales = inference.get("tta_scales", [1.0])
+    _require(isinstance(scales, list) and 1 <= len(scales) <= MAX_TTA_FLIPS
+             and all(_is_number(s) and 0.5 <= s <= 2.0 for s in scales), path,
+             f"inference.tta_scales must be 1..{MAX_TTA_FLIPS} numbers in 0.5..2")
+
+
 def _is_flip(axes: Any) -> bool:
     return (isinstance(axes, list) and all(_is_int(a) and 0 <= a <= 2 for a in axes)
             and len(set(axes)) == len(axes))
@@ -230,6 +237,7 @@ def _check_inference(inference: Any, path: Path) -> None:
     _require(isinstance(flips, list) and 1 <= len(flips) <= MAX_TTA_FLIPS
              and all(_is_flip(axes) for axes in flips), path,
              f"inference.tta_flips must be 1..{MAX_TTA_FLIPS} lists of distinct array axes 0..2")
+    _check_scales(inference, path)
     samples = inference["mc_dropout_samples"]
     _require(_is_int(samples) and 0 <= samples <= MAX_MC_DROPOUT_SAMPLES, path,
              f"inference.mc_dropout_samples must be an integer in 0..{MAX_MC_DROPOUT_SAMPLES}")

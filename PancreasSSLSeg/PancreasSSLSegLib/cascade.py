@@ -123,20 +123,70 @@ def grown_to_patch(box: Box, canonical: sitk.Image, spec: StageSpec) -> Box:
     return lo.astype(int).tolist(), hi.astype(int).tolist()
 
 
+@dataclass(frozen=True)
+class TtaSettings:
+    """What the fine stage averages over: flips (canonical array axes), rescaled copies and MC
+    dropout samples. The one place that says what Fast and Accurate compute."""
+
+    flips: tuple[tuple[int, ...], ...] = ((),)
+    scales: tuple[float, ...] = (1.0,)
+    mc_dropout_samples: int = 0
+
+    @classmethod
+    def of(cls, bundle: ModelBundle, fast: bool) -> "TtaSettings":
+        """Fast: one plain pass. Accurate: the bundle's ``tta_flips``, ``tta_scales`` (default
+        1 only) and ``mc_dropout_samples``."""
+        if fast:
+            return cls()
+        inference = bundle.inference
+        return cls(tuple(tuple(axes) for axes in inference["tta_flips"]),
+                   tuple(float(s) for s in inference.get("tta_scales", [1.0])),
+                   int(inference["mc_dropout_samples"]))
+
+    @property
+    def passes(self) -> int:
+        return len(self.flips) * len(self.scales) * max(1, self.mc_dropout_samples)
+
+
+def _scaled_spacing(spec: StageSpec, scale: float) -> list[float]:
+    """The stage's spacing times ``scale`` along the axes its network slides over."""
+    axes = len(spec.patch_size)
+    return [s * scale if axis < axes else s for axis, s in enumerate(spec.spacing_mm)]
+
+
 def run_fine(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch.device,
-             coarse: CoarseResult, *, flips: Sequence[Sequence[int]], mc_dropout_samples: int,
-             overlap: float) -> FineResult:
+             coarse: CoarseResult, tta: TtaSettings, overlap: float) -> FineResult:
     """The fine stage on ``box`` (grown to its patch) of the canonical image, at the fine
-    stage's spacing."""
-    lo, hi = grown_to_patch(box, canonical, bundle.stage("fine"))
+    stage's spacing; a rescaled copy (``tta.scales``) is predicted at its own spacing and its
+    probabilities resampled onto the stage's grid before averaging."""
+    spec = bundle.stage("fine")
+    lo, hi = grown_to_patch(box, canonical, spec)
     crop = canonical[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-    grid = resample_to_spacing(crop, bundle.stage("fine").spacing_mm)
-    hu = sitk.GetArrayFromImage(grid)
-    probabilities = predict_stage(bundle, "fine",
-                                  normalized(hu, bundle, references_on(grid, coarse)), device,
-                                  flips=flips, mc_dropout_samples=mc_dropout_samples,
-                                  overlap=overlap)
-    return FineResult(grid, probabilities)
+    grid = resample_to_spacing(crop, spec.spacing_mm)
+    total = None
+    for scale in tta.scales:
+        scaled = grid if scale == 1.0 else resample_to_spacing(crop, _scaled_spacing(spec, scale))
+        probabilities = predict_stage(
+            bundle, "fine", normalized(sitk.GetArrayFromImage(scaled), bundle,
+                                       references_on(scaled, coarse)),
+            device, flips=tta.flips, mc_dropout_samples=tta.mc_dropout_samples, overlap=overlap)
+        if scale != 1.0:
+            probabilities = _onto_grid(probabilities, scaled, grid)
+        total = probabilities if total is None else total + probabilities
+    return FineResult(grid, total / len(tta.scales))
+
+
+def _onto_grid(probabilities: np.ndarray, source: sitk.Image, target: sitk.Image) -> np.ndarray:
+    """(C, z, y, x) probabilities on ``source`` resampled (linearly) onto ``target``; edge
+    voxels beyond the source's last centre take the nearest value."""
+    channels = []
+    for channel in probabilities:
+        image = sitk.GetImageFromArray(channel)
+        image.CopyInformation(source)
+        channels.append(sitk.GetArrayFromImage(sitk.Resample(
+            image, target, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32, True)))
+    stacked = np.stack(channels)
+    return stacked / np.maximum(stacked.sum(axis=0, keepdims=True), 1e-6)
 
 
 def lesion_operating_point(labels: np.ndarray, lesion_probability: np.ndarray,

@@ -25,7 +25,7 @@ from . import __version__
 from .bundle import ModelBundle, default_bundle_path, load_bundle
 from .errors import ResourceError
 from .image_io import as_image, check_ct_intensities
-from .cascade import box_around, fine_labels, run_coarse, run_fine
+from .cascade import TtaSettings, box_around, fine_labels, run_coarse, run_fine
 from .inference import select_device
 from .memory import BYTES_PER_INPUT_VOXEL, FIXED_OVERHEAD_BYTES, GridGuard, check_fine_box
 from .preprocessing import resample_onto, to_canonical
@@ -135,7 +135,7 @@ def onto_input_grid(fine_array: np.ndarray, fine: sitk.Image, image: sitk.Image,
 
 
 def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.device, *,
-                 flips, mc_dropout_samples: int, with_uncertainty: bool,
+                 tta: TtaSettings, with_uncertainty: bool,
                  progress: ProgressCallback, timings: dict[str, float]):
     """Fine-grid images (labels, uncertainty or None) and the fine stage's ``FineResult``, or
     None when the coarse stage finds nothing."""
@@ -146,11 +146,10 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     box = box_around(coarse.grid, coarse.foreground, canonical, bundle.stage("fine").margin_mm)
     if box is None:
         return None
-    check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle, len(flips))
+    check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle, len(tta.flips))
     progress("fine", 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
-    fine = run_fine(canonical, box, bundle, device, coarse, flips=flips,
-                    mc_dropout_samples=mc_dropout_samples, overlap=overlap)
+    fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
     timings["fine"] = time.perf_counter() - started
     progress("postprocess", 0.75, "cleaning up the labels")
     started = time.perf_counter()
@@ -188,15 +187,13 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     inference = bundle.inference
     threshold = float(inference["uncertainty_threshold"] if uncertainty_threshold is None
                       else uncertainty_threshold)
-    flips = [[]] if fast else [list(axes) for axes in inference["tta_flips"]]
-    mc_samples = 0 if fast else int(inference["mc_dropout_samples"])
+    tta = TtaSettings.of(bundle, fast)
     canonical = input_image if _is_canonical(input_image) else to_canonical(input_image)
     timings["read"] = time.perf_counter() - started
     progress("coarse", 0.05, "coarse stage: locating the pancreas")
 
     def run(on_device: torch.device):
-        return _run_cascade(canonical, bundle, on_device, flips=flips,
-                            mc_dropout_samples=mc_samples, with_uncertainty=uncertainty,
+        return _run_cascade(canonical, bundle, on_device, tta=tta, with_uncertainty=uncertainty,
                             progress=progress, timings=timings)
 
     try:

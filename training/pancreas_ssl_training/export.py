@@ -138,11 +138,13 @@ def bundle_metadata_for(config: dict[str, Any], stage_states: dict[str, dict[str
                         ) -> tuple[dict[str, Any], dict[str, dict[str, torch.Tensor]]]:
     """(metadata, inference weights per stage) of a resolved config and trained stage states."""
     entries, weights = {}, {}
+    export = config["export"]
     for name, trained in stage_states.items():
         stage = config["stages"][name]
         network, weights[name] = inference_state(stage, trained)
         entries[name] = stage_entry(name, stage, network)
-    export = config["export"]
+    if "fine_margin_mm" in export and "fine" in entries:  # an inference setting (2-D training
+        entries["fine"]["margin_mm"] = float(export["fine_margin_mm"])  # never used it)
     metadata = default_metadata(
         name=export["name"], version=str(export["version"]), coarse=entries.get("coarse"),
         fine=entries["fine"], hu_window=config["data"]["hu_window"],

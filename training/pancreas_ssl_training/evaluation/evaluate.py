@@ -28,6 +28,7 @@ per case), ``summary.csv`` + ``summary.md`` (mean ± sd per source and region), 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
@@ -41,8 +42,9 @@ import torch
 import yaml
 
 from PancreasSSLSegLib.bundle import METADATA_FILE, ModelBundle, load_bundle
-from PancreasSSLSegLib.cascade import (Box, CoarseResult, FineResult, box_around, fine_labels,
-                                       run_coarse, run_fine, slice_references)
+from PancreasSSLSegLib.cascade import (Box, CoarseResult, FineResult, TtaSettings,
+                                       box_around, fine_labels, run_coarse, run_fine,
+                                       slice_references)
 from PancreasSSLSegLib.errors import BundleError, InputError
 from PancreasSSLSegLib.inference import select_device
 from PancreasSSLSegLib.pipeline import onto_input_grid, segment
@@ -115,9 +117,11 @@ def read_data_spec(data: str | Path | Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _flips(model: EvaluatedModel) -> list[list[int]]:
-    return ([list(axes) for axes in model.bundle.inference["tta_flips"]] if model.tta_flip
-            else [[]])
+def _tta(model: EvaluatedModel) -> TtaSettings:
+    """Accurate mode's test-time augmentation without MC dropout (deterministic figures), or
+    Fast mode's single pass."""
+    return dataclasses.replace(TtaSettings.of(model.bundle, not model.tta_flip),
+                               mc_dropout_samples=0)
 
 
 def _probabilities_on_input(fine: FineResult, image: sitk.Image) -> np.ndarray:
@@ -131,9 +135,8 @@ def _probabilities_on_input(fine: FineResult, image: sitk.Image) -> np.ndarray:
 def _fine_on_box(model: EvaluatedModel, image: sitk.Image, box: Box, coarse: CoarseResult,
                  device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     """(labels, probabilities) of the fine stage run in ``box``, on the input grid."""
-    fine = run_fine(image, box, model.bundle, device, coarse, flips=_flips(model),
-                    mc_dropout_samples=0,
-                    overlap=float(model.bundle.inference["sw_overlap"]))
+    fine = run_fine(image, box, model.bundle, device, coarse, _tta(model),
+                    float(model.bundle.inference["sw_overlap"]))
     labels = onto_input_grid(fine_labels(fine, model.bundle), fine.grid, image, is_label=True)
     return labels, _probabilities_on_input(fine, image)
 

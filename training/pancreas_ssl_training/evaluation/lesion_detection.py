@@ -26,7 +26,8 @@ import SimpleITK as sitk
 import torch
 
 from PancreasSSLSegLib.bundle import ModelBundle
-from PancreasSSLSegLib.cascade import box_around, fine_labels, run_coarse, run_fine
+from PancreasSSLSegLib.cascade import (TtaSettings, box_around, fine_labels,
+                                       run_coarse, run_fine)
 from PancreasSSLSegLib.pipeline import onto_input_grid
 from PancreasSSLSegLib.postprocess import LESION
 
@@ -59,15 +60,14 @@ def _with_operating_point(bundle: ModelBundle, threshold: float, min_area: float
 
 def _fine_result(bundle: ModelBundle, image: sitk.Image, device: torch.device):
     """The cascade up to the fine stage's probabilities (``None``: the coarse stage found
-    nothing), with the bundle's test-time flips."""
+    nothing), with Accurate mode's test-time augmentation (no MC dropout: deterministic)."""
     overlap = float(bundle.inference["sw_overlap"])
     coarse = run_coarse(image, bundle, device, overlap)
     box = box_around(coarse.grid, coarse.foreground, image, bundle.stage("fine").margin_mm)
     if box is None:
         return None
-    return run_fine(image, box, bundle, device, coarse,
-                    flips=[list(a) for a in bundle.inference["tta_flips"]],
-                    mc_dropout_samples=0, overlap=overlap)
+    tta = dataclasses.replace(TtaSettings.of(bundle, fast=False), mc_dropout_samples=0)
+    return run_fine(image, box, bundle, device, coarse, tta, overlap)
 
 
 def _lesion_masks(bundle: ModelBundle, fine, image: sitk.Image,
