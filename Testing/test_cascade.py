@@ -191,3 +191,48 @@ def test_coarse_organ_by_argmax_or_by_an_organ_probability_threshold():
     assert organ(probabilities, {"coarse_organ_threshold": 0.3}).ravel().tolist() == \
         [True, True, False, True]
 
+
+
+def test_accurate_mode_averages_rescaled_copies_on_the_fine_grid(monkeypatch, random_bundle):
+    shapes = []
+
+    def bright_stage(bundle, stage_name, volume, device, **kwargs):
+        shapes.append(volume.shape)
+        organ = (volume > 1.5).astype(np.float32)
+        return np.stack([1 - organ, organ, np.zeros_like(organ)])
+
+    monkeypatch.setattr(cascade, "predict_stage", bright_stage)
+    bundle = load_bundle(random_bundle)
+    metadata = copy.deepcopy(bundle.metadata)
+    metadata["inference"].update(tta_flips=[[]], tta_scales=[0.8, 1.0, 1.25])
+    bundle = dataclasses.replace(bundle, metadata=metadata)
+    hu = np.full((4, 120, 120), 40.0, np.float32)
+    hu[:, 40:80, 30:90] = 300.0
+    image = _image(hu, spacing=(1.0, 1.0, 3.0))
+    coarse = cascade.CoarseResult(image, None, None, np.full(4, 40.0, np.float32))
+    tta = cascade.TtaSettings.of(bundle, fast=False)
+    assert tta.scales == (0.8, 1.0, 1.25) and tta.passes == 3
+    fine = cascade.run_fine(image, ([0, 0, 0], [120, 120, 4]), bundle, torch.device("cpu"),
+                            coarse, tta, overlap=0.25)
+    # fine spacing 1.5 mm: 80 px across at scale 1, 100 at 0.8 (1.2 mm), 64 at 1.25 (1.875 mm)
+    assert sorted(s[1] for s in shapes) == [64, 80, 100] and fine.probabilities.shape[2:] == (80, 80)
+    np.testing.assert_allclose(fine.probabilities.sum(axis=0), 1.0, atol=1e-5)
+    inside = fine.probabilities[1][:, 30:50, 25:55]  # well inside the bright block at every scale
+    assert inside.min() > 0.99 and fine.probabilities[1][:, :15, :15].max() < 0.01
+    assert cascade.TtaSettings.of(bundle, fast=True).passes == 1
+
+
+@pytest.mark.parametrize("scales", [[], [0.2], [1.0, "a"], [1.0] * 9])
+def test_bundle_refuses_unreasonable_tta_scales(random_bundle, tmp_path, scales):
+    import json
+    import shutil
+
+    from PancreasSSLSegLib import BundleError
+
+    folder = tmp_path / "bundle"
+    shutil.copytree(random_bundle, folder)
+    metadata = json.loads((folder / "metadata.json").read_text(encoding="utf-8"))
+    metadata["inference"]["tta_scales"] = scales
+    (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    with pytest.raises(BundleError, match="tta_scales"):
+        load_bundle(folder)
