@@ -127,3 +127,18 @@ def test_half_precision_export_halves_the_file_and_loads_as_float32(tmp_path):
             assert value.dtype == torch.float32
             assert torch.equal(value, states[stage][key].half().float())
 
+
+
+def test_export_settings_chosen_after_training_replace_the_runs(tmp_path):
+    """Inference settings are chosen on held-back data after a run: ``export --config`` takes
+    the export section from the current config, not the one the checkpoint was trained with."""
+    write_checkpoint(tmp_path / "ckpt")
+    settings = {"name": "released", "version": "2.0.0", "license": "Apache-2.0",
+                "fine_margin_mm": 33.0,
+                "inference": {"tta_flips": [[]], "lesion_probability_threshold": 0.3}}
+    bundle = load_bundle(export_bundle(tmp_path / "ckpt", tmp_path / "bundle",
+                                       export_settings=settings))
+    assert (bundle.name, bundle.version) == ("released", "2.0.0")
+    assert bundle.inference["tta_flips"] == [[]]
+    assert bundle.inference["lesion_probability_threshold"] == 0.3
+    assert bundle.stage("fine").margin_mm == 33.0

@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="checkpoint folder; repeat to take each stage from the run that "
                              "trained it")
     export.add_argument("--out", required=True, type=Path, help="bundle folder to create")
+    export.add_argument("--config", type=Path, default=None,
+                        help="take the export section (name, version, card, inference "
+                             "settings) from this config instead of the training run's")
     export.add_argument("--metrics", type=Path, default=None,
                         help="JSON file of measured metrics to record in the bundle")
     return parser
@@ -91,7 +94,9 @@ def _export(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"metrics {args.metrics}: expected a readable JSON file ({exc})") \
                 from None
-    print(f"bundle: {export_bundle(args.checkpoint, args.out, metrics=metrics)}")
+    settings = None if args.config is None else load_config(args.config)["export"]
+    bundle = export_bundle(args.checkpoint, args.out, metrics=metrics, export_settings=settings)
+    print(f"bundle: {bundle}")
     return 0
 
 

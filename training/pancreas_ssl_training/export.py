@@ -167,15 +167,20 @@ def in_memory_bundle(config: dict[str, Any],
 
 
 def export_bundle(checkpoint_paths: str | Path | list[str | Path], out_dir: str | Path, *,
-                  metrics: dict[str, Any] | None = None) -> Path:
+                  metrics: dict[str, Any] | None = None,
+                  export_settings: dict[str, Any] | None = None) -> Path:
     """Write the bundle for checkpoints that hold both stages between them (e.g. the coarse and
-    the fine stage trained as two processes); returns its folder. The export settings and HU
-    window come from the fine stage's run."""
+    the fine stage trained as two processes); returns its folder. The HU window comes from the
+    fine stage's run, the export settings (name, version, card, inference settings) from
+    ``export_settings`` when given (a config's ``export`` section, e.g. settings chosen after
+    training), else from that run's config."""
     if isinstance(checkpoint_paths, (str, Path)):
         checkpoint_paths = [checkpoint_paths]
     sources, paths = _stage_sources([Path(p) for p in checkpoint_paths])
     config = {**sources["fine"].config,
               "stages": {name: c.config["stages"][name] for name, c in sources.items()}}
+    if export_settings is not None:
+        config["export"] = export_settings
     metadata, weights = bundle_metadata_for(
         config, {name: c.network_states[name] for name, c in sources.items()},
         provenance(sources, paths), metrics)
