@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from PancreasSSLSegLib.postprocess import clean_labels, largest_component
+from PancreasSSLSegLib.postprocess import clean_labels, largest_component, major_components
 
 
 def test_keeps_largest_component_and_large_enough_others():
@@ -38,3 +38,20 @@ def test_empty_input_and_largest_component():
     mask[3, 3, 4:9] = True
     assert largest_component(mask).sum() == 5 and largest_component(mask)[3, 3, 8]
     assert not largest_component(np.zeros((2, 2, 2), bool)).any()
+
+
+def test_components_levels_away_from_the_largest_are_dropped_in_plane_ones_kept():
+    """The axial gap rule: a same-level piece far across the slice (head and tail) stays, a
+    piece 8 levels (24 mm) above the largest goes when the gap limit is 10 mm."""
+    mask = np.zeros((40, 60, 60), bool)
+    mask[10:20, 5:25, 5:25] = True     # largest: levels 10..19
+    mask[12:16, 40:55, 40:55] = True   # same levels, 15+ voxels away in the plane
+    mask[28:32, 5:20, 5:20] = True     # levels 28..31: 8 levels = 24 mm above level 19
+    kept = major_components(mask, 0.1, max_gap_mm=10.0, spacing_mm=(1.0, 1.0, 3.0))
+    assert kept[12:16, 40:55, 40:55].all() and not kept[28:32].any()
+    assert kept[10:20, 5:25, 5:25].all()
+    assert major_components(mask, 0.1, max_gap_mm=30.0, spacing_mm=(1.0, 1.0, 3.0))[28:32].any()
+    assert major_components(mask, 0.1)[28:32].any()  # no limit: every large enough piece
+    labels = mask.astype(np.uint8)
+    cleaned = clean_labels(labels, (1.0, 1.0, 3.0), 0.1, 5.0, max_gap_mm=10.0)
+    assert not cleaned[28:32].any() and cleaned[12:16, 40:55, 40:55].all()

@@ -50,7 +50,7 @@ INFERENCE_RANGES = {"min_component_fraction": (0, 1), "lesion_dilation_mm": (0, 
                     "sw_overlap": (0, 0.95), "region_min_volume_ml": (0, 1000),
                     "coarse_component_fraction": (0, 1), "coarse_organ_threshold": (0, 1),
                     "lesion_probability_threshold": (0, 1),
-                    "lesion_min_area_mm2": (0, 10000)}
+                    "lesion_min_area_mm2": (0, 10000), "max_component_gap_mm": (0, 1000)}
 MAX_TTA_FLIPS = 8
 MAX_MC_DROPOUT_SAMPLES = 64
 MAX_NETWORK_LEVELS = 8

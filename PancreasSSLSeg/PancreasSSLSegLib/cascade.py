@@ -73,7 +73,8 @@ def run_coarse(canonical: sitk.Image, bundle: ModelBundle, device: torch.device,
     probabilities = predict_stage(bundle, "coarse", normalized(hu, bundle, references), device,
                                   flips=[[]], overlap=overlap)
     foreground = major_components(coarse_organ(probabilities, bundle.inference),
-                                  float(bundle.inference.get("coarse_component_fraction", 1.0)))
+                                  float(bundle.inference.get("coarse_component_fraction", 1.0)),
+                                  _max_gap(bundle.inference), grid.GetSpacing())
     return CoarseResult(grid, probabilities, foreground, references)
 
 
@@ -81,8 +82,8 @@ def coarse_organ(probabilities: np.ndarray, inference: dict) -> np.ndarray:
     """Where the coarse stage sees the organ: the argmax's pancreas or lesion, or, with
     ``coarse_organ_threshold`` t, wherever P(pancreas) + P(lesion) reaches t (a lower t finds
     more of a faint pancreas for the box). The box then covers the largest component and those
-    at least ``coarse_component_fraction`` of it (on one slice a pancreas often shows as
-    separate head and tail)."""
+    at least ``coarse_component_fraction`` of it within ``max_component_gap_mm`` of it (on one
+    slice a pancreas often shows as separate head and tail)."""
     threshold = inference.get("coarse_organ_threshold")
     if threshold is None:
         return probabilities.argmax(axis=0) >= PANCREAS
@@ -223,4 +224,9 @@ def fine_labels(fine: FineResult, bundle: ModelBundle) -> np.ndarray:
         None if threshold is None else float(threshold),
         float(inference.get("lesion_min_area_mm2", 0.0)))
     return clean_labels(labels, spacing, float(inference["min_component_fraction"]),
-                        float(inference["lesion_dilation_mm"]))
+                        float(inference["lesion_dilation_mm"]), _max_gap(inference))
+
+
+def _max_gap(inference: dict) -> float | None:
+    gap = inference.get("max_component_gap_mm")
+    return None if gap is None else float(gap)
