@@ -475,11 +475,22 @@ def save_bundle(out_dir: str | os.PathLike, metadata: dict[str, Any],
         (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(model_card, encoding="utf-8")
         load_bundle(tmp)
+        _default_permissions(tmp)
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _default_permissions(folder: Path) -> None:
+    """What a plain mkdir and file write would give (mkdtemp and safetensors make them private,
+    which would hide a model installed for a shared server from its other users)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for item in folder.iterdir():
+        item.chmod(0o666 & ~umask)
 
 
 def default_bundle_path() -> Path:

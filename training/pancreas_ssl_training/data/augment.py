@@ -63,7 +63,9 @@ def apply_intensity_augmentation(hu: np.ndarray, params: dict, hu_window: Sequen
     e.g. to follow the soft-tissue reference of a whole volume through the same curve."""
     hu = scale_enhancement(np.asarray(hu, dtype=np.float32), params["enhancement_scale"])
     contrast = params.get("contrast_scale", 1.0)
-    hu = CONTRAST_PIVOT_HU + (hu - CONTRAST_PIVOT_HU) * contrast + params["shift_hu"]
+    if contrast != 1.0:  # skipped when neutral: the rounding would change every value
+        hu = CONTRAST_PIVOT_HU + (hu - CONTRAST_PIVOT_HU) * np.float32(contrast)
+    hu = hu + params["shift_hu"]
     if params["gamma"] != 1.0:
         hu = gamma_in_window(hu, params["gamma"], hu_window)
     if not pointwise_only:
