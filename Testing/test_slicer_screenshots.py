@@ -1,9 +1,10 @@
 """Pictures of a result: a slice view rendered by Slicer's own slice logic (CT, segment outlines,
 uncertainty overlay) and a 3-D view of the segment surfaces (VTK off-screen through EGL).
 
-The picture content is an illustration, not model output: the fake engine shows the reference
-pancreas label of the example CT (made by TotalSegmentator) with an uncertainty band along its
-outline. Set PANCREAS_SSL_SCREENSHOTS=<folder> to keep the two PNGs (Resources/Screenshots/).
+Here the content comes from the fake engine (the example CT's reference pancreas with an
+uncertainty band along its outline), so the test checks the rendering, not a model; the pictures
+in Resources/Screenshots/ are real model output made by Testing/render_screenshots.py.
+Set PANCREAS_SSL_SCREENSHOTS=<folder> to keep the two PNGs this test renders.
 """
 
 from __future__ import annotations
