@@ -69,8 +69,8 @@ def test_models_lists_user_folder_then_shipped_with_their_metadata(capsys, model
 
     code, out, err = run(capsys, "models")
     assert code == 2
-    fine_dice = shipped["metrics"]["held_out_nih_8bit_slices"]["fine_pancreas_dice_per_slice"]
-    assert f"held_out_nih_8bit_slices.fine_pancreas_dice_per_slice.mean: {fine_dice['mean']}" in out
+    dice = shipped["metrics"]["held_out_nih_0041_0050"]["pancreas_dice_per_slice_mean"]
+    assert f"held_out_nih_0041_0050.pancreas_dice_per_slice_mean: {dice}" in out
     assert f"pancreas-demo {shipped['version']}  (shipped)" in out
     assert "tiny-a 0.0.2  (user)" in out and "broken  (unreadable, user)" in out
 

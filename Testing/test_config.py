@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pancreas_ssl_training.config import ConfigError, deep_merge, load_config, resolve_config
+from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
 MINIMAL = {"stages": {"fine": {"patch_size": [64, 64]}}}
@@ -77,7 +78,8 @@ def test_unreadable_and_non_mapping_files_are_refused(tmp_path):
 
 
 def test_every_shipped_config_loads():
-    paths = sorted(CONFIG_DIR.glob("*.yaml"))
+    # eval_*.yaml are evaluation data specs (``evaluate --data``), tested below
+    paths = sorted(p for p in CONFIG_DIR.glob("*.yaml") if not p.stem.startswith("eval_"))
     names = {p.stem for p in paths}
     assert {"baseline", "dual_task", "view_consistency", "structure_contrastive", "restoration",
             "polycl_pretrain", "dual_ssl", "smoke", "default_model", "task07_3d",
@@ -85,3 +87,14 @@ def test_every_shipped_config_loads():
     for path in paths:
         config = load_config(path)
         assert config["stages"], path
+
+
+def test_every_shipped_evaluation_spec_yields_labelled_cases(monkeypatch):
+    """The specs' relative paths resolve from the repository root, as their commands run."""
+    monkeypatch.chdir(CONFIG_DIR.parents[1])
+    specs = sorted(CONFIG_DIR.glob("eval_*.yaml"))
+    assert {p.stem for p in specs} >= {"eval_heldout_nih", "eval_ct3mm"}
+    for path in specs:
+        info, image, labels = next(iter(labelled_cases(read_data_spec(path))))
+        assert labels.any(), path
+        assert labels.shape == tuple(reversed(image.GetSize())), path

@@ -101,7 +101,9 @@ def model_card(metadata: dict[str, Any], card_text: str) -> str:
              f"- iterations: {json.dumps(prov['iterations'])}, batch size "
              f"{json.dumps(prov['batch_size'])}, "
              f"{prov['world_size']} process(es)",
-             f"- training time: {prov['train_seconds']} s",
+             f"- training time: {prov['train_seconds']} s"
+             + ("" if len(prov.get("runs", [])) < 2 else " over the runs: " + "; ".join(
+                 f"{'+'.join(r['stages'])} {r['train_seconds']} s" for r in prov["runs"])),
              f"- git commit: `{prov['git_commit']}`; exported {prov['exported_at']}", ""]
     for name in STAGES:
         stage = metadata["stages"][name]
