@@ -12,6 +12,7 @@ Outside the fine box labels are 0 and uncertainty is 0 (the coarse pass is not u
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -78,10 +79,22 @@ def check_memory(size_xyz, name: str = "input") -> None:
 
 
 def peak_memory_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
+    """Peak resident memory of this process so far (MB).
+
+    Linux: ``VmHWM`` of this process's own memory; ``ru_maxrss`` would carry over the peak of
+    the process that started it (kept across ``exec``: a large parent such as Slicer or pytest
+    would be reported as the engine's peak)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
     try:
         import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
+        scale = 1024.0 if sys.platform != "darwin" else 2.0**20  # KiB on Linux, bytes on macOS
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
     except ImportError:  # Windows
         return psutil.Process(os.getpid()).memory_info().peak_wset / 2**20
 
