@@ -8,7 +8,8 @@ grid the pipeline allocates (``pipeline._run_cascade`` and ``inference.predict_s
 - input grid: the float32 input, its canonical copy, labels, uncertainty and regions and their
   copies while the outputs are written (:data:`BYTES_PER_INPUT_VOXEL`), plus torch and the
   networks (:data:`FIXED_OVERHEAD_BYTES`);
-- each stage's grid (``V`` voxels at the stage's spacing, ``C`` classes, ``T`` test-time flips):
+- each stage's grid (``V`` voxels at the stage's spacing, ``C`` classes, ``T`` test-time passes
+  held at once: flips x rescaled copies, whose resampled probabilities are summed):
   the resampled image and its normalised copies (4 + 4·T bytes a voxel), the logits, softmax,
   un-flipped and stacked probabilities that exist at once at the peak (4·T·C float32), and the
   activations of one network call (:data:`ACTIVATION_BYTES_PER_PIXEL_CHANNEL` per pixel and
@@ -74,6 +75,11 @@ def stage_bytes(grid_xyz: Sequence[int], stage, flips: int) -> int:
     return voxels * per_voxel + activations
 
 
+def tta_copies(inference: dict) -> int:
+    """``T`` of :func:`stage_bytes` for Accurate mode: test-time flips x rescaled copies."""
+    return len(inference["tta_flips"]) * len(inference.get("tta_scales", [1.0]))
+
+
 @dataclass
 class RunEstimate:
     """Bytes a run needs, by part, and the grids (x, y, z voxels) they were computed for."""
@@ -94,7 +100,7 @@ def estimate_run(size_xyz: Sequence[int], spacing_mm: Sequence[float], bundle,
     """Memory of a whole run on an input of ``size_xyz`` voxels of ``spacing_mm`` (x, y, z)."""
     extent_mm = np.asarray(size_xyz, float) * np.asarray(spacing_mm, float)
     coarse, fine = bundle.stage("coarse"), bundle.stage("fine")
-    flips = 1 if fast else len(bundle.inference["tta_flips"])
+    flips = 1 if fast else tta_copies(bundle.inference)
     coarse_grid = stage_grid_size(extent_mm, coarse.spacing_mm)
     box_mm = np.minimum(extent_mm, FINE_BOX_MM + 2 * float(fine.margin_mm or 0.0))
     fine_grid = stage_grid_size(box_mm, fine.spacing_mm)

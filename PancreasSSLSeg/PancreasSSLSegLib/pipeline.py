@@ -159,7 +159,8 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     box = box_around(coarse.grid, coarse.foreground, canonical, bundle.stage("fine").margin_mm)
     if box is None:
         return None
-    check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle, len(tta.flips))
+    check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle,
+                   len(tta.flips) * len(tta.scales))
     progress("fine", 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
     fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
