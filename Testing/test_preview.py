@@ -35,7 +35,9 @@ def _as_result(image: sitk.Image, labels: np.ndarray, uncertainty: np.ndarray) -
                           metadata={"name": "demo", "version": "1", "labels": LABELS,
                                     "uncertain_region": {"name": "u"}},
                           engine_version="0", device="cpu", mode="accurate", threshold=0.5,
-                          uncertainty_definition="d", regions_score="s", warnings=[],
+                          uncertainty_definition="d", regions_score="s",
+                          quality={"score": 1.0, "status": "ok", "reasons": [], "signals": {}},
+                          warnings=[],
                           timings_s={}, peak_memory_mb=0.0)
     return SegmentationResult(labels=labels, uncertainty=uncertainty,
                               regions=np.zeros(ct.shape, np.int32), report=report, image=image)

@@ -23,6 +23,7 @@ def _report(image, labels, uncertainty=None, regions=()):
     return build_report(image=image, labels=labels, uncertainty=uncertainty, regions=list(regions),
                         metadata=METADATA, engine_version="0", device="cpu", mode="accurate",
                         threshold=0.5, uncertainty_definition="d", regions_score="s",
+                        quality={"score": 1.0, "status": "ok", "reasons": [], "signals": {}},
                         warnings=["w"], timings_s={"total": 1.0}, peak_memory_mb=1.0)
 
 

@@ -248,6 +248,23 @@ def _check_inference(inference: Any, path: Path) -> None:
         if key in inference:
             _require(_is_number(inference[key]) and low <= inference[key] <= high, path,
                      f"inference.{key} must be a number in {low}..{high}")
+    _check_quality(inference.get("quality", {}), path)
+
+
+def _check_quality(quality: Any, path: Path) -> None:
+    """``inference.quality``: the verdict's thresholds (``quality.DEFAULT_QUALITY`` names them)."""
+    from .quality import DEFAULT_QUALITY
+
+    _require(isinstance(quality, dict), path, "inference.quality must be an object")
+    unknown = sorted(set(quality) - set(DEFAULT_QUALITY))
+    _require(not unknown, path, f"inference.quality has unknown keys {unknown}; known: "
+             f"{sorted(DEFAULT_QUALITY)}")
+    for key, value in quality.items():
+        _require(_is_number(value) and math.isfinite(value), path,
+                 f"inference.quality.{key} must be a finite number")
+    merged = {**DEFAULT_QUALITY, **quality}
+    _require(0 <= merged["check_score"] <= merged["ok_score"] <= 1, path,
+             "inference.quality needs 0 <= check_score <= ok_score <= 1")
 
 
 def validate_metadata(metadata: Any, path: Path) -> None:

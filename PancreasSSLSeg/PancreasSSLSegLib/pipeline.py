@@ -6,7 +6,9 @@ fine stage's ``margin_mm`` → fine stage (flip TTA, optional MC dropout) in tha
 operating point and clean-up → map back onto the input's exact grid. Bundles with 2-D stages
 also take a single axial slice. Full-size arrays are uint8/float32/int32 only; class probabilities
 exist only in the coarse grid and the fine box, which keeps a 500x500x220 CT within a few GB.
-Outside the fine box labels are 0 and uncertainty is 0 (the coarse pass is not used for it).
+Outside the fine box labels are 0 and the uncertainty is the coarse stage's own (a single pass at
+its spacing): where the cascade did not look closely the map still says how sure the model is
+(the report's ``uncertainty.definition`` says so). ``quality.py`` judges the result.
 """
 
 from __future__ import annotations
@@ -26,13 +28,15 @@ from . import __version__
 from .bundle import ModelBundle, default_bundle_path, load_bundle
 from .errors import ResourceError
 from .image_io import as_image, check_ct_intensities
-from .cascade import TtaSettings, box_around, fine_labels, run_coarse, run_fine
+from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_labels,
+                      run_coarse, run_fine)
 from .inference import select_device
 from .memory import BYTES_PER_INPUT_VOXEL, FIXED_OVERHEAD_BYTES, GridGuard, check_fine_box
 from .preprocessing import resample_onto, to_canonical
+from .quality import DEFAULT_QUALITY, quality_signals, verdict
 from .report import build_report, voxel_volume_ml
-from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_DEFINITION, normalised_entropy,
-                          rank_uncertain_regions)
+from .uncertainty import (REGIONS_SCORE, normalised_entropy, rank_uncertain_regions,
+                          uncertainty_definition)
 
 
 ProgressCallback = Callable[[str, float, str], None]
@@ -147,18 +151,36 @@ def onto_input_grid(fine_array: np.ndarray, fine: sitk.Image, image: sitk.Image,
     return out
 
 
+@dataclass
+class CascadeOutputs:
+    """What ``_run_cascade`` hands back: the coarse stage's result and, when it found the organ,
+    the fine stage's labels and uncertainty (canonical images on the fine grid)."""
+
+    coarse: CoarseResult
+    fine: FineResult | None = None
+    labels: sitk.Image | None = None
+    uncertainty: sitk.Image | None = None
+    quality_signals: dict[str, Any] | None = None
+
+
+def _fine_image(array: np.ndarray, fine: FineResult) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(fine.grid)
+    return image
+
+
 def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.device, *,
-                 tta: TtaSettings, with_uncertainty: bool,
-                 progress: ProgressCallback, timings: dict[str, float]):
-    """Fine-grid images (labels, uncertainty or None) and the fine stage's ``FineResult``, or
-    None when the coarse stage finds nothing."""
+                 tta: TtaSettings, progress: ProgressCallback,
+                 timings: dict[str, float]) -> CascadeOutputs:
     overlap = float(bundle.inference["sw_overlap"])
     started = time.perf_counter()
     coarse = run_coarse(canonical, bundle, device, overlap)
     timings["coarse"] = time.perf_counter() - started
+    extent_z_mm = canonical.GetSize()[2] * canonical.GetSpacing()[2]
     box = box_around(coarse.grid, coarse.foreground, canonical, bundle.stage("fine").margin_mm)
     if box is None:
-        return None
+        return CascadeOutputs(coarse, quality_signals={"found": False,
+                                                       "scan_extent_z_mm": extent_z_mm})
     check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle,
                    len(tta.flips) * len(tta.scales))
     progress("fine", 0.35, "fine stage: segmenting the pancreas region")
@@ -167,14 +189,16 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     timings["fine"] = time.perf_counter() - started
     progress("postprocess", 0.75, "cleaning up the labels")
     started = time.perf_counter()
-    labels_image = sitk.GetImageFromArray(fine_labels(fine, bundle))
-    labels_image.CopyInformation(fine.grid)
-    uncertainty_image = None
-    if with_uncertainty:
-        uncertainty_image = sitk.GetImageFromArray(normalised_entropy(fine.probabilities))
-        uncertainty_image.CopyInformation(fine.grid)
+    labels = fine_labels(fine, bundle)
+    entropy = normalised_entropy(fine.probabilities)
+    thresholds = {**DEFAULT_QUALITY, **bundle.inference.get("quality", {})}
+    signals = quality_signals(labels, fine.probabilities, entropy, fine.grid,
+                              coarse.probabilities, coarse.grid, extent_z_mm,
+                              float(thresholds["outside_uncertainty"]),
+                              float(thresholds["near_mm"]))
     timings["postprocess"] = time.perf_counter() - started
-    return labels_image, uncertainty_image, fine
+    return CascadeOutputs(coarse, fine, _fine_image(labels, fine), _fine_image(entropy, fine),
+                          signals)
 
 
 def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
@@ -206,12 +230,12 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     timings["read"] = time.perf_counter() - started
     progress("coarse", 0.05, "coarse stage: locating the pancreas")
 
-    def run(on_device: torch.device):
-        return _run_cascade(canonical, bundle, on_device, tta=tta, with_uncertainty=uncertainty,
-                            progress=progress, timings=timings)
+    def run(on_device: torch.device) -> CascadeOutputs:
+        return _run_cascade(canonical, bundle, on_device, tta=tta, progress=progress,
+                            timings=timings)
 
     try:
-        fine_outputs = run(torch_device)
+        outputs = run(torch_device)
     except torch.cuda.OutOfMemoryError:
         if torch_device.type == "cpu":
             raise ResourceError("the networks ran out of memory on the CPU") from None
@@ -219,7 +243,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
         torch_device = torch.device("cpu")
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        fine_outputs = run(torch_device)
+        outputs = run(torch_device)
     del canonical
 
     progress("mapping", 0.85, "mapping the results onto the input grid")
@@ -227,33 +251,32 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     size_zyx = input_image.GetSize()[::-1]
     labels = np.zeros(size_zyx, np.uint8)
     uncertainty_map = np.zeros(size_zyx, np.float32)
-    regions_map = np.zeros(size_zyx, np.int32)
-    regions: list[dict[str, Any]] = []
+    if uncertainty:  # the coarse stage's own uncertainty where the fine stage did not look
+        uncertainty_map = onto_input_grid(normalised_entropy(outputs.coarse.probabilities),
+                                          outputs.coarse.grid, input_image, is_label=False)
     probabilities = None
-    if fine_outputs is None:
+    if outputs.fine is None:
         warnings.append("no pancreas was found by the coarse stage; labels are empty")
     else:
-        labels_image, uncertainty_image, fine = fine_outputs
+        fine = outputs.fine
         if keep_probabilities:
             probabilities = np.stack([
                 onto_input_grid(channel, fine.grid, input_image, is_label=False,
                                 fill=float(index == 0))
                 for index, channel in enumerate(fine.probabilities)])
-        window = _input_window(labels_image, input_image)
-        labels[window] = _onto_window(labels_image, input_image, window, is_label=True)
-        if uncertainty_image is not None:
-            uncertainty_map[window] = np.clip(
-                _onto_window(uncertainty_image, input_image, window, is_label=False), 0.0, 1.0)
-            regions_window, regions = rank_uncertain_regions(
-                uncertainty_map[window], labels[window], threshold, voxel_volume_ml(input_image),
-                float(inference.get("region_min_volume_ml", 0.0)))
-            regions_map[window] = regions_window
-            offset = np.array([s.start for s in window], float)
-            for region in regions:
-                centroid = np.asarray(region["centroid_index_zyx"]) + offset
-                region["centroid_index_zyx"] = tuple(centroid)
+        window = _input_window(outputs.labels, input_image)
+        labels[window] = _onto_window(outputs.labels, input_image, window, is_label=True)
+        if uncertainty:
+            uncertainty_map[window] = _onto_window(outputs.uncertainty, input_image, window,
+                                                   is_label=False)
         if not labels.any():
             warnings.append("the fine stage found no pancreas; labels are empty")
+    np.clip(uncertainty_map, 0.0, 1.0, out=uncertainty_map)
+    regions_map, regions = (rank_uncertain_regions(
+        uncertainty_map, labels, threshold, voxel_volume_ml(input_image),
+        float(inference.get("region_min_volume_ml", 0.0))) if uncertainty
+        else (np.zeros(size_zyx, np.int32), []))
+    quality = verdict(outputs.quality_signals, inference.get("quality"))
     timings["mapping"] = time.perf_counter() - started
 
     progress("report", 0.95, "writing the report")
@@ -262,8 +285,10 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
                           uncertainty=uncertainty_map if uncertainty else None, regions=regions,
                           metadata=bundle.metadata, engine_version=__version__,
                           device=str(torch_device), mode="fast" if fast else "accurate",
-                          threshold=threshold, uncertainty_definition=UNCERTAINTY_DEFINITION,
-                          regions_score=REGIONS_SCORE, warnings=warnings, timings_s=timings,
+                          threshold=threshold,
+                          uncertainty_definition=uncertainty_definition(tta, bundle),
+                          regions_score=REGIONS_SCORE, quality=quality, warnings=warnings,
+                          timings_s=timings,
                           peak_memory_mb=peak_memory_mb())
     report["timings_s"]["report"] = time.perf_counter() - started
     report["timings_s"]["total"] = time.perf_counter() - total_started

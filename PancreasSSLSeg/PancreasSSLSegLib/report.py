@@ -99,7 +99,8 @@ def geometry_entry(image: sitk.Image) -> dict[str, Any]:
 def build_report(*, image: sitk.Image, labels: np.ndarray, uncertainty: np.ndarray | None,
                  regions: list[dict[str, Any]], metadata: dict[str, Any], engine_version: str,
                  device: str, mode: str, threshold: float, uncertainty_definition: str,
-                 regions_score: str, warnings: list[str], timings_s: dict[str, float],
+                 regions_score: str, quality: dict[str, Any], warnings: list[str],
+                 timings_s: dict[str, float],
                  peak_memory_mb: float) -> dict[str, Any]:
     """The report dict (keys: see NOTES.md "Engine result"); arrays are on ``image``'s grid."""
     voxel_ml = voxel_volume_ml(image)
@@ -138,6 +139,7 @@ def build_report(*, image: sitk.Image, labels: np.ndarray, uncertainty: np.ndarr
                     "items": lesions},
         "uncertainty": unc_entry,
         "regions": region_entries,
+        "quality": quality,
         "warnings": list(warnings),
         "timings_s": dict(timings_s),
         "peak_memory_mb": peak_memory_mb,

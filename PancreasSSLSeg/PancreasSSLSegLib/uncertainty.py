@@ -5,10 +5,23 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-UNCERTAINTY_DEFINITION = ("normalised predictive entropy H(p)/log(C) of the mean softmax p over "
-                          "the test-time flips (and MC dropout samples), in [0, 1]; 0 outside the "
-                          "fine stage's box")
 REGIONS_SCORE = "score = volume_ml x mean_uncertainty; rank 1 = highest score"
+
+
+def uncertainty_definition(tta, bundle) -> str:
+    """What the uncertainty map holds for a run with ``tta`` (a ``cascade.TtaSettings``)."""
+    if tta.passes == 1:
+        passes = "the softmax p of one pass (no test-time augmentation)"
+    else:
+        parts = [f"{len(tta.flips)} flip(s) {[list(f) for f in tta.flips]}",
+                 f"scales {list(tta.scales)}"]
+        if tta.mc_dropout_samples:
+            parts.append(f"{tta.mc_dropout_samples} MC dropout samples")
+        passes = f"the mean softmax p over {tta.passes} test-time passes ({', '.join(parts)})"
+    coarse_mm = bundle.stage("coarse").spacing_mm
+    return (f"normalised predictive entropy H(p)/log(C) in [0, 1]: inside the fine stage's box, "
+            f"of {passes}; outside it, of the coarse stage's single pass at {coarse_mm} mm "
+            "(the fine stage did not look there)")
 
 
 def normalised_entropy(mean_probs: np.ndarray) -> np.ndarray:
@@ -31,13 +44,17 @@ def rank_uncertain_regions(uncertainty: np.ndarray, labels: np.ndarray, threshol
     ``centroid_index_zyx`` (array index; the report turns it into RAS mm).
     """
     regions = np.zeros(uncertainty.shape, np.int32)
-    components, count = ndimage.label(uncertainty > threshold, structure=np.ones((3, 3, 3)))
-    if count == 0:
+    hot = uncertainty > threshold
+    boxes = ndimage.find_objects(hot.astype(np.uint8))  # labelled in the hot voxels' box only
+    if not boxes:
         return regions, []
+    box = boxes[0]
+    offset = np.array([s.start for s in box], float)
+    components, count = ndimage.label(hot[box], structure=np.ones((3, 3, 3)))
     index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(np.ones_like(components, np.uint8), components, index)
-    means = ndimage.mean(uncertainty, components, index)
-    maxima = ndimage.maximum(uncertainty, components, index)
+    sizes = ndimage.sum_labels(np.ones(components.shape, np.uint8), components, index)
+    means = ndimage.mean(uncertainty[box], components, index)
+    maxima = ndimage.maximum(uncertainty[box], components, index)
     centroids = ndimage.center_of_mass(np.ones(components.shape, np.uint8), components, index)
     found = []
     for comp, size, mean, peak, centroid in zip(index, sizes, means, maxima, centroids):
@@ -46,14 +63,17 @@ def rank_uncertain_regions(uncertainty: np.ndarray, labels: np.ndarray, threshol
             continue
         found.append({"component": int(comp), "volume_ml": volume_ml,
                       "mean_uncertainty": float(mean), "max_uncertainty": float(peak),
-                      "score": volume_ml * float(mean), "centroid_index_zyx": tuple(centroid)})
+                      "score": volume_ml * float(mean),
+                      "centroid_index_zyx": tuple(np.asarray(centroid) + offset)})
     found.sort(key=lambda r: r["score"], reverse=True)
     lookup = np.zeros(count + 1, np.int32)
     for rank, region in enumerate(found, start=1):
         lookup[region.pop("component")] = rank
         region.update(id=rank, rank=rank)
-    regions = lookup[components]
-    for region in found:
-        votes = np.bincount(labels[regions == region["id"]], minlength=3)
-        region["dominant_label"] = int(np.argmax(votes))
+    regions[box] = lookup[components]
+    if found:
+        votes = np.bincount(regions[box].ravel().astype(np.int64) * 3 + labels[box].ravel(),
+                            minlength=(len(found) + 1) * 3).reshape(-1, 3)
+        for region in found:
+            region["dominant_label"] = int(np.argmax(votes[region["id"]]))
     return regions, found

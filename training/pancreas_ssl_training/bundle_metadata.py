@@ -10,6 +10,7 @@ import copy
 from typing import Any
 
 from PancreasSSLSegLib.bundle import FORMAT_NAME, FORMAT_VERSION
+from PancreasSSLSegLib.quality import DEFAULT_QUALITY
 
 ANATOMICAL_STRUCTURE = {"scheme": "SCT", "code": "123037004", "meaning": "Anatomical Structure"}
 ALTERED_STRUCTURE = {"scheme": "SCT", "code": "49755003",
@@ -37,6 +38,7 @@ INFERENCE_DEFAULTS = {
     "lesion_dilation_mm": 5.0,       # lesions kept only inside the pancreas dilated by this much
     "sw_overlap": 0.25,
     "region_min_volume_ml": 0.05,    # smaller uncertain components are not listed
+    "quality": DEFAULT_QUALITY,      # the verdict's thresholds (export settings override keys)
 }
 
 

@@ -155,7 +155,9 @@ def bundle_metadata_for(config: dict[str, Any], stage_states: dict[str, dict[str
         provenance=provenance_entry or {}, metrics=metrics or {})
     if "coarse" not in entries:
         del metadata["stages"]["coarse"]
-    metadata["inference"].update(export.get("inference", {}))
+    settings = dict(export.get("inference", {}))
+    quality = {**metadata["inference"]["quality"], **settings.pop("quality", {})}
+    metadata["inference"].update(settings, quality=quality)
     return metadata, weights
 
 
