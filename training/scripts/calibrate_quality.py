@@ -7,6 +7,8 @@ evaluation data spec and writes, under ``--out``:
 - ``coverage.csv`` / ``coverage.png``: for each uncertainty threshold t, the share of the error
   voxels (predicted label != reference label) inside ``uncertainty > t`` and the flagged volume
   over the predicted pancreas volume (1.0 = as much as the organ itself);
+- ``summary.json`` also holds ``ranking``: the share of all error voxels in the rank-1 region
+  and in all regions when the bundle's regions are ordered by each candidate key;
 - ``summary.json``: AUROC of (1 - score) for "Dice < 0.5", statuses against Dice, the coverage at
   each threshold; and, for ``--sweep``, the same AUROC with each quality setting tuned on the
   other patients (leave one patient out), so the figure is not the one the settings were fit to.
@@ -23,6 +25,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from PancreasSSLSegLib.bundle import load_bundle
 from PancreasSSLSegLib.pipeline import segment
@@ -31,6 +34,9 @@ from PancreasSSLSegLib.quality import DEFAULT_QUALITY, verdict
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
 
 THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+# candidate orders of the review regions (the engine ranks by "score" = volume x mean uncertainty)
+RANKINGS = {"volume_x_mean_uncertainty": "score", "volume": "volume_ml",
+            "mean_uncertainty": "mean_uncertainty", "max_uncertainty": "max_uncertainty"}
 FAILED_DICE, BAD_DICE = 0.5, 0.3
 
 
@@ -48,14 +54,32 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
-def run_cases(bundle, spec) -> tuple[list[dict], np.ndarray]:
+def errors_by_rank(regions: list[dict], region_map: np.ndarray, errors: np.ndarray
+                   ) -> dict[str, np.ndarray]:
+    """Per ranking: error voxels in its rank-1 region and in all regions."""
+    if not regions:
+        return {name: np.zeros(2) for name in RANKINGS}
+    ids = np.array([r["id"] for r in regions])
+    inside = np.asarray(ndimage.sum_labels(errors, region_map, ids))
+    out = {}
+    for name, key in RANKINGS.items():
+        first = int(np.argmax([r[key] for r in regions]))
+        out[name] = np.array([inside[first], inside.sum()])
+    return out
+
+
+def run_cases(bundle, spec) -> tuple[list[dict], list[dict], dict]:
     rows, coverage = [], np.zeros((len(THRESHOLDS), 3))  # errors inside, flagged, (totals below)
     totals = np.zeros(2)  # error voxels, predicted organ voxels
+    ranked = {name: np.zeros(2) for name in RANKINGS}
     for info, image, truth in labelled_cases(spec):
         result = segment(image, model=bundle, device="cpu")
         predicted = result.labels
         errors = predicted != truth
         totals += [errors.sum(), (predicted >= PANCREAS).sum()]
+        for name, found in errors_by_rank(result.report["regions"], result.regions,
+                                          errors).items():
+            ranked[name] += found
         for i, t in enumerate(THRESHOLDS):
             flagged = result.uncertainty > t
             coverage[i] += [(errors & flagged).sum(), flagged.sum(), 0]
@@ -69,7 +93,10 @@ def run_cases(bundle, spec) -> tuple[list[dict], np.ndarray]:
     curve = [{"threshold": t, "error_share_flagged": inside / max(totals[0], 1),
               "flagged_over_pancreas": flagged / max(totals[1], 1)}
              for t, (inside, flagged, _) in zip(THRESHOLDS, coverage)]
-    return rows, curve
+    ranking = {name: {"rank1_error_share": v[0] / max(totals[0], 1),
+                      "all_regions_error_share": v[1] / max(totals[0], 1)}
+               for name, v in ranked.items()}
+    return rows, curve, ranking
 
 
 def signals_of(row: dict) -> dict:
@@ -96,7 +123,8 @@ def tuned(rows: list[dict], base: dict) -> dict:
     return best
 
 
-def summarise(rows: list[dict], curve: list[dict], base: dict, sweep: bool) -> dict:
+def summarise(rows: list[dict], curve: list[dict], ranking: dict, base: dict,
+              sweep: bool) -> dict:
     d = np.array([r["dice"] for r in rows])
     failed = d < FAILED_DICE
     summary = {"cases": len(rows), "dice_below_0.5": int(failed.sum()),
@@ -108,7 +136,7 @@ def summarise(rows: list[dict], curve: list[dict], base: dict, sweep: bool) -> d
                "mean_dice_by_status": {s: float(d[[r["status"] == s for r in rows]].mean())
                                        for s in ("ok", "check", "failed")
                                        if any(r["status"] == s for r in rows)},
-               "coverage": curve}
+               "coverage": curve, "ranking": ranking}
     if sweep:
         patients = sorted({r["patient"] for r in rows})
         held_scores = np.zeros(len(rows))
@@ -158,20 +186,22 @@ def main(argv=None) -> int:
     if args.cases_csv:
         with open(args.cases_csv, encoding="utf-8") as f:
             rows = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)]
-        curve = json.loads((args.cases_csv.parent / "summary.json").read_text())["coverage"]
+        earlier = json.loads((args.cases_csv.parent / "summary.json").read_text())
+        curve, ranking = earlier["coverage"], earlier["ranking"]
         for row, score in zip(rows, rescored(rows, base)):
             verdict_now = verdict(signals_of(row), base)
             row.update(score=score, status=verdict_now["status"])
     else:
-        rows, curve = run_cases(bundle, read_data_spec(args.data))
+        rows, curve, ranking = run_cases(bundle, read_data_spec(args.data))
         with open(args.out / "cases.csv", "w", newline="", encoding="utf-8") as f:
             writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
         plot(curve, args.out / "coverage.png")
-    summary = summarise(rows, curve, base, args.sweep)
+    summary = summarise(rows, curve, ranking, base, args.sweep)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
-    print(json.dumps({k: v for k, v in summary.items() if k != "coverage"}, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("coverage", "tuned_on_all")},
+                     indent=1))
     for c in curve:
         print(f"t={c['threshold']}: errors flagged {c['error_share_flagged']:.3f}, flagged / "
               f"pancreas {c['flagged_over_pancreas']:.2f}")
