@@ -13,6 +13,11 @@ batch): temporary names carry the writer's process id and a random token, only t
 process is gone are removed as stale, and on POSIX the rename step holds an exclusive ``flock`` on
 the folder, so one case's six files always come from one writer.
 
+The preview (matplotlib, about half of the writing time) is drawn in a worker thread while this
+thread writes the volumes and the Slicer segmentation, whose SimpleITK and zlib work releases the
+GIL (measured on the 512x512x224 CT, 1 torch thread: benchmarks/NOTES.md). The report is written
+after both, since it records the others' checksums.
+
 When the input was a DICOM series folder, a seventh file ``<case>_seg.dcm`` (DICOM SEG referencing
 that series, :mod:`.dicom_seg`) is written with the others and listed in the report's
 ``outputs``; when the series cannot be referenced (anonymised UIDs, no slice-for-slice match) the
@@ -25,6 +30,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -117,8 +123,15 @@ def write_case_outputs(result, out_dir: str | Path, case: str,
             {**result.report, "outputs": _file_records(temporary, final)}, path),
     }
     try:
-        for key, path in temporary.items():
-            writers[key](path)
+        # Leaving the ``with`` waits for the preview, also when a writer here failed: no
+        # temporary can appear after the clean-up below.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview") as pool:
+            preview = pool.submit(writers["preview"], temporary["preview"])
+            for key, path in temporary.items():
+                if key not in ("preview", "report"):
+                    writers[key](path)
+            preview.result()
+        writers["report"](temporary["report"])
         with _folder_lock(out_dir):
             _rename_into_place(temporary, final)
             if segmentation is None:  # an older run's SEG would not match the new labels
@@ -196,8 +209,17 @@ def _file_records(temporary: dict[str, Path], final: dict[str, Path]) -> dict[st
             for key, path in temporary.items() if key != "report"}
 
 
+# Voxel types of the volumes written, as numpy types: converting the array before making the image
+# saves ``sitk.Cast``'s full-size copy (235 MB for a float32 512x512x224 grid), even to the same type.
+_NUMPY_TYPES = {sitk.sitkUInt8: np.uint8, sitk.sitkInt32: np.int32, sitk.sitkFloat32: np.float32}
+
+
 def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path) -> None:
-    image = sitk.Cast(result.to_sitk(np.asarray(array)), pixel_type)
+    """gzip NIfTI; ITK's NIfTI writer ignores the compression level (same bytes at 1, 6 and 9)."""
+    if pixel_type in _NUMPY_TYPES:
+        image = result.to_sitk(np.asarray(array, _NUMPY_TYPES[pixel_type]))
+    else:
+        image = sitk.Cast(result.to_sitk(np.asarray(array)), pixel_type)
     sitk.WriteImage(image, str(path), useCompression=True)
 
 
@@ -248,9 +270,11 @@ def write_seg_nrrd(result, path: str | Path) -> None:
         layers[-1][box][review[box]] = value
         segments.append({**_segment_fields(uncertain, "uncertain_region"), "labelValue": value,
                          "layer": len(layers) - 1, "extent": _extent(review[box], box)})
-    # slicerio voxels are indexed (i, j, k) = (x, y, z): the transpose of SimpleITK's array.
-    voxels = (np.stack([layer.transpose() for layer in layers]) if len(layers) > 1
-              else np.ascontiguousarray(layers[0].transpose()))
+    # slicerio voxels are indexed (i, j, k) = (x, y, z): the transpose of SimpleITK's array, and
+    # pynrrd writes them in Fortran order; a transposed view is already laid out so, which spares
+    # two full-size reordering copies (the file's bytes are the same).
+    voxels = (np.stack(layers, axis=-1).transpose() if len(layers) > 1
+              else layers[0].transpose())
     slicerio.write_segmentation(str(path), {"voxels": voxels, "segments": segments,
                                             "ijkToLPS": ijk_to_lps(result.image)})
 
