@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.inferers import SlidingWindowInferer
 
 from .bundle import ModelBundle
 from .errors import DeviceError
@@ -67,6 +66,8 @@ def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, devi
 
     ``volume`` is the normalised canonical array ``(z, y, x)``.
     """
+    from monai.inferers import SlidingWindowInferer  # where it runs: see networks.py on MONAI
+
     stage = bundle.stage(stage_name)
     network = bundle.load_network(stage_name, device)
     if mc_dropout_samples > 0:

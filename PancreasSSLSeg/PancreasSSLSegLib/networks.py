@@ -26,8 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.blocks import Convolution, ResidualUnit
 from torch import nn
+
+# MONAI is imported where a network is built (``PancreasUNet.__init__``), not here: ``import monai``
+# loads every MONAI subpackage (2-3 s on a 2-core CPU, benchmarks/NOTES.md), which the config
+# checks and ``size_divisor`` below (used by bundle checks and the training config) do not need.
 
 KNOWN_HEADS = ("sdm", "projection", "restoration")
 CONFIG_KEYS = ("spatial_dims", "in_channels", "out_channels", "channels", "strides")
@@ -61,6 +64,8 @@ class PancreasUNet(nn.Module):
     """
 
     def __init__(self, config: dict[str, Any]):
+        from monai.networks.blocks import Convolution, ResidualUnit
+
         super().__init__()
         validate_network_config(config)
         self.config = dict(config)
