@@ -1,5 +1,5 @@
 """The preview PNG: four panels with overlays, also when nothing was found, with the outlines on
-the anatomy they outline."""
+the anatomy they outline, and the quality verdict as a banner in its status colour above them."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from PancreasSSLSegLib.preview import write_preview
+from PancreasSSLSegLib.preview import verdict_lines, write_preview
 from PancreasSSLSegLib.report import build_report
 from PancreasSSLSegLib.pipeline import SegmentationResult
 
@@ -29,14 +29,16 @@ def _result(with_organ: bool) -> SegmentationResult:
     return _as_result(image, labels, uncertainty)
 
 
-def _as_result(image: sitk.Image, labels: np.ndarray, uncertainty: np.ndarray) -> SegmentationResult:
+def _as_result(image: sitk.Image, labels: np.ndarray, uncertainty: np.ndarray,
+               quality: dict | None = None) -> SegmentationResult:
     ct = sitk.GetArrayFromImage(image)
     report = build_report(image=image, labels=labels, uncertainty=uncertainty, regions=[],
                           metadata={"name": "demo", "version": "1", "labels": LABELS,
                                     "uncertain_region": {"name": "u"}},
                           engine_version="0", device="cpu", mode="accurate", threshold=0.5,
                           uncertainty_definition="d", regions_score="s",
-                          quality={"score": 1.0, "status": "ok", "reasons": [], "signals": {}},
+                          quality=quality or {"score": 1.0, "status": "ok", "reasons": [],
+                                              "signals": {}},
                           warnings=[],
                           timings_s={}, peak_memory_mb=0.0)
     return SegmentationResult(labels=labels, uncertainty=uncertainty,
@@ -128,3 +130,88 @@ def test_preview_outlines_lie_on_the_structure_they_outline(tmp_path, stored_as)
         # Expected at ~(0.2, 0.8); mirrored top-to-bottom would be ~(0.8, 0.8).
         np.testing.assert_allclose(bright, expected, atol=0.06)
         np.testing.assert_allclose(outline, expected, atol=0.06)
+
+
+# The banner colours, written out here (not read from preview.py): ok green, check amber,
+# failed red, each far from the label colours and the CT's greys.
+BANNER_RGB = {"ok": [30, 150, 60], "check": [255, 176, 0], "failed": [204, 0, 0]}
+LONG_REASONS = ["the model is unsure of the outline (expected Dice 0.41)",
+                "unsure tissue next to the pancreas (0.90 x its volume) may be missed pancreas",
+                "the pancreas lies where a pancreas is not expected (at 0.05 left-right, 0.90 "
+                "front-back of the body) and this reason goes on for a long while to be cut short",
+                "lesions make up 75% of the organ"]
+
+
+def _preview_with(tmp_path, status: str, score: float, reasons: list[str], single_slice=False):
+    if single_slice:
+        ct = np.full((1, 60, 70), -50.0, np.float32)
+        labels = np.zeros(ct.shape, np.uint8)
+        labels[0, 20:35, 20:50] = 1
+        image = sitk.GetImageFromArray(ct)
+        image.SetSpacing((0.8, 0.8, 1.0))
+        result = _as_result(image, labels, np.zeros(ct.shape, np.float32),
+                            {"score": score, "status": status, "reasons": reasons, "signals": {}})
+    else:
+        result = _result(True)
+        result.report["quality"] = {"score": score, "status": status, "reasons": reasons,
+                                    "signals": {}}
+    path = tmp_path / f"{status}-{single_slice}-{len(reasons)}.png"
+    write_preview(result, path)
+    return np.asarray(Image.open(path).convert("RGB")).astype(int)
+
+
+def _matches(pixels: np.ndarray, colour) -> np.ndarray:
+    return np.abs(pixels - colour).sum(axis=2) < 30
+
+
+@pytest.mark.parametrize("single_slice", [False, True])
+@pytest.mark.parametrize("status, score", [("ok", 0.81), ("check", 0.4), ("failed", 0.05)])
+def test_verdict_banner_in_its_status_colour_spans_the_top_above_the_panels(
+        tmp_path, status, score, single_slice):
+    pixels = _preview_with(tmp_path, status, score, LONG_REASONS[:2], single_slice)
+    banner = _matches(pixels, BANNER_RGB[status])
+    rows = np.flatnonzero(banner.any(axis=1))
+    assert rows.size, f"no pixel in the {status} colour"
+    # A band from the top edge, at least 0.5 inch (45 px at 90 dpi) tall, the full width (its
+    # rows between the lines of text too), and nowhere below it.
+    assert rows[0] == 0 and rows[-1] - rows[0] + 1 >= 45 and rows[-1] < pixels.shape[0] / 4
+    assert np.all(np.diff(rows) == 1)
+    assert banner[rows[0]].mean() > 0.98 and banner[rows[-1]].mean() > 0.98
+    top_of_panels = min(top for top, _, _, _ in _panel_boxes(pixels))
+    assert rows[-1] < top_of_panels
+    for other, colour in BANNER_RGB.items():  # the other statuses' colours do not appear
+        if other != status:
+            assert _matches(pixels, colour).sum() < 20, other
+
+
+def test_banner_shows_the_reasons_and_a_clean_ok_says_so(tmp_path):
+    """Text pixels (not the banner colour) in the banner band: more with four reasons than with
+    none, and the reasons of the four stay within two lines' height of the band."""
+    with_reasons = _preview_with(tmp_path, "check", 0.3, LONG_REASONS)
+    without = _preview_with(tmp_path, "check", 0.3, [])
+    band = np.flatnonzero(_matches(without, BANNER_RGB["check"]).any(axis=1))
+    left = int(with_reasons.shape[1] * 0.3)  # right of the headline
+    text_with = ~_matches(with_reasons[band][:, left:], BANNER_RGB["check"])
+    text_without = ~_matches(without[band][:, left:], BANNER_RGB["check"])
+    assert text_with.sum() > text_without.sum() + 300
+    assert text_without.sum() < 20  # no reasons, no text there
+    # the banner stayed as tall: the wrapped reasons did not push anything out of it
+    assert np.array_equal(np.flatnonzero(_matches(with_reasons, BANNER_RGB["check"]).any(axis=1)),
+                          band)
+
+
+def test_reasons_are_shortened_and_wrapped_onto_two_lines():
+    headline, lines = verdict_lines({"score": 0.2345, "status": "failed",
+                                     "reasons": LONG_REASONS}, width_chars=60)
+    assert "FAILED" in headline and "0.23" in headline
+    assert 1 <= len(lines) <= 2 and all(len(line) <= 60 for line in lines)
+    assert lines[0].startswith("the model is unsure of the outline")
+    assert lines[-1].endswith("…")  # more than fits: said so
+    # Wide enough for everything: every reason is there, in order, the long one cut at 90.
+    _, lines = verdict_lines({"score": 0.2, "status": "check", "reasons": LONG_REASONS}, 400)
+    text = " ".join(lines)
+    positions = [text.find(reason[:30]) for reason in LONG_REASONS]
+    assert all(p >= 0 for p in positions) and positions == sorted(positions)
+    assert "cut short" not in text
+    assert verdict_lines({"score": 0.9, "status": "ok", "reasons": []}, 80)[1] == [
+        "no warning signs"]

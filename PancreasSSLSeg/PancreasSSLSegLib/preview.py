@@ -1,12 +1,16 @@
 """A one-glance PNG of a result: three axial slices through the pancreas and one coronal slice.
 
 CT in a soft-tissue window (W 400 / L 40), label contours in the bundle's colours, uncertainty as
-a translucent heat overlay, a legend, and a title with the volumes. Slices are shown in the
-canonical LPS orientation (radiological display: patient right on the left, anterior at the top).
+a translucent heat overlay, a legend, a title with the volumes and, above everything, the quality
+verdict as a banner the width of the picture in its status colour (:data:`STATUS_COLOURS`: ok
+green, check amber, failed red) with the score and the reasons, shortened and wrapped. Slices are
+shown in the canonical LPS orientation (radiological display: patient right on the left,
+anterior at the top).
 """
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -15,12 +19,21 @@ matplotlib.use("Agg")  # files only: no display needed (CLI, servers)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
 from .preprocessing import to_canonical  # noqa: E402
 
 SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
 UNCERTAINTY_SHOWN_FROM = 0.05  # lighter uncertainty would only tint the whole box
+# Verdict banner colours (RGB 0-255) and the text colour on each; the Slicer module's banner uses
+# the same (PancreasSSLSegModuleLib/verdict_banner.py). Chosen apart from the label colours.
+STATUS_COLOURS = {"ok": (30, 150, 60), "check": (255, 176, 0), "failed": (204, 0, 0)}
+NO_VERDICT_COLOUR = (110, 110, 110)  # a report without a verdict (older engine)
+STATUS_TEXT_COLOURS = {"ok": "white", "check": "black", "failed": "white"}
+BANNER_HEIGHT_IN = 0.75
+HEADLINE_IN = 3.6  # "Quality: FAILED · score 0.00" at 13 pt bold fits; the reasons start there
+REASON_CHARS = 90  # each reason shortened to this many characters
+REASON_LINES = 2  # the reasons wrapped onto at most this many lines
 
 
 def _canonical_array(image: sitk.Image) -> np.ndarray:
@@ -56,6 +69,43 @@ def _draw(ax, ct, labels, uncertainty, colours, aspect, origin, title):
     ax.set_axis_off()
 
 
+def verdict_lines(quality: dict | None, width_chars: int) -> tuple[str, list[str]]:
+    """(headline, reason lines) of the banner: ``"Quality: CHECK · score 0.42"`` and the
+    reasons, each shortened to :data:`REASON_CHARS`, joined by "; " and wrapped to
+    ``width_chars`` on at most :data:`REASON_LINES` lines (an ellipsis ends the last when there
+    was more)."""
+    if not quality:
+        return "NO QUALITY VERDICT", ["this report has no quality verdict (older engine)"]
+    headline = f"Quality: {str(quality['status']).upper()} · score {float(quality['score']):.2f}"
+    reasons = [textwrap.shorten(str(reason), REASON_CHARS, placeholder="…")
+               for reason in quality.get("reasons") or []]
+    if not reasons:
+        return headline, ["no warning signs" if quality["status"] == "ok" else ""]
+    lines = textwrap.wrap("; ".join(reasons), width_chars)
+    if len(lines) > REASON_LINES:
+        last = textwrap.shorten(lines[REASON_LINES - 1] + " " + lines[REASON_LINES], width_chars,
+                                placeholder="…")
+        lines = lines[:REASON_LINES - 1] + [last]
+    return headline, lines
+
+
+def _draw_banner(fig, quality: dict | None, height_fraction: float) -> None:
+    """The verdict banner across the top ``height_fraction`` of ``fig``."""
+    status = (quality or {}).get("status")
+    colour = np.array(STATUS_COLOURS.get(status, NO_VERDICT_COLOUR)) / 255.0
+    text_colour = STATUS_TEXT_COLOURS.get(status, "white")
+    fig.patches.append(Rectangle((0, 1 - height_fraction), 1, height_fraction,
+                                 transform=fig.transFigure, facecolor=colour, edgecolor="none",
+                                 zorder=0))
+    width_in = fig.get_size_inches()[0]
+    headline, reasons = verdict_lines(quality, width_chars=int((width_in - HEADLINE_IN) * 12))
+    middle = 1 - height_fraction / 2
+    fig.text(0.012, middle, headline, color=text_colour, fontsize=13, fontweight="bold",
+             va="center", ha="left")
+    fig.text(HEADLINE_IN / width_in, middle, "\n".join(reasons), color=text_colour, fontsize=9,
+             va="center", ha="left", linespacing=1.3)
+
+
 def write_preview(result, path: str | Path) -> None:
     """Write the preview PNG of a ``SegmentationResult`` to ``path``."""
     report = result.report
@@ -67,12 +117,13 @@ def write_preview(result, path: str | Path) -> None:
                for entry in report["segments"] if int(entry["value"]) > 0}
 
     if ct.shape[0] == 1:  # one axial slice (2-D input): that slice alone
-        fig, axes = plt.subplots(1, 1, figsize=(6, 5.6), facecolor="black", squeeze=False)
+        fig, axes = plt.subplots(1, 1, figsize=(7, 5.6 + BANNER_HEIGHT_IN), facecolor="black",
+                                 squeeze=False)
         axes = axes[0]
         _draw(axes[0], ct[0], labels[0], uncertainty[0], colours, spacing_y / spacing_x,
               "upper", "axial slice")
     else:
-        fig, axes = plt.subplots(1, 4, figsize=(16, 4.6), facecolor="black")
+        fig, axes = plt.subplots(1, 4, figsize=(16, 4.6 + BANNER_HEIGHT_IN), facecolor="black")
         for ax, z in zip(axes[:3], _axial_indices(labels)):
             _draw(ax, ct[z], labels[z], uncertainty[z], colours, spacing_y / spacing_x, "upper",
                   f"axial slice {z}")
@@ -93,8 +144,10 @@ def write_preview(result, path: str | Path) -> None:
                  f"{lesions['total_volume_ml']:.1f} mL")
     else:
         title = "No pancreas found"
+    banner = BANNER_HEIGHT_IN / fig.get_size_inches()[1]
+    _draw_banner(fig, report.get("quality"), banner)
     fig.suptitle(f"{title}  |  model {report['model']['name']} {report['model']['version']}",
-                 color="white", fontsize=11)
-    fig.tight_layout(rect=(0, 0.07, 1, 0.93))
+                 color="white", fontsize=11, y=1 - banner - 0.01, va="top")
+    fig.tight_layout(rect=(0, 0.07, 1, 1 - banner - 0.07))
     fig.savefig(path, dpi=90, facecolor=fig.get_facecolor())
     plt.close(fig)
