@@ -1,4 +1,4 @@
-"""``pancreas-ssl-train``: fit, pretrain (PolyCL), evaluate and export.
+"""``pancreas-ssl-train``: fit, pretrain (PolyCL), evaluate, export and finetune.
 
 Exit codes as the engine's CLI: 0 ok, 2 bad config / data / checkpoint / bundle (one line on
 stderr naming the file), 1 unexpected error.
@@ -53,7 +53,35 @@ def _parser() -> argparse.ArgumentParser:
                              "settings) from this config instead of the training run's")
     export.add_argument("--metrics", type=Path, default=None,
                         help="JSON file of measured metrics to record in the bundle")
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a bundle's fine stage on a corrections folder into a new "
+                         "bundle (validated on a held-out part of the corrections)")
+    finetune.add_argument("--model", required=True, type=Path, help="bundle to start from")
+    finetune.add_argument("--data", required=True, type=Path,
+                          help="corrections folder (the module's Export corrected case)")
+    finetune.add_argument("--out", required=True, type=Path, help="bundle folder to create")
+    finetune.add_argument("--iterations", type=int, default=None,
+                          help="training iterations (default 300)")
+    finetune.add_argument("--validation-fraction", type=float, default=0.25,
+                          help="share of the cases held out to validate (default 0.25)")
+    finetune.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
+    finetune.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    from .finetune import DEFAULT_ITERATIONS, finetune
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    record = finetune(args.model, args.data, args.out,
+                      iterations=args.iterations or DEFAULT_ITERATIONS,
+                      validation_fraction=args.validation_fraction,
+                      show_progress=not args.quiet)
+    print(f"bundle: {args.out}")
+    print(f"validation Dice ({len(record['validation_cases'])} cases): parent "
+          f"{record['validation_dice_parent']}, fine-tuned {record['validation_dice_finetuned']}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -103,7 +131,8 @@ def _export(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     use_utf8_output()
     args = _parser().parse_args(argv)
-    handlers = {"fit": _train, "pretrain": _train, "evaluate": _evaluate, "export": _export}
+    handlers = {"fit": _train, "pretrain": _train, "evaluate": _evaluate, "export": _export,
+                "finetune": _finetune}
     try:
         return handlers[args.command](args)
     except (PancreasSSLSegError, FileExistsError) as exc:
