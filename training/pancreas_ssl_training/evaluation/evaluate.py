@@ -20,6 +20,9 @@ the box around the *true* pancreas grown by the same margin: the fine stage's ow
 (``tta_flip: false`` = the engine's Fast mode). 8-bit slices are fed as they are (grey levels
 taken for HU) unless ``grey_to_hu: {"data_root", "method"?}`` maps them to HU first (the fit of
 ``data.intensity_mapping.estimate_grey_mapping``, as the trainer's ``data.grey_to_hu``).
+``corruption: {"name", "severity", "seed"?}`` applies one acquisition shift of
+``evaluation.corruptions`` to every slice (in HU: 8-bit slices need ``grey_to_hu``), with a
+seed per slice from ``seed`` and the slice's name; labels are left as they are.
 
 Writes to ``out_dir``: ``cases.csv`` (one row per case and region), ``calibration.csv`` (one row
 per case), ``summary.csv`` + ``summary.md`` (mean ± sd per source and region), ``dice.png`` and
@@ -58,6 +61,7 @@ from ..data.slices import read_canonical, remap_labels
 from ..data.volumes import VOLUME_SPEC_KEYS, volume_cases_from_spec
 from ..export import in_memory_bundle
 from .calibration import error_uncertainty_overlap, expected_calibration_error, normalized_entropy
+from .corruptions import case_seed, corrupt
 from .metrics import DEFAULT_SURFACE_TOLERANCE_MM, METRIC_NAMES, case_metrics
 from .plots import box_plot
 from .tables import summarize, write_csv, write_markdown
@@ -207,6 +211,10 @@ def labelled_cases(spec: Mapping[str, Any]):
     grey_to_hu = spec.get("grey_to_hu")
     mapping = None if not grey_to_hu else estimate_grey_mapping(
         grey_to_hu["data_root"], grey_to_hu.get("method", "percentile"))
+    corruption = spec.get("corruption")
+    if corruption and any(key in spec for key in VOLUME_SPEC_KEYS):
+        raise InputError("data spec: 'corruption' applies to slice sources (nih_hu, nih_8bit) "
+                         "only")
     for sample in build_slice_sources(slice_spec) if slice_spec else []:
         spacing = tuple(sample.spacing_mm or ASSUMED_NIH_SPACING_MM)
         image, units = sample.image, sample.units
@@ -214,6 +222,9 @@ def labelled_cases(spec: Mapping[str, Any]):
             image, units = to_hu(image, mapping), "8bit-mapped-hu"
         info = {"source": sample.source, "case": sample.case, "patient": sample.patient,
                 "units": units}
+        if corruption:
+            image = _corrupted(image, units, spacing, sample.case, corruption, mapping)
+            info.update(corruption=corruption["name"], severity=int(corruption["severity"]))
         yield info, _slice_image(image, spacing), sample.label[None]
     for volume in volume_cases_from_spec(spec):
         if volume.label_path is None:
@@ -226,6 +237,22 @@ def labelled_cases(spec: Mapping[str, Any]):
         info = {"source": volume.source, "case": volume.case,
                 "patient": volume.patient or volume.case, "units": "hu"}
         yield info, image, labels
+
+
+def _corrupted(image: np.ndarray, units: str, spacing_xy: tuple[float, float], case: str,
+               corruption: Mapping[str, Any], mapping) -> np.ndarray:
+    """``image`` (HU) under the spec's corruption; the window corruption reads back with the
+    8-bit mapping in use (its window), as the pipeline would."""
+    if units == "8bit":
+        raise InputError("data spec: 'corruption' needs slices in HU; add grey_to_hu for the "
+                         "8-bit slices")
+    options = {} if mapping is None else {"source_window_hu": mapping.window_hu}
+    seed = case_seed(int(corruption.get("seed", 0)), case)
+    try:
+        return corrupt(image, str(corruption["name"]), int(corruption["severity"]), spacing_xy,
+                       seed, **options)
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"data spec: corruption {dict(corruption)}: {exc}") from None
 
 
 def evaluate_case(model: EvaluatedModel, image: sitk.Image, labels: np.ndarray,
