@@ -73,7 +73,11 @@ def test_segments_real_nifti_on_its_exact_grid(capsys, tmp_path, example_ct, ran
     code, out, err = run(capsys, "segment", example_ct, "-o", tmp_path, "--model", random_bundle,
                          "--device", "cpu", "--fast", "--uncertainty-threshold", "0.3",
                          "--progress", "none")
-    assert (code, out, err) == (0, "", "")
+    # one final line for people; the stand-in's report has no verdict to count; one case: no
+    # batch summary
+    assert (code, out, err) == (0, "1 case: 1 segmented, 0 skipped, 0 errors | quality: 0 ok, "
+                                   "0 check, 0 failed\n", "")
+    assert not (tmp_path / "summary.csv").exists()
     assert_case_outputs(tmp_path, "example_ct", sitk.ReadImage(str(example_ct)))
     assert fake_segment.calls == [{"size": (122, 101, 112), "device": "cpu", "fast": True,
                                    "uncertainty": True, "threshold": 0.3}]
@@ -97,6 +101,59 @@ def test_dicom_folder_and_json_progress(capsys, tmp_path, shared_data, random_bu
     done = records[-1]
     assert (done["status"], done["fraction"], done["cases_ok"]) == ("ok", 1.0, 1)
     assert done["cases"][0]["outputs"]["labels"].endswith("ct-dicom-series_labels.nii.gz")
+    # a DICOM series folder is one case, not a batch: no summary
+    assert done["quality"] == {"ok": 0, "check": 0, "failed": 0} and "summary" not in done
+    assert not (tmp_path / "summary.csv").exists()
+
+
+class VerdictSegment(FakeSegment):
+    """The stand-in with a quality verdict per case: ``verdicts[file name] = (status, score)``."""
+
+    def __init__(self, verdicts: dict[str, tuple[str, float]]):
+        super().__init__()
+        self.verdicts = verdicts
+
+    def __call__(self, path, **options):
+        result = super().__call__(path, **options)
+        status, score = self.verdicts[Path(path).name]
+        result.report["quality"] = {"score": score, "status": status,
+                                    "reasons": [f"{status} because"], "signals": {}}
+        return result
+
+
+@pytest.mark.parametrize("progress", ["none", "bar", "json"])
+def test_final_line_counts_cases_per_run_status_and_verdict(progress, capsys, tmp_path,
+                                                            example_ct, random_bundle,
+                                                            monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = sitk.ReadImage(str(example_ct))[40:70, 30:60, 40:60]
+    verdicts = {"a.nii.gz": ("check", 0.4), "b.nii.gz": ("ok", 0.8), "c.nii.gz": ("failed", 0.1),
+                "d.nii.gz": ("check", 0.3)}
+    for name in verdicts:
+        sitk.WriteImage(image, str(inputs / name))
+    (inputs / "e.nii.gz").write_text("broken", encoding="utf-8")
+    monkeypatch.setattr(cli, "_segment", VerdictSegment(verdicts))
+    monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
+    out_dir = tmp_path / "out"
+    # d first: skipped in the run below, its verdict read from its report
+    assert run(capsys, "segment", inputs / "d.nii.gz", "-o", out_dir, "--model", random_bundle,
+               "--progress", "none")[0] == 0
+    code, out, err = run(capsys, "segment", inputs, "-o", out_dir, "--model", random_bundle,
+                         "--progress", progress)
+    assert code == 1 and "error: e.nii.gz" in err
+    if progress == "json":
+        done = json.loads(out.splitlines()[-1])
+        assert done["quality"] == {"ok": 1, "check": 2, "failed": 1}
+        assert (done["cases_ok"], done["cases_skipped"], done["cases_failed"]) == (3, 1, 1)
+        assert done["summary"] == str(out_dir / "summary.csv")
+        assert all(line.startswith("{") for line in out.splitlines())  # JSON lines only
+    else:
+        assert out == ("5 cases: 3 segmented, 1 skipped, 1 error | quality: 1 ok, 2 check, "
+                       f"1 failed | summary: {out_dir / 'summary.csv'}\n")
+    order = [line.split(",")[0] for line in
+             (out_dir / "summary.csv").read_text(encoding="utf-8").splitlines()[1:]]
+    assert order == ["e", "c", "d", "a", "b"]
 
 
 @pytest.mark.parametrize("kind", ["missing", "text_named_nii_gz", "truncated_gzip", "2d", "4d",

@@ -136,5 +136,16 @@ def test_two_parts_running_at_once_into_one_folder_complete_every_case(capsys, t
     code, stdout, _ = run(capsys, "segment", *given, "-o", out, *common, "--overwrite")
     assert (code, json.loads(stdout.splitlines()[-1])["cases_ok"]) == (0, len(written[1]))
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
-    changed = {name.split("_")[0].split(".")[0] for name in after if after[name] != before[name]}
+    summaries = {name for name in after if name.startswith("summary")}
+    # each part's own summary, rewritten by every run of that part; no summary of the whole
+    assert summaries == {f"summary-part-{i}-of-2.{kind}" for i in (0, 1) for kind in ("csv", "json")}
+    assert after["summary-part-0-of-2.csv"] == before["summary-part-0-of-2.csv"]
+    changed = {name.split("_")[0].split(".")[0] for name in set(after) - summaries
+               if after[name] != before[name]}
     assert changed == written[1]
+
+    # One command merges the parts: every case once.
+    code, stdout, _ = run(capsys, "summary", out)
+    assert code == 0 and stdout.startswith(f"{len(inputs)} cases: {len(inputs)} segmented")
+    merged = (out / "summary.csv").read_text(encoding="utf-8").splitlines()[1:]
+    assert sorted(line.split(",")[0] for line in merged) == sorted(p.name[:-7] for p in inputs)

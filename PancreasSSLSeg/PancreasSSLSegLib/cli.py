@@ -2,7 +2,10 @@
 
 Each failing case prints one line ``error: <file>: <problem>`` on stderr and the batch goes on;
 finished cases (all six outputs present) are skipped unless ``--overwrite``, so a stopped batch
-resumes where it was. Exit codes are in :data:`EXIT_CODES_HELP`.
+resumes where it was. A run that finished any case ends with one line counting the cases per run
+status and per quality verdict (stdout; in ``--progress json`` the done line's ``quality``), and
+a batch writes ``summary.csv``/``.json`` (:mod:`.batch_summary`); ``summary OUTDIR`` rebuilds them
+from a folder's reports. Exit codes are in :data:`EXIT_CODES_HELP`.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
+from . import __version__, batch_summary
 from .errors import BundleError, DeviceError, PancreasSSLSegError
 from .image_io import case_name, dicom_series_ids, is_image_file
 from .outputs import DICOM_SEG_KEY, case_is_complete, write_case_outputs
@@ -121,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
                          help="which part to segment, 0 .. N-1 (default 0)")
     segment.set_defaults(handler=run_segment)
 
+    summary = commands.add_parser(
+        "summary", help="(re)build summary.csv/json from the reports in an output folder",
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Write OUTDIR/summary.csv and summary.json from every <case>_report.json in OUTDIR "
+            "(and the failed cases its earlier summaries list that still have no report): one "
+            "row per case, the cases to check first. Run it after the parts of a --num-parts "
+            "run have finished to merge them."))
+    summary.add_argument("folder", type=Path, metavar="OUTDIR")
+    summary.set_defaults(handler=run_summary)
+
     info = commands.add_parser("info", help="describe a model bundle",
                                epilog=EXIT_CODES_HELP,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -216,7 +230,7 @@ def run_segment(args: argparse.Namespace) -> int:
     # Run-level lines exist only in JSON; bars are per case.
     run_progress = make_progress("json" if kind == "json" else "none")
     try:
-        code, summary = _segment_cases(args, kind)
+        code, summary, line = _segment_cases(args, kind)
     except PancreasSSLSegError as error:
         run_progress.finish("error", message=str(error))
         raise
@@ -227,11 +241,18 @@ def run_segment(args: argparse.Namespace) -> int:
         run_progress.finish("error", message=INTERRUPTED)
         raise
     run_progress.finish("ok" if code == EXIT_OK else "error", **summary)
+    if line is not None and kind != "json":
+        print(line, flush=True)
     return code
 
 
-def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict]:
+def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict, str | None]:
+    """(exit code, the done line's fields, the final line for people or None when no case was
+    finished)."""
     cases = expand_inputs(args.inputs)
+    given = {Path(path) for path in args.inputs}
+    # A batch: several inputs, or a folder that held the cases (a DICOM series folder is one).
+    batch = len(args.inputs) > 1 or any(case.path not in given for case in cases)
     if args.num_parts > 1:
         cases = select_part(cases, args.num_parts, args.part_id)
     bundle = _load_bundle(args.model)
@@ -242,7 +263,7 @@ def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict]:
             outcome = _failed(case, f"{case.path}: case name '{case.name}' is already used by "
                                     f"{seen[case.name]}; rename one of them")
         elif not args.overwrite and case_is_complete(args.output, case.name):
-            outcome = {"case": case.name, "status": "skipped"}
+            outcome = {"case": case.name, "status": "skipped", "path": case.path}
             if kind == "json":
                 make_progress(kind, case=case.name)(
                     "skipped", 1.0, f"{case.name}: outputs exist (--overwrite to redo)")
@@ -253,7 +274,32 @@ def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict]:
             outcome = _run_case(case, bundle, args, kind)
         seen.setdefault(case.name, case.path)
         outcomes.append(outcome)
-    return _exit_code(outcomes), _summary(outcomes)
+    fields = _summary(outcomes)
+    fields["quality"] = {status: 0 for status in batch_summary.QUALITY_STATUSES}
+    if not any(o["status"] != "error" for o in outcomes):
+        return _exit_code(outcomes), fields, None  # nothing finished: the error lines say it all
+    rows = [batch_summary.error_row(o["case"], o["message"], o["path"]) if o["status"] == "error"
+            else batch_summary.read_row(args.output, o["case"], o["status"]) for o in outcomes]
+    fields["quality"] = batch_summary.counts(rows)["quality"]
+    written = None
+    if batch:
+        written = _write_summary(args.output, rows, args.num_parts, args.part_id)
+        if written is not None:
+            fields["summary"] = str(written)
+    return _exit_code(outcomes), fields, batch_summary.counts_line(rows, written)
+
+
+def _write_summary(out_dir: Path, rows: list[dict], num_parts: int, part_id: int) -> Path | None:
+    """The batch's summary files (a part's own names under ``--num-parts``); a folder that
+    cannot take them is a warning, the cases' outputs stand."""
+    try:
+        paths = batch_summary.write_summary(out_dir, rows,
+                                            batch_summary.summary_stem(num_parts, part_id))
+    except OSError as error:
+        print(f"warning: could not write the batch summary in {out_dir}: "
+              f"{error.strerror or error}", file=sys.stderr)
+        return None
+    return paths["csv"]
 
 
 def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: str) -> dict:
@@ -284,7 +330,8 @@ def _run_case(case: Case, bundle: ModelBundle, args: argparse.Namespace, kind: s
         progress.close("error")
         return _failed(case, f"unexpected {type(error).__name__}: {error}", user_error=False)
     progress.close("ok")
-    return {"case": case.name, "status": "ok", "outputs": {k: str(p) for k, p in paths.items()}}
+    return {"case": case.name, "status": "ok", "path": case.path,
+            "outputs": {k: str(p) for k, p in paths.items()}}
 
 
 # torch (seconds to import) is imported only when a command needs it: --help stays instant.
@@ -308,7 +355,8 @@ def _failed(case: Case, message: str, user_error: bool = True) -> dict:
     if not (message.startswith(case.path.name) or message.startswith(str(case.path))):
         message = f"{case.path}: {message}"
     print(f"error: {message}", file=sys.stderr)
-    return {"case": case.name, "status": "error", "message": message, "user_error": user_error}
+    return {"case": case.name, "status": "error", "message": message, "user_error": user_error,
+            "path": case.path}
 
 
 def _exit_code(outcomes: list[dict]) -> int:
@@ -325,7 +373,8 @@ def _summary(outcomes: list[dict]) -> dict[str, Any]:
               for status in ("ok", "error", "skipped")}
     summary: dict[str, Any] = {"cases_ok": counts["ok"], "cases_failed": counts["error"],
                                "cases_skipped": counts["skipped"],
-                               "cases": [{k: v for k, v in o.items() if k != "user_error"}
+                               "cases": [{k: v for k, v in o.items()
+                                          if k not in ("user_error", "path")}
                                          for o in outcomes]}
     failed = [o for o in outcomes if o["status"] == "error"]
     if failed:
@@ -333,6 +382,18 @@ def _summary(outcomes: list[dict]) -> dict[str, Any]:
                               f"{len(failed)} of {len(outcomes)} cases failed; first: "
                               f"{failed[0]['message']}")
     return summary
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    rows = batch_summary.folder_rows(args.folder)  # InputError: exit 2, one line
+    try:
+        paths = batch_summary.write_summary(args.folder, rows)
+    except OSError as error:
+        print(f"error: could not write the summary in {args.folder}: {error.strerror or error}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(batch_summary.counts_line(rows, paths["csv"]))
+    return EXIT_OK
 
 
 def run_info(args: argparse.Namespace) -> int:
