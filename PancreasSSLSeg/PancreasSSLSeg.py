@@ -17,6 +17,7 @@ from slicer.ScriptedLoadableModule import *  # noqa: F401,F403
 from slicer.i18n import tr as _
 
 from PancreasSSLSegModuleLib import engine_process, review, scene_results, volume_io
+from PancreasSSLSegModuleLib.verdict_banner import verdict_banner
 from PancreasSSLSegModuleLib.engine_process import ERROR, OK, EngineFailed, EngineProcess
 
 MODULE_DIR = Path(__file__).resolve().parent
@@ -57,7 +58,6 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         self.timer = qt.QTimer()
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onTimer)
-        self.currentRegionId = None
         self.ui.deviceComboBox.addItems([_("Auto"), _("GPU"), _("CPU")])
         self.populateModels()
         self.ui.uncertaintyThresholdSlider.value = 0.5
@@ -153,8 +153,18 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         if outcome.status == OK:
             self.ui.outputSegmentationSelector.setCurrentNode(outcome.segmentationNode)
         self.updateReviewPanel()
+        self.selectCurrentRegionRow()  # the Logic started the review at the rank-1 region
+
+    def updateVerdictBanner(self):
+        banner = self.logic.qualityBanner()
+        label = self.ui.qualityBannerLabel
+        label.setVisible(banner is not None)
+        if banner is not None:
+            label.text = banner.text
+            label.styleSheet = banner.style_sheet
 
     def updateReviewPanel(self):
+        self.updateVerdictBanner()
         table = self.ui.regionsTable
         table.clearContents()
         rows = self.logic.review.region_table if self.logic.review else []
@@ -176,17 +186,24 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
                                             d=summary["largest_lesion_diameter_mm"],
                                             r=summary["regions_left"])
 
+    def selectCurrentRegionRow(self):
+        review_ = self.logic.review
+        if review_ is None or review_.current_region_id is None:
+            return
+        ids = [r["id"] for r in review_.region_table]
+        if review_.current_region_id in ids:
+            self.ui.regionsTable.selectRow(ids.index(review_.current_region_id))
+
     def onRegionSelected(self):
         items = self.ui.regionsTable.selectedItems()
-        if items:
-            self.currentRegionId = int(items[0].data(qt.Qt.UserRole))
-            self.logic.review.centre_views_on(self.currentRegionId)
+        if items and self.logic.review is not None:
+            self.logic.review.select(int(items[0].data(qt.Qt.UserRole)))
 
     def onReview(self, action):
-        if self.logic.review is None or self.currentRegionId is None:
+        if self.logic.review is None or self.logic.review.current_region_id is None:
             return
         with slicer.util.tryWithErrorDisplay(_("Could not change the region."), waitCursor=True):
-            self.logic.review.apply(self.currentRegionId, action)
+            self.logic.review.apply(self.logic.review.current_region_id, action)
         self.updateReviewPanel()
         self.onNextRegion()
 
@@ -198,10 +215,10 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
     def onNextRegion(self):
         if self.logic.review is None:
             return
-        region = self.logic.review.next_region(self.currentRegionId)
+        region = self.logic.review.next_region(self.logic.review.current_region_id)
         if region is not None:
-            row = [r["id"] for r in self.logic.review.region_table].index(region["id"])
-            self.ui.regionsTable.selectRow(row)
+            self.logic.review.select(region["id"])
+            self.selectCurrentRegionRow()
 
     def onEdit(self):
         if self.logic.review is None:
@@ -435,40 +452,80 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         if regions is not None:
             self.review = review.RegionReview(scene, segmentation, inputVolume, segmentIds, regions,
                                               report.get("regions", []))
+            self.review.start()  # rank 1 selected, the views centred on it
         self.lastResult = {"segmentation": segmentation, "uncertainty": uncertaintyNode,
                            "input": inputVolume, "report": report, "segmentIds": segmentIds}
         pancreas = report.get("pancreas", {})
         message = (f"Pancreas {pancreas.get('volume_ml', 0):.1f} mL, "
                    f"{report.get('lesions', {}).get('count', 0)} lesion(s), "
                    f"{len(report.get('regions', []))} uncertain region(s)")
+        banner = verdict_banner(report)
+        if banner.status is not None:
+            message += f"; quality {banner.status} (score {banner.score:.2f})"
         return SegmentationOutcome(OK, message, segmentation, uncertaintyNode, report)
 
     # ---- batch --------------------------------------------------------------------------------
     def segmentFiles(self, paths, outputDir, model=None, device="auto", fast=False, uncertainty=True,
                      overwrite=False, onProgress=None):
-        """Segment image files (or DICOM folders) into ``outputDir``; the scene is not touched.
+        """Segment image files (or DICOM folders, or folders of them) into ``outputDir``; the scene
+        is not touched.
 
         Cases whose outputs already exist are skipped by the engine unless ``overwrite`` (a batch
-        resumes). Returns ``{case: report}`` for every case with complete outputs; raises
-        ``EngineFailed`` when there is none (e.g. a bad bundle).
+        resumes). ``outputDir`` gets ``summary.csv``/``summary.json`` (one row per case, the cases
+        to check first; ``PancreasSSLSegLib.batch_summary``): the engine writes them for a batch,
+        this method when the engine did not (a single case). Returns ``{case: report}`` for every
+        case with complete outputs; raises ``EngineFailed`` when there is none (e.g. a bad bundle).
         """
         from PancreasSSLSegLib.image_io import case_name
         from PancreasSSLSegLib.outputs import case_is_complete, output_paths
         arguments = self.engineArguments(paths, outputDir, model, device, fast, uncertainty)
         process = self._start(arguments + (["--overwrite"] if overwrite else []), onProgress)
         status = process.wait()
-        cases = [case_name(path) for path in paths]
+        final = process.final or {}
+        # The engine's own list of cases (folders expanded); else one case per path given.
+        listed = [entry for entry in final.get("cases", []) if isinstance(entry, dict)]
+        cases = ([entry["case"] for entry in listed] if listed
+                 else [case_name(path) for path in paths])
         reports = {case: json.loads(output_paths(outputDir, case)["report"].read_text(encoding="utf-8"))
                    for case in cases if case_is_complete(outputDir, case)}
         if status != OK:
             if not reports:
                 raise EngineFailed(process.error_message(), process.exit_code)
             self.log(f"Some cases failed: {process.error_message()}")
+        if final.get("summary"):
+            self.log(f"Batch summary: {final['summary']}")
+        else:
+            self._writeSummary(outputDir, cases, listed, reports, process.error_message())
         return reports
+
+    def _writeSummary(self, outputDir, cases, listed, reports, errorMessage):
+        """summary.csv/json of ``cases`` (the engine's ``listed`` statuses when it gave them); a
+        folder that cannot take them is logged, the cases' outputs stand."""
+        from PancreasSSLSegLib import batch_summary
+        statuses = {entry["case"]: entry for entry in listed}
+        rows = []
+        for case in cases:
+            entry = statuses.get(case, {})
+            if case in reports and entry.get("status") != "error":
+                rows.append(batch_summary.report_row(reports[case], case,
+                                                     entry.get("status", "ok")))
+            else:
+                rows.append(batch_summary.error_row(case, entry.get("message") or errorMessage))
+        try:
+            path = batch_summary.write_summary(outputDir, rows)["csv"]
+        except OSError as error:
+            self.log(f"Could not write the batch summary in {outputDir}: {error}")
+            return
+        self.log(f"Batch summary: {path}")
 
     # ---- review and export --------------------------------------------------------------------
     def reviewSummary(self):
         return self.review.summary() if self.review else None
+
+    def qualityBanner(self):
+        """The verdict banner (``verdict_banner.Banner``: status, score, reasons, colours, text)
+        of the last result's report; None before a result."""
+        return verdict_banner(self.lastResult["report"]) if self.lastResult else None
 
     def setOverlayOpacity(self, opacity):
         scene = slicer.mrmlScene

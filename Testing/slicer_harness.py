@@ -10,7 +10,9 @@
   with the real one's outputs and progress lines; ``FAKE_ENGINE_MODE`` = ok | slow | crash |
   bad_bundle | reference (``FAKE_ENGINE_REFERENCE``/``_VALUE``: a label map shown as the result,
   for pictures) picks its behaviour, ``FAKE_ENGINE_LABELS`` (JSON ``{labels, uncertain_region}``)
-  gives the label table.
+  gives the label table, ``FAKE_ENGINE_QUALITY`` (JSON: one verdict or ``{case: verdict}``) the
+  report's ``quality`` (none when unset),
+  ``FAKE_ENGINE_RANKS=reverse`` ranks the regions last id first.
 """
 
 from __future__ import annotations
@@ -341,7 +343,9 @@ def fake_engine_main(argv: list[str]) -> int:
         for region_id in range(1, int(regions.max()) + 1):
             kji = np.argwhere(regions == region_id).mean(axis=0)
             lps = image.TransformContinuousIndexToPhysicalPoint(kji[::-1].tolist())
-            rows.append({"id": region_id, "rank": region_id,
+            rank = (int(regions.max()) + 1 - region_id
+                    if os.environ.get("FAKE_ENGINE_RANKS") == "reverse" else region_id)
+            rows.append({"id": region_id, "rank": rank,
                          "volume_ml": float((regions == region_id).sum()) * voxel_ml,
                          "mean_uncertainty": 0.8, "max_uncertainty": 0.8, "score": 1.0 / region_id,
                          "centroid_ras_mm": [-lps[0], -lps[1], lps[2]],
@@ -354,6 +358,9 @@ def fake_engine_main(argv: list[str]) -> int:
                               "largest_diameter_mm": 0.0},
                   "regions": rows, "warnings": [], "timings_s": {"total": 0.0},
                   "options": {"fast": args.fast, "device": args.device, "model": args.model}}
+        if os.environ.get("FAKE_ENGINE_QUALITY"):  # one verdict, or {case: verdict}
+            quality = json.loads(os.environ["FAKE_ENGINE_QUALITY"])
+            report["quality"] = quality if "status" in quality else quality[case]
         (out / f"{case}_report.json").write_text(json.dumps(report), encoding="utf-8")
         emit(stage="case", fraction=(number + 1) / len(args.inputs), message=f"{case} done")
     emit(stage="done", fraction=1.0, status="ok", message="finished")

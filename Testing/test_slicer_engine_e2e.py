@@ -1,6 +1,7 @@
 """End to end: the module's Logic runs the real engine CLI (``pancreas-ssl-seg``) in a background
 process on (a block of) the real example CT with the tiny random-weight bundle, on a real MRML
-scene. (Batch, one report per case, is tested with the fake engine in test_slicer_logic.py.)"""
+scene. (Batch, one report per case, is tested with the fake engine in test_slicer_logic.py; here
+once more with the real engine for its batch summary.)"""
 
 from __future__ import annotations
 
@@ -88,6 +89,36 @@ def test_export_records_the_engine_model(run, tmp_path):
     assert record["model"] == {"name": "tiny-random", "version": "0.0.1"}
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
     assert np.array_equal(labels, sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz"))))
+
+
+def test_banner_and_review_start_follow_the_engine_report(run):
+    scene, volume, logic, outcome, out = run
+    quality = json.loads((out / "ct_block_report.json").read_text(encoding="utf-8"))["quality"]
+    banner = logic.qualityBanner()
+    assert (banner.status, banner.score, list(banner.reasons)) == (
+        quality["status"], quality["score"], quality["reasons"])
+    assert f"score {quality['score']:.2f}" in banner.text
+    rank_1 = min(outcome.report["regions"], key=lambda row: row["rank"])
+    assert logic.review.current_region_id == rank_1["id"]
+
+
+def test_segment_files_with_the_real_engine_leaves_its_batch_summary(example_ct, random_bundle,
+                                                                     tmp_path):
+    paths = [tmp_path / "first.nii.gz", tmp_path / "second.nii.gz"]
+    image = sitk.ReadImage(str(example_ct))
+    sitk.WriteImage(image[37:77, 25:65, 45:65], str(paths[0]))
+    sitk.WriteImage(image[30:70, 30:70, 40:60], str(paths[1]))
+    logic = module.PancreasSSLSegLogic()
+    logs = []
+    logic.logCallback = logs.append
+    reports = logic.segmentFiles(paths, tmp_path / "out", model=random_bundle, device="cpu",
+                                 fast=True)
+    summary = tmp_path / "out" / "summary.csv"
+    assert f"Batch summary: {summary}" in logs
+    lines = summary.read_text(encoding="utf-8").splitlines()
+    assert sorted(line.split(",")[0] for line in lines[1:]) == ["first", "second"]
+    statuses = {line.split(",")[0]: line.split(",")[2] for line in lines[1:]}
+    assert statuses == {case: report["quality"]["status"] for case, report in reports.items()}
 
 
 def test_bad_bundle_is_reported_and_the_scene_is_unchanged(example_ct, tmp_path):

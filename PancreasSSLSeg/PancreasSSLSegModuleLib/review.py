@@ -46,6 +46,7 @@ class RegionReview:
         self.regions = regions
         self.region_table = sorted(region_table, key=lambda row: row["rank"])
         self.reviewed: dict[int, str] = {}
+        self.current_region_id: int | None = None  # the region the panel shows (select())
         self._history: list[int] = []  # region IDs in the order they were reviewed, for undo
         self.edited_segments: set[str] = set()
         self._editor_node = scene.AddNewNodeByClass("vtkMRMLSegmentEditorNode")
@@ -109,6 +110,19 @@ class RegionReview:
             if row["id"] not in self.reviewed:
                 return row
         return None
+
+    def select(self, region_id: int) -> list[float]:
+        """Make ``region_id`` the current region and centre the views on it."""
+        self.current_region_id = region_id
+        return self.centre_views_on(region_id)
+
+    def start(self) -> dict | None:
+        """Begin the review at the highest-ranked region (rank 1: the most likely to hold an
+        error): select it and centre the views on it. Returns its row (None: no regions)."""
+        first = self.next_region(None)
+        if first is not None:
+            self.select(first["id"])
+        return first
 
     def centre_views_on(self, region_id: int) -> list[float]:
         """Centre every slice view on the region (the report's centroid); returns that RAS point."""
