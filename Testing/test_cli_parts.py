@@ -138,7 +138,8 @@ def test_two_parts_running_at_once_into_one_folder_complete_every_case(capsys, t
     after = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     summaries = {name for name in after if name.startswith("summary")}
     # each part's own summary, rewritten by every run of that part; no summary of the whole
-    assert summaries == {f"summary-part-{i}-of-2.{kind}" for i in (0, 1) for kind in ("csv", "json")}
+    assert summaries == {f"summary-part-{i}-of-2.{kind}" for i in (0, 1)
+                         for kind in ("csv", "json")}
     assert after["summary-part-0-of-2.csv"] == before["summary-part-0-of-2.csv"]
     changed = {name.split("_")[0].split(".")[0] for name in set(after) - summaries
                if after[name] != before[name]}
