@@ -1,9 +1,11 @@
-"""The speed benchmark's parts: clinical grid, patch count, per-process peaks, and a ratio check."""
+"""The speed benchmark's parts: clinical grid, patch count, per-process peaks.
+
+The speed check itself is ``test_speed_guard.py`` (against a reference workload, so it can fail).
+"""
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -68,46 +70,3 @@ def test_each_step_reports_its_own_peak_memory():
 def test_step_timeout_kills_the_child():
     step = run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout_s=1)
     assert step.timed_out and step.returncode != 0 and step.wall_s < 10
-
-
-# Loose on purpose: the clinical-size target is >= 25x; on this small input and a busy machine
-# the ratio is lower and noisy (see benchmarks/NOTES.md for the measured values).
-MIN_SPEED_RATIO = 5.0
-
-
-@pytest.fixture
-def one_torch_thread():
-    """Both sides on one thread: fair, and far steadier on a busy 2-core machine (NOTES.md)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-def test_engine_stays_much_faster_than_the_baseline(example_ct, one_torch_thread):
-    """Speed ratio guard: same machine, same moment, same input; no absolute seconds.
-
-    Baseline: its 1.5 mm patch count on the real 3 mm CT times one 128^3 patch, the latter taken
-    as 8x a 64^3 forward (per-voxel cost is flat: 8.4-9.0x measured, benchmarks/NOTES.md).
-    """
-    from PancreasSSLSegLib import segment
-    from PancreasSSLSegLib.bundle import default_bundle_path
-
-    source = sitk.ReadImage(str(example_ct))
-    grid_zyx = [round(n * s / 1.5) for n, s in zip(source.GetSize(), source.GetSpacing())][::-1]
-    network = baseline.build_baseline_network().eval()
-    with torch.inference_mode():
-        patch_s = []
-        for _ in range(2):  # the first also warms up
-            start = time.perf_counter()
-            network(torch.randn(1, 1, 64, 64, 64))
-            patch_s.append(8 * (time.perf_counter() - start))
-    baseline_s = min(patch_s) * baseline.sliding_window_patch_count(grid_zyx)
-
-    start = time.perf_counter()
-    result = segment(str(example_ct), model=default_bundle_path(), device="cpu")
-    engine_s = time.perf_counter() - start
-    assert result.labels.shape == sitk.GetArrayViewFromImage(source).shape
-    assert baseline_s / engine_s >= MIN_SPEED_RATIO, (
-        f"engine {engine_s:.1f} s vs baseline estimate {baseline_s:.0f} s: ratio "
-        f"{baseline_s / engine_s:.1f} < {MIN_SPEED_RATIO}")
