@@ -76,3 +76,27 @@ def test_cli_refuses_an_existing_output_and_an_empty_corrections_folder(
                        str(tmp_path / "empty"), "--out", str(tmp_path / "new")])
     assert code == 2 and "no corrected case to learn from" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+def test_replay_lists_the_corrections_often_enough_to_make_about_half_the_slices(
+        shared_data, corrections, random_bundle):
+    from pancreas_ssl_training.data.corrections import read_corrections
+    from pancreas_ssl_training.finetune import finetune_data
+
+    folder = shared_data / "ct-abdomen-3mm"
+    ct = {"image": str(folder / "example_ct.nii.gz"),
+          "label": str(folder / "example_seg_fast_force_split.nii.gz"), "label_map": {7: 1},
+          "source": "ct-abdomen-3mm", "case": "example_ct"}
+    replay = {"data": {"hu_window": [-200.0, 300.0], "sources": {"volumes": [ct]}}}
+    cases = read_corrections(corrections)
+    data, repeat = finetune_data(load_bundle(random_bundle), cases, replay)
+    # slices with pancreas: the CT's own, and those of the three 3-slice crops
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(ct["label"]))
+    replayed = int((seg == 7).any(axis=(1, 2)).sum())
+    corrected = sum(int((sitk.GetArrayFromImage(sitk.ReadImage(str(c.label_path))) > 0)
+                        .any(axis=(1, 2)).sum()) for c in cases)
+    assert repeat == round(replayed / corrected) and repeat > 1
+    volumes = data["sources"]["volumes"]
+    assert volumes[0] == ct and len(volumes) == 1 + repeat * len(cases)
+    alone, once = finetune_data(load_bundle(random_bundle), cases, None)
+    assert once == 1 and len(alone["sources"]["volumes"]) == len(cases)

@@ -110,7 +110,9 @@ def final_names(cases=CASES) -> set[str]:
 def assert_folder_consistent(out_dir: Path, cases=CASES) -> dict[str, int]:
     """No incomplete final-named file; every report sits beside the exact files it describes.
     Returns counts of what the folder holds (for the kill statistics)."""
-    names = {p.name for p in out_dir.iterdir()} if out_dir.exists() else set()
+    # a batch's summary.csv/json (batch_summary) sit beside the cases' files
+    names = ({p.name for p in out_dir.iterdir() if not p.name.startswith("summary")}
+             if out_dir.exists() else set())
     temporaries = {n for n in names if n.startswith(TEMPORARY_PREFIX)}
     assert names - temporaries <= final_names(cases), names - temporaries - final_names(cases)
     for name in names - temporaries:
@@ -412,5 +414,6 @@ def test_full_disk_while_writing_fails_the_case_cleanly(capsys, tmp_path, exampl
     assert code == 1
     assert err.splitlines() == [f"error: {second}: could not write its outputs in {out_dir}: "
                                 "No space left on device (nothing of this case was kept)"]
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(final_names(["example_ct"]))
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(
+        final_names(["example_ct"]) | {"summary.csv", "summary.json"})
     assert assert_folder_consistent(out_dir, cases=("example_ct",))["complete"] == 1

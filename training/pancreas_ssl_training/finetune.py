@@ -25,8 +25,9 @@ from PancreasSSLSegLib.hashing import sha256_of
 from PancreasSSLSegLib.pipeline import segment
 from PancreasSSLSegLib.postprocess import PANCREAS
 
-from .config import resolve_config
+from .config import load_config, resolve_config
 from .data.corrections import read_corrections
+from .data.datasets import build_slice_sources
 from .data.volumes import VolumeCase
 from .export import inference_state
 from .trainer import fit
@@ -47,17 +48,39 @@ def split_cases(cases: list[VolumeCase], validation_fraction: float
     return [c for c in ordered if c not in validation], validation
 
 
-def finetune_config(bundle: ModelBundle, cases: list[VolumeCase], iterations: int, lr: float,
-                    seed: int, batch_size: int) -> dict[str, Any]:
-    """A trainer config for the bundle's fine stage on ``cases`` (its network, spacing, patch,
-    intensity window), initialised from the bundle's weights."""
-    fine = bundle.metadata["stages"]["fine"]
+def _foreground_slices(sources: dict[str, Any], excluded: set[str]) -> int:
+    return sum(1 for s in build_slice_sources(sources)
+               if s.patient not in excluded and s.label is not None and s.label.any())
+
+
+def finetune_data(bundle: ModelBundle, cases: list[VolumeCase],
+                  replay: dict[str, Any] | None) -> tuple[dict[str, Any], int]:
+    """(the config's ``data`` section, how many times each corrected case is listed): the
+    corrected cases alone, or with ``replay`` (a training config whose data the parent learned
+    from) the parent's sources as well, the corrections listed often enough to make about half
+    the slices (a fine-tune on them alone forgets the rest: NOTES.md, session 5)."""
     volumes = [{"image": str(c.image_path), "label": str(c.label_path),
                 "label_map": dict(c.label_map), "source": c.source, "case": c.case}
                for c in cases]
+    if replay is None:
+        return {"hu_window": list(bundle.hu_window), "sources": {"volumes": volumes}}, 1
+    data = copy.deepcopy(replay["data"])
+    excluded = {str(p) for p in data.get("exclude_patients", [])}
+    repeat = max(1, round(_foreground_slices(data["sources"], excluded)
+                          / max(1, _foreground_slices({"volumes": volumes}, excluded))))
+    sources = data["sources"]
+    sources["volumes"] = list(sources.get("volumes", [])) + volumes * repeat
+    return data, repeat
+
+
+def finetune_config(bundle: ModelBundle, data: dict[str, Any], iterations: int, lr: float,
+                    seed: int, batch_size: int) -> dict[str, Any]:
+    """A trainer config for the bundle's fine stage on ``data`` (its network, spacing, patch,
+    intensity window), initialised from the bundle's weights."""
+    fine = bundle.metadata["stages"]["fine"]
     return resolve_config({
         "name": f"finetune-{bundle.name}",
-        "data": {"hu_window": list(bundle.hu_window), "sources": {"volumes": volumes}},
+        "data": {**data, "hu_window": list(bundle.hu_window)},
         "network": copy.deepcopy(fine["network"]),
         "methods": {"supervised": {"enabled": True, "weight": 1.0, "batch_dice": True}},
         "optim": {"lr": lr, "warmup_iterations": min(20, iterations // 5), "schedule": "cosine"},
@@ -85,9 +108,11 @@ def organ_dice(bundle: ModelBundle, cases: list[VolumeCase]) -> float | None:
 def finetune(model: str | Path, corrections: str | Path, out: str | Path, *,
              iterations: int = DEFAULT_ITERATIONS, lr: float = DEFAULT_LR,
              validation_fraction: float = 0.25, seed: int = 0, batch_size: int = 8,
-             work_dir: str | Path | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Fine-tune ``model`` on ``corrections`` into the bundle ``out``; returns the record the
-    new bundle's provenance carries (``finetune``)."""
+             replay: str | Path | None = None, work_dir: str | Path | None = None,
+             show_progress: bool = True) -> dict[str, Any]:
+    """Fine-tune ``model`` on ``corrections`` (with ``replay``, a training config, also on the
+    data it names) into the bundle ``out``; returns the record the new bundle's provenance
+    carries (``finetune``)."""
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out} exists; remove it or choose another folder")
@@ -96,7 +121,9 @@ def finetune(model: str | Path, corrections: str | Path, out: str | Path, *,
     if not cases:
         raise InputError(f"{corrections}: no corrected case to learn from")
     train_cases, validation_cases = split_cases(cases, validation_fraction)
-    config = finetune_config(parent, train_cases, iterations, lr, seed, batch_size)
+    data, repeat = finetune_data(parent, train_cases,
+                                 None if replay is None else load_config(replay))
+    config = finetune_config(parent, data, iterations, lr, seed, batch_size)
     # the trainer's folder (log, checkpoint: an interrupted run resumes); kept only when asked
     run_dir = Path(work_dir) if work_dir is not None else out.parent / f".{out.name}.run"
     started = time.time()
@@ -114,6 +141,7 @@ def finetune(model: str | Path, corrections: str | Path, out: str | Path, *,
         "corrections": [{"case": c.case, "labels_sha256": sha256_of(c.label_path)}
                         for c in train_cases],
         "validation_cases": [c.case for c in validation_cases],
+        "replay": None if replay is None else str(replay), "corrections_repeat": repeat,
         "iterations": iterations, "lr": lr, "seed": seed, "batch_size": batch_size,
         "train_seconds": round(train_seconds, 1),
         "validation_dice_parent": organ_dice(parent, validation_cases),
@@ -140,7 +168,10 @@ def _card(parent: ModelBundle, record: dict[str, Any]) -> str:
         f"# {parent.name} {parent.version}+ft{len(record['corrections'])}", "",
         f"Fine-tuned from {parent.name} {parent.version} on {len(record['corrections'])} "
         f"corrected case(s) ({record['iterations']} iterations of the fine stage, lr "
-        f"{record['lr']:g}, {record['train_seconds']} s); the coarse stage is the parent's.", "",
+        f"{record['lr']:g}, {record['train_seconds']} s"
+        + ("" if record["replay"] is None else
+           f", replaying the data of `{record['replay']}` with the corrections listed "
+           f"{record['corrections_repeat']}x") + "); the coarse stage is the parent's.", "",
         f"Pancreas Dice on the {len(record['validation_cases'])} validation case(s) through the "
         f"engine: parent {figure(record['validation_dice_parent'])}, fine-tuned "
         f"{figure(record['validation_dice_finetuned'])}.", "",
