@@ -1,4 +1,4 @@
-"""``pancreas-ssl-train``: fit, pretrain (PolyCL), evaluate, export and finetune.
+"""``pancreas-ssl-train``: fit, pretrain (PolyCL), evaluate, export, finetune and experiment.
 
 Exit codes as the engine's CLI: 0 ok, 2 bad config / data / checkpoint / bundle (one line on
 stderr naming the file), 1 unexpected error.
@@ -64,9 +64,45 @@ def _parser() -> argparse.ArgumentParser:
                           help="training iterations (default 300)")
     finetune.add_argument("--validation-fraction", type=float, default=0.25,
                           help="share of the cases held out to validate (default 0.25)")
+    finetune.add_argument("--replay", type=Path, default=None,
+                          help="training config whose data to replay alongside the corrections "
+                               "(e.g. the parent's; without it the model forgets the rest)")
     finetune.add_argument("--threads", type=int, default=0, help="CPU threads for torch")
     finetune.add_argument("--quiet", action="store_true", help="no progress bar")
+    experiment = commands.add_parser(
+        "experiment", help="train every arm x seed of an experiment config, score every target, "
+                           "write the report (training/experiments/*.yaml)")
+    experiment.add_argument("--config", required=True, type=Path, help="experiment YAML")
+    experiment.add_argument("--runs", required=True, type=Path, help="folder for the runs")
+    experiment.add_argument("--results", required=True, type=Path, help="folder for the report")
+    experiment.add_argument("--data-root", type=Path, default=None,
+                            help="folder holding nih-pancreas-slices-hu and -8bit "
+                                 "(default: ../shared/data beside the checkout)")
+    experiment.add_argument("--jobs", type=int, default=None,
+                            help="runs at a time (default: the config's jobs)")
+    experiment.add_argument("--aggregate-only", action="store_true",
+                            help="only rebuild the report from finished runs")
+    experiment.add_argument("--timing", type=int, default=None, metavar="N",
+                            help="train each arm's stages N iterations, score one slice per "
+                                 "patient, and write the full run's cost estimate instead")
     return parser
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    from .experiment.runner import DEFAULT_DATA_ROOT, run_experiment, run_timing
+
+    data_root = args.data_root or DEFAULT_DATA_ROOT
+    if args.timing is not None:
+        estimate = run_timing(args.config, args.runs, args.results, args.timing, data_root,
+                              args.jobs or 1)
+        print(json.dumps(estimate, indent=1))
+        return 0
+    status = run_experiment(args.config, args.runs, args.results, data_root, args.jobs,
+                            args.aggregate_only)
+    print(f"stop rule: {status['arm']} Dice on {status['target']} = {status['dice']:.3f} "
+          f"(needs >= {status['min_dice']}): {'passed' if status['passed'] else 'NOT passed'}")
+    print(f"report: {args.results}")
+    return 0
 
 
 def _finetune(args: argparse.Namespace) -> int:
@@ -76,7 +112,7 @@ def _finetune(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     record = finetune(args.model, args.data, args.out,
                       iterations=args.iterations or DEFAULT_ITERATIONS,
-                      validation_fraction=args.validation_fraction,
+                      validation_fraction=args.validation_fraction, replay=args.replay,
                       show_progress=not args.quiet)
     print(f"bundle: {args.out}")
     print(f"validation Dice ({len(record['validation_cases'])} cases): parent "
@@ -132,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     use_utf8_output()
     args = _parser().parse_args(argv)
     handlers = {"fit": _train, "pretrain": _train, "evaluate": _evaluate, "export": _export,
-                "finetune": _finetune}
+                "finetune": _finetune, "experiment": _experiment}
     try:
         return handlers[args.command](args)
     except (PancreasSSLSegError, FileExistsError) as exc:

@@ -32,6 +32,7 @@ per case), ``summary.csv`` + ``summary.md`` (mean ± sd per source and region), 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Mapping
@@ -204,13 +205,19 @@ def _slice_image(array: np.ndarray, spacing_xy: tuple[float, float]) -> sitk.Ima
     return image
 
 
+@functools.lru_cache(maxsize=4)
+def _grey_mapping(data_root: str, method: str):
+    """The 8-bit -> HU fit, once per process (it reads every NIH slice of patients 0001-0003)."""
+    return estimate_grey_mapping(data_root, method)
+
+
 def labelled_cases(spec: Mapping[str, Any]):
     """Yield ``(info, canonical image, labels (z, y, x))``: slices of the slice sources (one
     slice thick), then each volume whole."""
     slice_spec = {key: spec[key] for key in SLICE_SOURCE_KEYS if key in spec}
     grey_to_hu = spec.get("grey_to_hu")
-    mapping = None if not grey_to_hu else estimate_grey_mapping(
-        grey_to_hu["data_root"], grey_to_hu.get("method", "percentile"))
+    mapping = None if not grey_to_hu else _grey_mapping(
+        str(grey_to_hu["data_root"]), grey_to_hu.get("method", "percentile"))
     corruption = spec.get("corruption")
     if corruption and any(key in spec for key in VOLUME_SPEC_KEYS):
         raise InputError("data spec: 'corruption' applies to slice sources (nih_hu, nih_8bit) "
