@@ -64,6 +64,17 @@ def test_results_match_the_engine_files(run, random_bundle):
     assert np.allclose(outcome.uncertaintyNode.GetOrigin(), volume.GetOrigin())
 
 
+def test_the_panel_summary_of_an_unedited_result_is_the_engine_report(run):
+    """One definition of volumes, lesion count and diameter: the engine's (report.py)."""
+    _, _, logic, outcome, _ = run
+    summary, report = logic.reviewSummary(), outcome.report
+    assert summary["pancreas_volume_ml"] == pytest.approx(report["pancreas"]["volume_ml"])
+    assert summary["lesion_count"] == report["lesions"]["count"]
+    assert summary["lesion_volume_ml"] == pytest.approx(report["lesions"]["total_volume_ml"])
+    assert summary["largest_lesion_diameter_mm"] == pytest.approx(
+        report["lesions"]["largest_diameter_mm"] or 0.0)
+
+
 def test_review_on_real_regions_changes_only_that_region(run):
     scene, volume, logic, outcome, out = run
     assert outcome.report["regions"], "expected review regions at a low threshold"

@@ -11,27 +11,10 @@ import numpy as np
 import slicer
 
 from .scene_results import UNCERTAIN_SEGMENT_VALUE
-from .volume_io import ijk_to_ras
+from .volume_io import ijk_to_ras, sitk_from_array
 
 PANCREAS, LESION = 1, 2
 ACCEPT_AS_PANCREAS, MARK_AS_LESION, DISCARD = "accept", "lesion", "discard"
-
-
-def largest_diameter_mm(mask: np.ndarray, ijk_to_ras_matrix: np.ndarray) -> float:
-    """Longest distance between two voxel centres of ``mask`` (one connected component), in mm."""
-    # scipy is imported where used: the module must load before dependencies are installed
-    from scipy.spatial import ConvexHull, QhullError
-    from scipy.spatial.distance import pdist
-
-    kji = np.argwhere(mask)
-    if len(kji) < 2:
-        return 0.0
-    points = (np.c_[kji[:, ::-1], np.ones(len(kji))] @ ijk_to_ras_matrix.T)[:, :3]
-    try:
-        points = points[ConvexHull(points).vertices]  # the farthest pair lies on the hull
-    except (QhullError, ValueError):
-        pass  # flat or tiny component: use all points
-    return float(pdist(points).max())
 
 
 class RegionReview:
@@ -137,20 +120,24 @@ class RegionReview:
         return ras
 
     def summary(self) -> dict:
-        """Pancreas volume, lesion count/volume and largest lesion diameter, as edited now."""
-        from scipy import ndimage
+        """Pancreas volume, lesion count/volume and largest lesion diameter, as edited now, by
+        the engine's own definitions (``PancreasSSLSegLib.report``: the pancreas counts labels 1
+        and 2, lesions are 26-connected, diameters are maximum Feret), so an unedited result
+        reads as the engine's report does."""
+        from PancreasSSLSegLib.report import lesion_items
 
         voxel_ml = float(np.prod(self.reference_volume.GetSpacing())) / 1000.0
-        pancreas, lesion = self._segment(PANCREAS), self._segment(LESION)
-        pancreas_voxels = 0 if pancreas is None else int(pancreas.sum())
-        lesion = np.zeros(self.regions.shape, bool) if lesion is None else lesion
-        components, count = ndimage.label(lesion)
-        matrix = ijk_to_ras(self.reference_volume)
-        diameters = [largest_diameter_mm(components == n, matrix) for n in range(1, count + 1)]
+        labels = np.zeros(self.regions.shape, np.uint8)
+        for value in (PANCREAS, LESION):  # a lesion voxel is lesion even if also pancreas
+            mask = self._segment(value)
+            if mask is not None:
+                labels[mask] = value
+        lesions = lesion_items(labels, sitk_from_array(labels, self.reference_volume))
         remaining = self._segment(UNCERTAIN_SEGMENT_VALUE)
-        return {"pancreas_volume_ml": pancreas_voxels * voxel_ml,
-                "lesion_count": int(count),
-                "lesion_volume_ml": float(lesion.sum()) * voxel_ml,
-                "largest_lesion_diameter_mm": max(diameters, default=0.0),
+        return {"pancreas_volume_ml": int(np.count_nonzero(labels)) * voxel_ml,
+                "lesion_count": len(lesions),
+                "lesion_volume_ml": float(sum(item["volume_ml"] for item in lesions)),
+                "largest_lesion_diameter_mm": max((item["diameter_mm"] for item in lesions),
+                                                  default=0.0),
                 "regions_left": len(self.region_table) - len(self.reviewed),
                 "uncertain_volume_ml": 0.0 if remaining is None else float(remaining.sum()) * voxel_ml}
