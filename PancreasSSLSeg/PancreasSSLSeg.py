@@ -21,7 +21,9 @@ from PancreasSSLSegModuleLib.verdict_banner import verdict_banner
 from PancreasSSLSegModuleLib.engine_process import ERROR, OK, EngineFailed, EngineProcess
 
 MODULE_DIR = Path(__file__).resolve().parent
-ENGINE_ENTRY = "import sys; from PancreasSSLSegLib.cli import main; sys.exit(main())"
+# The engine process: ``PythonSlicer -m PancreasSSLSegLib.cli ARGS`` (the CLI users run), with
+# this module's folder on PYTHONPATH (engine_process.engine_environment).
+ENGINE_ARGS = ["-m", "PancreasSSLSegLib.cli"]
 
 
 class PancreasSSLSeg(ScriptedLoadableModule):  # noqa: F405
@@ -266,7 +268,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)  # noqa: F405
         python = shutil.which("PythonSlicer") or sys.executable
-        self.engineCommand = [python, "-c", ENGINE_ENTRY]  # tests point this at a fake engine
+        self.engineCommand = [python, *ENGINE_ARGS]  # tests point this at a fake engine
         self.logCallback = None
         self.review = None
         self.lastResult = None

@@ -4,7 +4,7 @@ A new virtual environment (no system site-packages, no user site, nothing of the
 environment) gets only what the module's own installer asks for: ``dependencies.ensure_installed``
 runs inside it, with torch coming through a stand-in for Slicer's PyTorch Utils extension (which
 installs the torch build this machine has: the developer environment's version, a local wheel
-here). Then the engine CLI runs there exactly as the module starts it (``ENGINE_ENTRY``, module
+here). Then the engine CLI runs there exactly as the module starts it (``ENGINE_ARGS``, module
 folder on ``PYTHONPATH``) on the example CT. A package the engine imports but the requirement list
 lacks (tqdm and matplotlib were missing before) fails this test.
 
@@ -28,7 +28,7 @@ import torch
 from slicer_harness import MODULE_DIR, install_module_stubs
 
 install_module_stubs()
-from PancreasSSLSeg import ENGINE_ENTRY  # noqa: E402
+from PancreasSSLSeg import ENGINE_ARGS  # noqa: E402
 
 from PancreasSSLSegLib.outputs import output_paths  # noqa: E402
 from PancreasSSLSegModuleLib.dependencies import REQUIREMENTS  # noqa: E402
@@ -102,7 +102,7 @@ def test_engine_runs_in_a_new_environment_with_only_what_the_module_installs(tmp
 
     started = time.perf_counter()
     out_dir = tmp_path / "out"
-    completed = run([python, "-c", ENGINE_ENTRY, "segment", str(example_ct), "-o", str(out_dir),
+    completed = run([python, *ENGINE_ARGS, "segment", str(example_ct), "-o", str(out_dir),
                      "--progress", "json", "--fast", "--device", "cpu"], env, 600)
     timings["segment"] = time.perf_counter() - started
     done = json.loads(completed.stdout.strip().splitlines()[-1])
