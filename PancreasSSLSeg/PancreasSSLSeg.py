@@ -61,8 +61,7 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         self.timer.setInterval(200)
         self.timer.timeout.connect(self.onTimer)
         self.ui.deviceComboBox.addItems([_("Auto"), _("GPU"), _("CPU")])
-        self.populateModels()
-        self.ui.uncertaintyThresholdSlider.value = 0.5
+        self.populateModels()  # also sets the threshold slider to the chosen bundle's
         self.ui.applyButton.clicked.connect(self.onApplyOrCancel)
         self.ui.uncertaintyCheckBox.toggled.connect(self.ui.uncertaintyThresholdSlider.setEnabled)
         self.ui.regionsTable.itemSelectionChanged.connect(self.onRegionSelected)
@@ -93,7 +92,13 @@ class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
         self.onModelChoice(combo.currentIndex)
 
     def onModelChoice(self, index):
+        """The path field serves "Bundle folder..." only; the uncertainty slider starts at the
+        chosen bundle's own threshold (chosen with its model card's measurements)."""
         self.ui.modelPathLineEdit.setEnabled(index >= len(self.modelEntries))
+        if 0 <= index < len(self.modelEntries):
+            threshold = self.modelEntries[index].uncertainty_threshold
+            if threshold is not None:
+                self.ui.uncertaintyThresholdSlider.value = threshold
 
     def selectedModel(self):
         index = self.ui.modelComboBox.currentIndex
@@ -468,9 +473,9 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
 
     # ---- batch --------------------------------------------------------------------------------
     def segmentFiles(self, paths, outputDir, model=None, device="auto", fast=False, uncertainty=True,
-                     overwrite=False, onProgress=None):
+                     overwrite=False, onProgress=None, uncertaintyThreshold=None):
         """Segment image files (or DICOM folders, or folders of them) into ``outputDir``; the scene
-        is not touched.
+        is not touched. ``uncertaintyThreshold`` None: the bundle's own.
 
         Cases whose outputs already exist are skipped by the engine unless ``overwrite`` (a batch
         resumes). ``outputDir`` gets ``summary.csv``/``summary.json`` (one row per case, the cases
@@ -480,7 +485,8 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         """
         from PancreasSSLSegLib.image_io import case_name
         from PancreasSSLSegLib.outputs import case_is_complete, output_paths
-        arguments = self.engineArguments(paths, outputDir, model, device, fast, uncertainty)
+        arguments = self.engineArguments(paths, outputDir, model, device, fast, uncertainty,
+                                         uncertaintyThreshold)
         process = self._start(arguments + (["--overwrite"] if overwrite else []), onProgress)
         status = process.wait()
         final = process.final or {}

@@ -170,7 +170,8 @@ def test_slicer_model_list_is_the_catalogue(capsys, models_env):
     code, out, err = run(capsys, "models", "--json")
     readable = [e for e in json.loads(out) if e["problem"] is None]
     widget = types.SimpleNamespace(logic=module.PancreasSSLSegLogic(), ui=types.SimpleNamespace(
-        modelComboBox=_Combo(), modelPathLineEdit=_PathEdit()))
+        modelComboBox=_Combo(), modelPathLineEdit=_PathEdit(),
+        uncertaintyThresholdSlider=types.SimpleNamespace(value=None)))
     for name in ("populateModels", "onModelChoice", "selectedModel"):
         setattr(widget, name, getattr(module.PancreasSSLSegWidget, name).__get__(widget))
     widget.populateModels()
@@ -181,6 +182,10 @@ def test_slicer_model_list_is_the_catalogue(capsys, models_env):
     assert combo.items[combo.currentIndex].startswith("pancreas-demo ")
     assert not widget.ui.modelPathLineEdit.enabled
     assert Path(widget.selectedModel()).resolve() == SHIPPED.resolve()
+    # the slider starts at the shipped bundle's threshold, not a constant
+    shipped_threshold = json.loads((SHIPPED / "metadata.json").read_text(encoding="utf-8"))[
+        "inference"]["uncertainty_threshold"]
+    assert widget.ui.uncertaintyThresholdSlider.value == shipped_threshold
     combo.currentIndex = 2
     assert widget.selectedModel() == readable[2]["path"]
     combo.currentIndex = len(combo.items) - 1

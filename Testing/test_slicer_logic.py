@@ -212,3 +212,17 @@ def test_segment_files_writes_one_report_per_case(scene, logic, example_ct, tmp_
     assert sorted(p.name for p in (tmp_path / "out").glob("*_report.json")) == [
         "example_ct_report.json", "second_case_report.json"]
     assert scene.node_ids() == nodes_before
+
+
+def test_segment_files_passes_its_threshold_to_the_engine(logic, example_ct, tmp_path,
+                                                          monkeypatch):
+    given = []
+    original = logic.engineArguments
+
+    def spy(*args, **kwargs):
+        given.append(original(*args, **kwargs))
+        return given[-1]
+
+    monkeypatch.setattr(logic, "engineArguments", spy)
+    logic.segmentFiles([example_ct], tmp_path / "out", uncertaintyThreshold=0.35)
+    assert given[0][given[0].index("--uncertainty-threshold") + 1] == "0.35"

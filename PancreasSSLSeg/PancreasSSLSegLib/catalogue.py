@@ -44,6 +44,7 @@ class CatalogueEntry:
     description: str = ""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    uncertainty_threshold: float | None = None  # the bundle's region threshold (inference)
     problem: str | None = None
 
     @property
@@ -55,7 +56,7 @@ class CatalogueEntry:
         return {"name": self.name, "version": self.version, "path": str(self.path),
                 "source": self.source, "license": self.license,
                 "description": self.description, "stages": self.stages, "metrics": self.metrics,
-                "problem": self.problem}
+                "uncertainty_threshold": self.uncertainty_threshold, "problem": self.problem}
 
 
 def user_model_dirs() -> list[Path]:
@@ -111,10 +112,13 @@ def read_entry(folder: Path, source: str) -> CatalogueEntry:
         stages = {stage: _stage_summary(spec) for stage, spec in stages.items()} if isinstance(
             stages, dict) else {}
         metrics = metadata.get("metrics", {})
+        threshold = (metadata.get("inference") or {}).get("uncertainty_threshold")
         return CatalogueEntry(name=name, version=version, path=folder, source=source,
                               license=str(metadata.get("license", "")),
                               description=str(metadata.get("description", "")),
-                              stages=stages, metrics=metrics if isinstance(metrics, dict) else {})
+                              stages=stages, metrics=metrics if isinstance(metrics, dict) else {},
+                              uncertainty_threshold=float(threshold) if isinstance(
+                                  threshold, (int, float)) else None)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return CatalogueEntry(name=folder.name, version="", path=folder, source=source,
                               problem=f"{folder / METADATA_FILE}: {error}")
