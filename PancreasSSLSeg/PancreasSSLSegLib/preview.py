@@ -36,8 +36,31 @@ REASON_CHARS = 90  # each reason shortened to this many characters
 REASON_LINES = 2  # the reasons wrapped onto at most this many lines
 
 
-def _canonical_array(image: sitk.Image) -> np.ndarray:
-    return sitk.GetArrayFromImage(to_canonical(image))
+def _canonical_view(image: sitk.Image):
+    """``(view, spacing)``: a function turning a (z, y, x) array on ``image``'s grid into a
+    view of it in the canonical LPS orientation (no copy), and the canonical (x, y, z) spacing.
+
+    The preview draws four slices; reorienting whole volumes to find them (``to_canonical`` of
+    the CT, labels and uncertainty) copied ~800 MB and took ~0.8 s on a 512x512x224 CT
+    (benchmarks/NOTES.md). Reorienting is a permutation and flips of the axes, decided by the
+    direction alone: ``to_canonical`` reorients a 2x3x4 probe of index values with ``image``'s
+    direction, and the probe says which input axis, flipped or not, each canonical axis is."""
+    shape = (4, 3, 2)  # (z, y, x): distinct sizes, so each axis is known by its size
+    probe = sitk.GetImageFromArray(np.arange(np.prod(shape), dtype=np.int32).reshape(shape))
+    probe.SetDirection(image.GetDirection())
+    probe.SetSpacing(image.GetSpacing())
+    oriented = to_canonical(probe)
+    expected = sitk.GetArrayFromImage(oriented)
+    order = tuple(shape.index(n) for n in expected.shape)
+    first = np.unravel_index(int(expected[0, 0, 0]), shape)
+    flips = tuple(slice(None, None, -1) if first[axis] else slice(None) for axis in order)
+
+    def view(array: np.ndarray) -> np.ndarray:
+        return np.asarray(array).transpose(order)[flips]
+
+    if not np.array_equal(view(sitk.GetArrayViewFromImage(probe)), expected):
+        raise AssertionError("canonical reorientation is not an axis permutation and flips")
+    return view, oriented.GetSpacing()
 
 
 def _axial_indices(labels: np.ndarray) -> list[int]:
@@ -109,10 +132,11 @@ def _draw_banner(fig, quality: dict | None, height_fraction: float) -> None:
 def write_preview(result, path: str | Path) -> None:
     """Write the preview PNG of a ``SegmentationResult`` to ``path``."""
     report = result.report
-    ct = _canonical_array(result.image)
-    labels = _canonical_array(result.to_sitk(result.labels))
-    uncertainty = _canonical_array(result.to_sitk(result.uncertainty))
-    spacing_x, spacing_y, spacing_z = to_canonical(result.image).GetSpacing()
+    canonical, (spacing_x, spacing_y, spacing_z) = _canonical_view(result.image)
+    # Views, not copies: only the slices drawn are read.
+    ct = canonical(sitk.GetArrayViewFromImage(result.image))
+    labels = canonical(result.labels)
+    uncertainty = canonical(result.uncertainty)
     colours = {int(entry["value"]): np.array(entry["color"]) / 255.0
                for entry in report["segments"] if int(entry["value"]) > 0}
 
