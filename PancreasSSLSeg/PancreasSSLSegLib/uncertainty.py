@@ -45,34 +45,47 @@ def rank_uncertain_regions(uncertainty: np.ndarray, labels: np.ndarray, threshol
     """
     regions = np.zeros(uncertainty.shape, np.int32)
     hot = uncertainty > threshold
-    boxes = ndimage.find_objects(hot.astype(np.uint8))  # labelled in the hot voxels' box only
-    if not boxes:
+    # The hot voxels by their index (C order), their box, and the components labelled in that box
+    # only. Everything after the labelling reads the hot voxels alone: ndimage's sum_labels, mean,
+    # maximum and center_of_mass, find_objects and a lookup over the box passed over the whole
+    # box or grid several times (maximum argsorted all of it), and on a 512x512x224 CT the coarse
+    # stage's uncertainty outside the fine box makes that box ~16 M voxels around ~0.1 M hot ones
+    # (benchmarks/NOTES.md). Same figures: sizes and coordinate sums are integers (exact in any
+    # order); the uncertainty sums are np.bincount's in array order, as in ndimage.mean.
+    hot_index = np.unravel_index(np.flatnonzero(hot), hot.shape)
+    if not hot_index[0].size:
         return regions, []
-    box = boxes[0]
+    box = tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in hot_index)
     offset = np.array([s.start for s in box], float)
     components, count = ndimage.label(hot[box], structure=np.ones((3, 3, 3)))
-    index = np.arange(1, count + 1)
-    sizes = ndimage.sum_labels(np.ones(components.shape, np.uint8), components, index)
-    means = ndimage.mean(uncertainty[box], components, index)
-    maxima = ndimage.maximum(uncertainty[box], components, index)
-    centroids = ndimage.center_of_mass(np.ones(components.shape, np.uint8), components, index)
+    in_box = tuple(axis - part.start for axis, part in zip(hot_index, box))
+    members = components[in_box]
+    values = uncertainty[hot_index]
+    sizes = np.bincount(members, minlength=count + 1)[1:]
+    means = np.bincount(members, values, count + 1)[1:] / sizes
+    maxima = np.full(count + 1, -np.inf, values.dtype)
+    np.maximum.at(maxima, members, values)
+    centroids = np.stack([np.bincount(members, axis, count + 1)[1:] / sizes
+                          for axis in in_box], axis=1)
     found = []
-    for comp, size, mean, peak, centroid in zip(index, sizes, means, maxima, centroids):
+    for comp, size, mean, peak, centroid in zip(range(1, count + 1), sizes, means, maxima[1:],
+                                                centroids):
         volume_ml = float(size) * voxel_volume_ml
         if volume_ml < min_volume_ml:
             continue
         found.append({"component": int(comp), "volume_ml": volume_ml,
                       "mean_uncertainty": float(mean), "max_uncertainty": float(peak),
                       "score": volume_ml * float(mean),
-                      "centroid_index_zyx": tuple(np.asarray(centroid) + offset)})
+                      "centroid_index_zyx": tuple(centroid + offset)})
     found.sort(key=lambda r: r["score"], reverse=True)
     lookup = np.zeros(count + 1, np.int32)
     for rank, region in enumerate(found, start=1):
         lookup[region.pop("component")] = rank
         region.update(id=rank, rank=rank)
-    regions[box] = lookup[components]
+    ranks = lookup[members]
+    regions[hot_index] = ranks
     if found:
-        votes = np.bincount(regions[box].ravel().astype(np.int64) * 3 + labels[box].ravel(),
+        votes = np.bincount(ranks.astype(np.int64) * 3 + labels[hot_index],
                             minlength=(len(found) + 1) * 3).reshape(-1, 3)
         for region in found:
             region["dominant_label"] = int(np.argmax(votes[region["id"]]))
