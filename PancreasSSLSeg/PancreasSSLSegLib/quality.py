@@ -86,6 +86,22 @@ def body_position(coarse_grid: sitk.Image, point_lps: np.ndarray) -> tuple[float
     return (float((index[0] - xs.min()) / np.ptp(xs)), float((index[1] - ys.min()) / np.ptp(ys)))
 
 
+def _within(organ: np.ndarray, spacing_zyx, distance_mm: float) -> np.ndarray:
+    """Voxels within ``distance_mm`` of the organ (bool, ``organ``'s shape).
+
+    The distance transform runs only in the organ's box grown by ``distance_mm`` (and a voxel):
+    every voxel outside it is farther than that, and inside it the nearest organ voxel, hence
+    the distance, is the one the whole grid would give (the fine box is several times larger:
+    0.2 of 0.4 s on the 512x512x224 CT, benchmarks/NOTES.md)."""
+    box = ndimage.find_objects(organ.view(np.uint8))[0]
+    grow = [int(np.ceil(distance_mm / float(s))) + 1 for s in spacing_zyx]
+    crop = tuple(slice(max(0, b.start - g), min(n, b.stop + g))
+                 for b, g, n in zip(box, grow, organ.shape))
+    near = np.zeros(organ.shape, bool)
+    near[crop] = ndimage.distance_transform_edt(~organ[crop], sampling=spacing_zyx) <= distance_mm
+    return near
+
+
 def quality_signals(fine_labels: np.ndarray, fine_probabilities: np.ndarray,
                     fine_uncertainty: np.ndarray, fine_grid: sitk.Image,
                     coarse_probabilities: np.ndarray, coarse_grid: sitk.Image,
@@ -104,7 +120,7 @@ def quality_signals(fine_labels: np.ndarray, fine_probabilities: np.ndarray,
     signals["volume_ml"] = voxels * float(np.prod(spacing)) / 1000.0
     signals["largest_area_cm2"] = float(
         organ.reshape(organ.shape[0], -1).sum(axis=1).max() * spacing[0] * spacing[1] / 100.0)
-    near = ndimage.distance_transform_edt(~organ, sampling=spacing[::-1]) <= near_mm
+    near = _within(organ, spacing[::-1], near_mm)
     # Dice the model expects of its own organ under its probabilities (soft Dice), and the
     # unsure tissue next to it, both within near_mm of the organ
     signals["expected_dice"] = float(2.0 * p_organ[organ].sum() / (p_organ[near].sum() + voxels))
