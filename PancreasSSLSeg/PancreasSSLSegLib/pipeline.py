@@ -145,9 +145,12 @@ def onto_input_grid(fine_array: np.ndarray, fine: sitk.Image, image: sitk.Image,
     (``fill`` outside the fine grid's extent)."""
     fine_image = sitk.GetImageFromArray(np.ascontiguousarray(fine_array))
     fine_image.CopyInformation(fine)
-    out = np.full(image.GetSize()[::-1], fill, dtype=fine_array.dtype)
     window = _input_window(fine, image)
-    out[window] = _onto_window(fine_image, image, window, is_label)
+    resampled = _onto_window(fine_image, image, window, is_label)
+    if resampled.shape == tuple(image.GetSize()[::-1]) and resampled.dtype == fine_array.dtype:
+        return resampled  # the window is the whole grid (the coarse grid covers the scan)
+    out = np.full(image.GetSize()[::-1], fill, dtype=fine_array.dtype)
+    out[window] = resampled
     return out
 
 
