@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 
 from .errors import BundleError
 from .hashing import sha256_of
-from .networks import PancreasUNet, build_network, validate_network_config
+from .networks import PancreasUNet, build_network, state_shapes, validate_network_config
 
 FORMAT_NAME = "pancreas-ssl-seg-bundle"
 FORMAT_VERSION = 1
@@ -355,19 +355,18 @@ def _read_metadata(path: Path) -> dict[str, Any]:
 def _expected_tensors(metadata: dict[str, Any], path: Path) -> dict[str, tuple[tuple, str]]:
     """``{"<stage>.<key>": (shape, safetensors dtype)}`` of the networks the metadata describes.
 
-    Built on PyTorch's ``meta`` device: shapes without allocating, so a config describing a
-    giant network costs nothing before it is refused.
+    From the config alone (``networks.state_shapes``): no network is built, so a config
+    describing a giant network costs nothing before it is refused, and checking a bundle
+    (``info``, ``models``) does not import MONAI. Every parameter is float32.
     """
     expected: dict[str, tuple[tuple, str]] = {}
     for stage in STAGES:
         try:
-            with torch.device("meta"):
-                state = build_network(metadata["stages"][stage]["network"]).state_dict()
+            shapes = state_shapes(metadata["stages"][stage]["network"])
         except (ValueError, TypeError, RuntimeError) as exc:
             raise _fail(path, f"stages.{stage}.network cannot be built ({exc})") from None
-        expected.update({f"{stage}.{key}": (tuple(t.shape), SAFETENSORS_DTYPES.get(t.dtype,
-                                                                                 str(t.dtype)))
-                         for key, t in state.items()})
+        expected.update({f"{stage}.{key}": (shape, SAFETENSORS_DTYPES[torch.float32])
+                         for key, shape in shapes.items()})
     total_bytes = sum(math.prod(shape) * 4 for shape, _ in expected.values())
     _require(total_bytes <= MAX_WEIGHTS_BYTES, path,
              f"the networks described need {total_bytes >> 20} MB of weights; at most "

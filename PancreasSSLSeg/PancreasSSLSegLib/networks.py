@@ -141,6 +141,59 @@ def size_divisor(config: dict[str, Any]) -> int:
     return int(np.prod(config["strides"])) * int(config.get("stem_stride", 1))
 
 
+def state_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Name and shape of every tensor of ``build_network(config).state_dict()``, from the config
+    alone: what a bundle's weights must hold. Building the network (even on the meta device)
+    imports MONAI (2-3 s, see the top of this file) just to check a bundle; the layout of the
+    MONAI blocks used above is written out here instead, and ``Testing/test_network_shapes.py``
+    checks it against the built network for every kind of config (a MONAI version that names
+    or shapes its parameters differently fails there, not in users' hands)."""
+    validate_network_config(config)
+    dims = config["spatial_dims"]
+    channels, strides = list(config["channels"]), list(config["strides"])
+    heads = set(config.get("heads", []))
+    kernel, pointwise = (3,) * dims, (1,) * dims
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def conv(name: str, c_in: int, c_out: int, size: tuple[int, ...],
+             transposed: bool = False) -> None:
+        shapes[f"{name}.weight"] = (c_in, c_out, *size) if transposed else (c_out, c_in, *size)
+        shapes[f"{name}.bias"] = (c_out,)
+
+    def convolution(name: str, c_in: int, c_out: int, transposed: bool = False) -> None:
+        """MONAI ``Convolution``: the convolution, then instance norm (no affine parameters),
+        dropout and PReLU (one shared slope) in its ``adn`` block."""
+        conv(f"{name}.conv", c_in, c_out, kernel, transposed)
+        shapes[f"{name}.adn.A.weight"] = (1,)
+
+    def unit(name: str, c_in: int, c_out: int, stride: int = 1) -> None:
+        """MONAI ``ResidualUnit`` with two subunits; a residual convolution where the shape
+        changes (3x3 when it strides, else 1x1)."""
+        convolution(f"{name}.conv.unit0", c_in, c_out)
+        convolution(f"{name}.conv.unit1", c_out, c_out)
+        if stride != 1 or c_in != c_out:
+            conv(f"{name}.residual", c_in, c_out, kernel if stride != 1 else pointwise)
+
+    stem_stride = int(config.get("stem_stride", 1))
+    unit("stem", config["in_channels"], channels[0], stem_stride)
+    if stem_stride != 1:
+        convolution("stem_up", channels[0], channels[0], transposed=True)
+    for i, stride in enumerate(strides):
+        unit(f"down.{i}", channels[i], channels[i + 1], stride)
+    for j, i in enumerate(reversed(range(len(strides)))):
+        convolution(f"up.{j}", channels[i + 1], channels[i], transposed=True)
+        unit(f"merge.{j}", 2 * channels[i], channels[i])
+    conv("seg_head", channels[0], config["out_channels"], pointwise)
+    if "sdm" in heads:
+        conv("sdm_head", channels[0], config["out_channels"] - 1, pointwise)
+    if "restoration" in heads:
+        conv("restoration_head", channels[0], 1, pointwise)
+    if "projection" in heads:
+        conv("projection_head.0", channels[-1], channels[-1], pointwise)
+        conv("projection_head.2", channels[-1], config.get("projection_dim", 64), pointwise)
+    return shapes
+
+
 def build_network(config: dict[str, Any]) -> PancreasUNet:
     """Build the network a stage config describes (weights random until loaded)."""
     return PancreasUNet(config)
