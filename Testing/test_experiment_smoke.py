@@ -21,9 +21,9 @@ TARGETS = ["in_domain", "hu_slices", "other_mapping",
 SLICES = {"hu_slices": 3}  # one per HU patient; every other target: patient 0031's one slice
 
 
-def _experiment(config, root, shared_data) -> int:
+def _experiment(config, root, shared_data, *options: str) -> int:
     return main(["experiment", "--config", str(config), "--runs", str(root / "runs"),
-                 "--results", str(root / "results"), "--data-root", str(shared_data)])
+                 "--results", str(root / "results"), "--data-root", str(shared_data), *options])
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def smoke(shared_data, tmp_path_factory):
     strict = root / "strict.yaml"  # the same preset with the real stop rule's bar set high
     strict.write_text(yaml.safe_dump({"extends": str(SMOKE), "name": "strict", "stop_rule": {
         "arm": "baseline", "target": "in_domain", "min_dice": 0.99}}), encoding="utf-8")
-    assert _experiment(strict, root, shared_data) == 0
+    assert _experiment(strict, root, shared_data, "--jobs", "2") == 0  # the process pool
     stopped = {path.name: path.read_bytes() for path in (root / "results").iterdir()
                if path.is_file()}
     assert _experiment(SMOKE, root, shared_data) == 0
@@ -70,6 +70,10 @@ def test_every_arm_and_seed_trains_from_the_recipe_on_the_source_only(smoke):
     assert {"loss_dual_task", "loss_view_output", "loss_structure_contrastive",
             "loss_restoration"} <= terms
     assert "loss_polycl" in read_csv(root / "runs" / "pretrain" / "seed0" / "train_log.csv")[0]
+    pretrain = yaml.safe_load((root / "runs" / "pretrain" / "seed0" / "run_config.yaml")
+                              .read_text(encoding="utf-8"))
+    fine = pretrain["stages"]["fine"]  # the preset's sizing, the pre-training's own budget
+    assert fine["patch_size"] == [64, 64] and fine["train"] == {"iterations": 3, "batch_size": 4}
 
 
 def test_targets_are_prepared_once_with_the_clean_labels(smoke):
@@ -81,8 +85,9 @@ def test_targets_are_prepared_once_with_the_clean_labels(smoke):
         with np.load(folder / f"{name}.npz") as target:
             assert np.array_equal(target["label_0"], clean_label)
             assert not np.array_equal(target["image_0"], clean_image)
-        info = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
-        assert [row["case"] for row in info] == ["PANCREAS_0031-1100"] or len(info) == 1
+        record = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
+        assert [row["patient"] for row in record["cases"]] == ["0031"]
+        assert record["prepare_seconds"] > 0
 
 
 def test_report_tables_have_one_row_per_target_and_arm(smoke):
@@ -121,3 +126,15 @@ def test_report_tables_have_one_row_per_target_and_arm(smoke):
                 *[results / "single_source_smoke_boxplots" / f"dice_{t}.png" for t in TARGETS]]
     for picture in pictures:
         assert picture.read_bytes()[:4] == b"\x89PNG", picture
+
+
+def test_aggregate_only_rebuilds_the_report_and_keeps_the_run_timings(smoke, shared_data):
+    root, _ = smoke
+    results = root / "results"
+    timings = (results / "single_source_smoke_runs.csv").read_text(encoding="utf-8")
+    (results / "single_source_smoke.md").unlink()
+    assert main(["experiment", "--config", str(SMOKE), "--runs", str(root / "runs"),
+                 "--results", str(results), "--data-root", str(shared_data),
+                 "--aggregate-only"]) == 0
+    assert "| window-3 | " in (results / "single_source_smoke.md").read_text(encoding="utf-8")
+    assert (results / "single_source_smoke_runs.csv").read_text(encoding="utf-8") == timings

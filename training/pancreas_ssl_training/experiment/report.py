@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
@@ -260,10 +261,11 @@ def write_timing(experiment: dict[str, Any], recipe: dict[str, Any], rows: list[
     total = train_total + eval_per_run * runs + prep
     gate_arm = experiment["stop_rule"]["arm"]
     gate = seeds * (train_per_seed[gate_arm] + eval_per_run) + prep
+    parallel = int(experiment["jobs"])  # the full run's runs at a time
     estimate = {"train_cpu_hours": train_total / 3600, "eval_cpu_hours": eval_per_run * runs / 3600,
                 "target_preparation_hours": prep / 3600, "total_cpu_hours": total / 3600,
-                "wall_hours": total / 3600 / jobs, "stop_rule_phase_cpu_hours": gate / 3600,
-                "jobs": jobs}
+                "wall_hours": total / 3600 / parallel, "stop_rule_phase_cpu_hours": gate / 3600,
+                "jobs": parallel}
     write_csv(rows + [{"arm": "(scoring)", "stage": s["target"],
                        "seconds_per_slice": s["seconds_per_slice"]} for s in scoring],
               results / f"{name}_timing.csv")
@@ -286,9 +288,12 @@ def write_timing(experiment: dict[str, Any], recipe: dict[str, Any], rows: list[
               f"- scoring: {eval_per_run / 60:.1f} min per run ({sum(full_slices.values())} "
               f"slices), {eval_per_run * runs / 3600:.1f} CPU-hours; target preparation "
               f"{prep / 60:.1f} min;",
-              f"- total: {total / 3600:.1f} CPU-hours, {total / 3600 / jobs:.1f} h wall with "
-              f"{jobs} runs at a time;",
+              f"- total: {total / 3600:.1f} CPU-hours, about {total / 3600 / parallel:.1f} h "
+              f"wall with the config's {parallel} single-threaded runs at a time on as many "
+              "free cores;",
               f"- the stop-rule phase alone (the baseline's {seeds} seeds, scored): "
-              f"{gate / 3600:.1f} CPU-hours.", ""]
+              f"{gate / 3600:.1f} CPU-hours.", "",
+              f"Measured with load average {', '.join(f'{v:.1f}' for v in os.getloadavg())} "
+              f"on {os.cpu_count()} cores (1, 5, 15 min): a busy machine inflates these.", ""]
     (results / f"{name}_timing.md").write_text("\n".join(lines), encoding="utf-8")
     return estimate

@@ -40,10 +40,12 @@ import yaml
 from ..config import deep_merge, load_config
 from ..evaluation.protocols import patient_range
 from .spec import REFERENCE_ARM, load_experiment
-from .targets import NIH_8BIT_FOLDER, Target, experiment_targets, prepare_target, target_cases
+from .targets import (NIH_8BIT_FOLDER, Target, experiment_targets, prepare_target, target_cases,
+                      target_record)
 
 DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 PRETRAIN = "pretrain"
+RUN_TIMES = "run_times.json"  # seconds of a run's training, kept for a continued experiment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +82,15 @@ def run_config(experiment: dict[str, Any], arm: str, seed: int, data_root: Path,
                              "polycl": {"enabled": True, "weight": 1.0,
                                         "rule": settings.get("rule", "S")}}
         batch = settings.get("batch_size", recipe["train"]["batch_size"])
-        config["stages"] = {"fine": {"train": {"iterations": iterations or settings["iterations"],
-                                               "batch_size": batch}}}
+        config["stages"] = deep_merge(config.get("stages", {}), {"fine": {"train": {
+            "iterations": iterations or settings["iterations"], "batch_size": batch}}})
     else:
         arm_spec = experiment["arms"][arm]
         config["methods"] = deep_merge(config.get("methods", {}), arm_spec.get("methods", {}))
         if pretrain_checkpoint is not None:
             config["init_encoder"] = str(pretrain_checkpoint)
-        if iterations is not None:
+        if iterations is not None:  # a timing run: every iteration logged (and timed)
+            config["train"]["log_every"] = 1
             stages = config.setdefault("stages", {})
             for stage in recipe["stages"]:
                 stages.setdefault(stage, {}).setdefault("train", {})["iterations"] = iterations
@@ -191,11 +194,16 @@ def run_job(run: Run, targets: list[Target], target_folder: Path, settings: dict
     record: dict[str, Any] = {"arm": run.arm, "seed": run.seed, "run_dir": str(run.run_dir)}
     started = time.time()
     setup = _fit(run)
+    times = run.run_dir / RUN_TIMES
     if setup is None:  # finished before (an interrupted or gated experiment continued)
         record["resumed"] = True
+        if times.is_file():
+            record.update(json.loads(times.read_text(encoding="utf-8")))
     else:
         record["setup_seconds"] = round(setup, 1)
         record["train_seconds"] = round(time.time() - started, 1)
+        times.write_text(json.dumps({k: record[k] for k in ("setup_seconds", "train_seconds")})
+                         + "\n", encoding="utf-8")
     if run.evaluate and not (run.run_dir / "evaluation" / "cases.csv").is_file():
         started = time.time()
         record["slices_scored"] = evaluate_run(run, targets, target_folder, settings)
@@ -250,12 +258,10 @@ def _prepare_targets(experiment: dict[str, Any], runs_dir: Path, data_root: Path
     folder = runs_dir / "targets"
     timings = []
     for target in targets:
-        started = time.time()
         prepare_target(target, folder, slices_per_patient)
-        timings.append({"target": target.name,
-                        "seconds": round(time.time() - started, 2),
-                        "slices": len(json.loads((folder / f"{target.name}.json")
-                                                 .read_text(encoding="utf-8")))})
+        record = target_record(target, folder)  # seconds of the preparation, even if earlier
+        timings.append({"target": target.name, "seconds": record["prepare_seconds"],
+                        "slices": len(record["cases"])})
     return targets, folder, timings
 
 
@@ -317,10 +323,9 @@ def run_timing(config_path: Path, runs_dir: Path, results_dir: Path, iterations:
     for run in runs:
         record = records[str(run.run_dir)]
         rows.append({"arm": run.arm, "stage": "pretrain" if run.arm == PRETRAIN else run.stages[0],
-                     "iterations": iterations, "setup_seconds": record["setup_seconds"],
-                     "train_seconds": record["train_seconds"],
-                     "seconds_per_iteration": round((record["train_seconds"]
-                                                     - record["setup_seconds"]) / iterations, 3)})
+                     "iterations": iterations, "setup_seconds": record.get("setup_seconds"),
+                     "train_seconds": record.get("train_seconds"),
+                     "seconds_per_iteration": round(seconds_per_iteration(run.run_dir), 3)})
     scoring = _time_scoring(runs, experiment, targets, folder)
     full = {t.name: _full_slice_count(t, data_root) for t in targets}
     return write_timing(experiment, recipe, rows, scoring, target_timings, full, results_dir,
@@ -338,6 +343,23 @@ def _full_slice_count(target: Target, data_root: Path) -> int:
     return sum(1 for n in names if n.name[9:13] in patients)
 
 
+def seconds_per_iteration(run_dir: Path) -> float:
+    """Seconds per training iteration between the first and the last logged iteration of the
+    run's one stage (TensorBoard wall times): dataset building and start-up left out."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    tags = [t for t in events.Tags()["scalars"] if t.endswith("/loss_total")]
+    if len(tags) != 1:
+        raise ValueError(f"{run_dir}: expected the log of one stage, found {tags}")
+    points = events.Scalars(tags[0])
+    points = points[1:] if len(points) > 2 else points  # the first iteration warms up
+    if len(points) < 2:
+        raise ValueError(f"{run_dir}: fewer than two logged iterations to time")
+    return (points[-1].wall_time - points[0].wall_time) / (points[-1].step - points[0].step)
+
+
 def _time_scoring(runs: list[Run], experiment: dict[str, Any], targets: list[Target],
                   folder: Path) -> list[dict[str, Any]]:
     """Seconds per slice of the cascade (the baseline's two timing stages joined)."""
@@ -350,7 +372,7 @@ def _time_scoring(runs: list[Run], experiment: dict[str, Any], targets: list[Tar
     config = load_config(stage_runs[0].config_path)
     save_checkpoint(joined / "checkpoint", config=config,
                     progress={"stage": "fine", "iteration": 0, "completed": list(states)},
-                    network_states=states, optimizer_state={}, scaler_state={}, extra={})
+                    network_states=states)
     run = Run(REFERENCE_ARM, stage_runs[0].seed, joined, stage_runs[0].config_path)
     records = []
     for target in targets:

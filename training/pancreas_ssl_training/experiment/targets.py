@@ -11,12 +11,14 @@
 
 Every set is built by ``evaluate.labelled_cases`` (the path of ``pancreas-ssl-train evaluate``)
 and written to ``<folder>/<name>.npz`` (``image_i``, ``label_i`` per slice) + ``<name>.json``
-(one info dict per slice, with its spacing): plain files any run or a reader can open.
+(``{"prepare_seconds", "cases": one info dict per slice, with its spacing}``): plain files any
+run or a reader can open.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +81,7 @@ def prepare_target(target: Target, folder: Path, slices_per_patient: int | None 
     path = folder / f"{target.name}.npz"
     if path.is_file() and (folder / f"{target.name}.json").is_file():
         return path
+    started = time.time()
     arrays, infos, taken = {}, [], {}
     for info, image, labels in labelled_cases(target.spec):
         taken[info["patient"]] = taken.get(info["patient"], 0) + 1
@@ -91,16 +94,22 @@ def prepare_target(target: Target, folder: Path, slices_per_patient: int | None 
     partial = folder / f".{target.name}.partial.npz"
     np.savez(partial, **arrays)
     partial.replace(path)
-    (folder / f"{target.name}.json").write_text(json.dumps(infos, indent=1) + "\n",
+    record = {"prepare_seconds": round(time.time() - started, 2), "cases": infos}
+    (folder / f"{target.name}.json").write_text(json.dumps(record, indent=1) + "\n",
                                                encoding="utf-8")
     return path
+
+
+def target_record(target: Target, folder: Path) -> dict[str, Any]:
+    """``{"prepare_seconds", "cases"}`` of a prepared target."""
+    return json.loads((folder / f"{target.name}.json").read_text(encoding="utf-8"))
 
 
 def target_cases(target: Target, folder: Path) -> Iterator[tuple[dict[str, Any], sitk.Image,
                                                                  np.ndarray]]:
     """``(info, canonical one-slice image, labels (1, y, x))`` of a prepared target, as
     ``evaluate.labelled_cases`` yields them."""
-    infos = json.loads((folder / f"{target.name}.json").read_text(encoding="utf-8"))
+    infos = target_record(target, folder)["cases"]
     with np.load(folder / f"{target.name}.npz") as arrays:
         for index, info in enumerate(infos):
             spacing = tuple(info.pop("spacing_mm"))
