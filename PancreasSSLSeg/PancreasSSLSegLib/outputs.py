@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -39,7 +40,6 @@ import numpy as np
 import psutil
 import SimpleITK as sitk
 import slicerio
-from scipy import ndimage
 
 from .hashing import sha256_of
 
@@ -57,6 +57,9 @@ OUTPUT_SUFFIXES = {
     "preview": "_preview.png",
     "report": "_report.json",
 }
+# Written by the worker thread (see the module docstring). The uncertainty volume there too
+# measured no faster (2 cores: zlib and matplotlib share them) and 250-300 MB more at the peak.
+BESIDE = ("preview",)
 # Written only for DICOM series input (see the module docstring); not needed for a case to count
 # as finished unless its report lists it.
 DICOM_SEG_KEY, DICOM_SEG_SUFFIX = "dicom_seg", "_seg.dcm"
@@ -114,7 +117,7 @@ def write_case_outputs(result, out_dir: str | Path, case: str,
     writers = {
         "labels": lambda path: _write_volume(result, result.labels, sitk.sitkUInt8, path),
         "uncertainty": lambda path: _write_volume(result, result.uncertainty, sitk.sitkFloat32,
-                                                  path),
+                                                  path, own_gzip=True),
         "regions": lambda path: _write_volume(result, result.regions, sitk.sitkInt32, path),
         "segmentation": lambda path: write_seg_nrrd(result, path),
         "preview": lambda path: _write_preview(result, path),
@@ -126,11 +129,11 @@ def write_case_outputs(result, out_dir: str | Path, case: str,
         # Leaving the ``with`` waits for the preview, also when a writer here failed: no
         # temporary can appear after the clean-up below.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="preview") as pool:
-            preview = pool.submit(writers["preview"], temporary["preview"])
+            beside = pool.submit(lambda: [writers[key](temporary[key]) for key in BESIDE])
             for key, path in temporary.items():
-                if key not in ("preview", "report"):
+                if key not in BESIDE and key != "report":
                     writers[key](path)
-            preview.result()
+            beside.result()
         writers["report"](temporary["report"])
         with _folder_lock(out_dir):
             _rename_into_place(temporary, final)
@@ -178,9 +181,11 @@ def _remove_stale_temporaries(final: dict[str, Path]) -> None:
     """Temporaries a killed run left behind (the Slicer module cancels by killing the process);
     those of a writer still running (another process on this machine) are left alone."""
     for path in final.values():
-        for stale in path.parent.glob(f"{TEMPORARY_PREFIX}*-{path.name}"):
-            if not _writer_is_running(stale.name):
-                stale.unlink(missing_ok=True)
+        names = [path.name] + ([_raw_name(path.name)] if path.name.endswith(".nii.gz") else [])
+        for name in names:
+            for stale in path.parent.glob(f"{TEMPORARY_PREFIX}*-{name}"):
+                if not _writer_is_running(stale.name):
+                    stale.unlink(missing_ok=True)
 
 
 def _writer_is_running(temporary_name: str) -> bool:
@@ -214,13 +219,62 @@ def _file_records(temporary: dict[str, Path], final: dict[str, Path]) -> dict[st
 _NUMPY_TYPES = {sitk.sitkUInt8: np.uint8, sitk.sitkInt32: np.int32, sitk.sitkFloat32: np.float32}
 
 
-def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path) -> None:
-    """gzip NIfTI; ITK's NIfTI writer ignores the compression level (same bytes at 1, 6 and 9)."""
+def _write_volume(result, array: np.ndarray, pixel_type: int, path: Path,
+                  own_gzip: bool = False) -> None:
+    """gzip NIfTI; ITK's NIfTI writer ignores the compression level (same bytes at 1, 6 and 9).
+    ``own_gzip``: ITK writes the NIfTI uncompressed and :func:`_gzip_nifti` compresses it."""
     if pixel_type in _NUMPY_TYPES:
         image = result.to_sitk(np.asarray(array, _NUMPY_TYPES[pixel_type]))
     else:
         image = sitk.Cast(result.to_sitk(np.asarray(array)), pixel_type)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    if own_gzip:
+        _gzip_nifti(image, path)
+    else:
+        sitk.WriteImage(image, str(path), useCompression=True)
+
+
+# The uncertainty volume: float32 values that are almost all different (the coarse stage's
+# uncertainty fills the scan), which deflate shrinks by ~10 % at ~22 MB/s on this project's 2-core
+# CPU: ITK's writer took 10.2 s for the 512x512x224 CT's 235 MB (211 MB written). Stored deflate
+# blocks write the same NIfTI bytes in ~1 s as a 235 MB file (benchmarks/NOTES.md). Volumes that
+# do compress (no uncertainty, small boxes) keep zlib's default level.
+# Stored blocks when level-1 samples shrink to more than this (the clinical CT's: 0.78, its last
+# slices are air; no uncertainty: 0.001); below it the file would grow 2x or more if stored.
+GZIP_STORE_ABOVE_RATIO = 0.5
+GZIP_SAMPLES, GZIP_SAMPLE_BYTES, GZIP_CHUNK_BYTES = 16, 1 << 18, 1 << 24
+
+
+def _raw_name(name: str) -> str:
+    """The uncompressed NIfTI written beside a ``.nii.gz`` temporary (see ``_gzip_nifti``)."""
+    return name.removesuffix(".gz")
+
+
+def _gzip_level(path: Path) -> int:
+    """0 (stored) when samples of ``path`` compress poorly at level 1, else zlib's default."""
+    size = path.stat().st_size
+    raw = packed = 0
+    with open(path, "rb") as source:
+        for k in range(GZIP_SAMPLES):
+            source.seek(k * max(0, size - GZIP_SAMPLE_BYTES) // max(1, GZIP_SAMPLES - 1))
+            sample = source.read(GZIP_SAMPLE_BYTES)
+            raw, packed = raw + len(sample), packed + len(zlib.compress(sample, 1))
+    return 0 if packed > GZIP_STORE_ABOVE_RATIO * raw else zlib.Z_DEFAULT_COMPRESSION
+
+
+def _gzip_nifti(image: sitk.Image, path: Path) -> None:
+    """``image`` as ``path`` (.nii.gz): ITK's uncompressed NIfTI bytes in one gzip member at
+    :func:`_gzip_level`'s level (zlib releases the GIL, so the preview thread keeps drawing).
+    The uncompressed file is a temporary of this writer (removed here, or as stale)."""
+    raw = path.with_name(_raw_name(path.name))
+    try:
+        sitk.WriteImage(image, str(raw), useCompression=False)
+        compressor = zlib.compressobj(_gzip_level(raw), zlib.DEFLATED, 31)  # 31: gzip header
+        with open(raw, "rb") as source, open(path, "wb") as target:
+            while chunk := source.read(GZIP_CHUNK_BYTES):
+                target.write(compressor.compress(chunk))
+            target.write(compressor.flush())
+    finally:
+        raw.unlink(missing_ok=True)
 
 
 def _write_preview(result, path: Path) -> None:
@@ -310,9 +364,14 @@ def slicer_terminology(terminology: dict[str, Any]) -> dict[str, Any]:
 
 def _box_of(*masks: np.ndarray) -> tuple[slice, ...]:
     """(z, y, x) slices of the box around the union of the masks (all-empty slices if none)."""
-    union = np.logical_or.reduce(masks)
-    found = ndimage.find_objects(union.astype(np.uint8))
-    return found[0] if found else tuple(slice(0, 0) for _ in union.shape)
+    # From each mask's voxel indices: a full-size union and find_objects over it took 0.3 s of
+    # the 512x512x224 CT's seg.nrrd (benchmarks/NOTES.md).
+    index = [np.unravel_index(np.flatnonzero(mask), mask.shape) for mask in masks]
+    if not any(axes[0].size for axes in index):
+        return tuple(slice(0, 0) for _ in masks[0].shape)
+    return tuple(slice(min(int(axes[a].min()) for axes in index if axes[a].size),
+                       max(int(axes[a].max()) for axes in index if axes[a].size) + 1)
+                 for a in range(masks[0].ndim))
 
 
 def _extent(mask_in_box: np.ndarray, box: tuple[slice, ...]) -> list[int]:
