@@ -116,6 +116,7 @@ def check_targets(result: dict) -> dict:
             check("ratio", ratio, TARGETS["ratio"], higher_is_better=True)
     if fast and "error" not in fast:
         check("fast_wall_s", fast["wall_s"], TARGETS["fast_wall_s"])
+        check("fast_peak_gb", fast["peak_rss_mb"] / 1024, TARGETS["fast_peak_gb"])
         if baseline and "error" not in baseline:
             result["ratio_baseline_over_fast"] = round(
                 baseline["total_s_extrapolated"] / fast["wall_s"], 1)
