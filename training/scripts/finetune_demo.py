@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--replay", type=Path, default=None,
                         help="training config to replay (e.g. training/configs/default_model.yaml)")
     args = parser.parse_args(argv)
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
         [p for p in corrections.iterdir() if p.is_dir()])
     started = time.time()
     record = finetune(parent.path, corrections, args.out / "bundle", iterations=args.iterations,
-                      replay=args.replay)
+                      lr=args.lr, replay=args.replay)
     child = load_bundle(args.out / "bundle")
     ct3mm = read_data_spec("training/configs/eval_ct3mm.yaml")
     rows = []
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
                        ("3 mm CT (parent's training data)", ct3mm)):
         (before, n), (after, _) = mean_dice(parent, spec), mean_dice(child, spec)
         rows.append({"data": name, "cases": n, "parent": before, "finetuned": after})
-    result = {"corrected_cases": cases, "iterations": args.iterations,
+    result = {"corrected_cases": cases, "iterations": args.iterations, "lr": args.lr,
               "seconds": round(time.time() - started, 1), "finetune": record, "rows": rows}
     (args.out / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     print("| data | cases | parent Dice | fine-tuned Dice |\n|---|---|---|---|")
