@@ -35,8 +35,8 @@ from .memory import BYTES_PER_INPUT_VOXEL, FIXED_OVERHEAD_BYTES, GridGuard, chec
 from .preprocessing import resample_onto, to_canonical
 from .quality import DEFAULT_QUALITY, quality_signals, verdict
 from .report import build_report, voxel_volume_ml
-from .uncertainty import (REGIONS_SCORE, normalised_entropy, rank_uncertain_regions,
-                          uncertainty_definition)
+from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_FLOOR, normalised_entropy,
+                          rank_uncertain_regions, uncertainty_definition)
 
 
 ProgressCallback = Callable[[str, float, str], None]
@@ -275,6 +275,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
         if not labels.any():
             warnings.append("the fine stage found no pancreas; labels are empty")
     np.clip(uncertainty_map, 0.0, 1.0, out=uncertainty_map)
+    uncertainty_map[uncertainty_map < UNCERTAINTY_FLOOR] = 0.0
     regions_map, regions = (rank_uncertain_regions(
         uncertainty_map, labels, threshold, voxel_volume_ml(input_image),
         float(inference.get("region_min_volume_ml", 0.0))) if uncertainty

@@ -5,6 +5,10 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+# Below this the map holds 0: the coarse stage's uncertainty covers the whole scan, and its tiny
+# non-zero values (99 % of a CT's voxels, nearly all below 0.001) made the file 211 MB and
+# incompressible on a 512x512x224 CT; no review threshold comes near them.
+UNCERTAINTY_FLOOR = 1e-3
 REGIONS_SCORE = "score = volume_ml x mean_uncertainty; rank 1 = highest score"
 
 
@@ -21,7 +25,7 @@ def uncertainty_definition(tta, bundle) -> str:
     coarse_mm = bundle.stage("coarse").spacing_mm
     return (f"normalised predictive entropy H(p)/log(C) in [0, 1]: inside the fine stage's box, "
             f"of {passes}; outside it, of the coarse stage's single pass at {coarse_mm} mm "
-            "(the fine stage did not look there)")
+            f"(the fine stage did not look there); values below {UNCERTAINTY_FLOOR:g} are 0")
 
 
 def normalised_entropy(mean_probs: np.ndarray) -> np.ndarray:
