@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, batch_summary
+from .console import use_utf8_output
 from .errors import BundleError, DeviceError, PancreasSSLSegError
 from .image_io import case_name, dicom_series_ids, is_image_file
 from .outputs import DICOM_SEG_KEY, case_is_complete, write_case_outputs
@@ -176,14 +177,6 @@ def _fraction(text: str) -> float:
     if not 0.0 < value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
     return value
-
-
-def use_utf8_output() -> None:
-    """Print UTF-8 whatever the locale. Messages name files and use symbols such as "×"; under a
-    plain C/ASCII locale printing them would fail, and the Slicer module reads them as UTF-8."""
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from PancreasSSLSegLib.cli import use_utf8_output
+from PancreasSSLSegLib.console import use_utf8_output
 from PancreasSSLSegLib.errors import PancreasSSLSegError
 
 from .config import STAGE_NAMES, ConfigError, enabled_methods, load_config
