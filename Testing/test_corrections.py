@@ -244,7 +244,7 @@ def test_needs_neither_training_nor_torch(case, tmp_path):
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout).endswith("bad: labels hold the value(s) 3; expected only "
                                                  "0 (background), 1 (pancreas), 2 (lesion)")
-    from pancreas_ssl_training.data.corrections import read_corrections
+    from pancreas_ssl_training.data.volumes import read_corrections
 
     cases = read_corrections(tmp_path / "corr")
     assert [c.case for c in cases] == ["ok"]

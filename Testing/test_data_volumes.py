@@ -12,12 +12,11 @@ import pytest
 import SimpleITK as sitk
 
 from PancreasSSLSegLib.errors import InputError
-from pancreas_ssl_training.data.corrections import (read_correction_record, read_corrections,
-                                                    write_correction_case)
+from PancreasSSLSegLib.corrections import read_correction_record, write_correction_case
 from pancreas_ssl_training.data.datasets import build_slice_sources
-from pancreas_ssl_training.data.volumes import (read_decathlon, read_image_label_folders,
-                                                read_nih_pancreas_ct, read_volume_source,
-                                                slices_from_case)
+from pancreas_ssl_training.data.volumes import (read_corrections, read_decathlon,
+                                                read_image_label_folders, read_nih_pancreas_ct,
+                                                read_volume_source, slices_from_case)
 
 
 @pytest.fixture(scope="module")

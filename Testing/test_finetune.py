@@ -80,7 +80,7 @@ def test_cli_refuses_an_existing_output_and_an_empty_corrections_folder(
 
 def test_replay_lists_the_corrections_often_enough_to_make_about_half_the_slices(
         shared_data, corrections, random_bundle):
-    from pancreas_ssl_training.data.corrections import read_corrections
+    from pancreas_ssl_training.data.volumes import read_corrections
     from pancreas_ssl_training.finetune import finetune_data
 
     folder = shared_data / "ct-abdomen-3mm"

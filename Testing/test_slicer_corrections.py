@@ -17,7 +17,7 @@ import slicer  # noqa: E402
 
 from PancreasSSLSegLib.errors import InputError  # noqa: E402
 from PancreasSSLSegModuleLib import corrections_export  # noqa: E402
-from pancreas_ssl_training.data.corrections import read_corrections  # noqa: E402
+from pancreas_ssl_training.data.volumes import read_corrections  # noqa: E402
 
 
 @pytest.fixture

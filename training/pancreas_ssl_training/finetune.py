@@ -26,9 +26,8 @@ from PancreasSSLSegLib.pipeline import segment
 from PancreasSSLSegLib.postprocess import PANCREAS
 
 from .config import load_config, resolve_config
-from .data.corrections import read_corrections
 from .data.datasets import build_slice_sources
-from .data.volumes import VolumeCase
+from .data.volumes import VolumeCase, read_corrections
 from .export import inference_state
 from .trainer import fit
 

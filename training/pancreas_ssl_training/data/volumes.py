@@ -10,7 +10,7 @@ Layouts:
 - NIH Pancreas-CT (TCIA): one DICOM series folder per ``PANCREAS_00XX`` patient (any depth below
   it) and label files ``label00XX.nii.gz`` (1 = pancreas) anywhere under the labels folder;
 - a generic ``images/`` + ``labels/`` pair of folders with the same file names;
-- the corrections folder exported by the Slicer module (``corrections.py``).
+- the corrections folder exported by the Slicer module (``read_corrections``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from PancreasSSLSegLib.corrections import IMAGE_FILE, LABELS_FILE, read_correction_record
+from PancreasSSLSegLib.corrections import SOURCE as CORRECTIONS_SOURCE
 from PancreasSSLSegLib.errors import InputError
 
 from .slices import SliceSample, axial_slices_from_volume
@@ -171,14 +173,30 @@ def read_image_label_folders(root: str | Path, label_map: Mapping[int, int], sou
     return cases
 
 
+def read_corrections(root: str | Path) -> list[VolumeCase]:
+    """Every complete case of a corrections folder (the Slicer module's *Export corrected case*;
+    layout, checks and writer: ``PancreasSSLSegLib.corrections``); folders starting with '.' are
+    being written."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"{root}: expected a corrections folder (<case>/image.nii.gz, …)")
+    cases = []
+    for case_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        record = read_correction_record(case_dir)
+        for name in (IMAGE_FILE, LABELS_FILE):
+            if not (case_dir / name).is_file():
+                raise InputError(f"{case_dir / name}: expected the case's {name}")
+        cases.append(VolumeCase(case_dir / IMAGE_FILE, case_dir / LABELS_FILE, record["case"],
+                                CORRECTIONS_SOURCE, dict(PROJECT_LABELS)))
+    return cases
+
+
 def read_volume_source(entry: Mapping) -> list[VolumeCase]:
     """Cases named by a config entry ``{"format": ..., "path": ..., ...}``.
 
     Formats: ``decathlon``; ``nih`` (optional ``labels`` folder); ``folder`` (``label_map``,
     ``source``); ``corrections``.
     """
-    from .corrections import read_corrections  # corrections builds on this module
-
     kind, path = entry.get("format"), entry.get("path")
     if path is None:
         raise InputError(f"volume source {dict(entry)}: expected a 'path'")
