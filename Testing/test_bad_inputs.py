@@ -26,7 +26,7 @@ from bad_inputs import INPUTS, metaimage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib import cascade, cli, pipeline
+from PancreasSSLSegLib import cascade, cli, memory, pipeline
 from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
 from PancreasSSLSegLib.image_io import as_image
 from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
@@ -268,8 +268,9 @@ def forbid_reading_voxels(monkeypatch):
 
 def test_memory_guard_uses_declared_size_of_files_and_dicom(tmp_path, capsys, monkeypatch,
                                                             random_bundle):
-    """A volume the reader could hold but the whole run could not: ``pipeline.check_memory``
-    refuses it from the header (64x64x64 voxels x 24 B + 600 MB > 100 MB), voxels unread."""
+    """A volume the reader could hold but the whole run could not: ``memory.GridGuard`` refuses
+    it from the header (64x64x64 voxels x 24 B + 600 MB + the stage grids > 100 MB), voxels
+    unread."""
     import gzip as gz
 
     data = gz.compress(bytes(64 ** 3 * 2))
@@ -277,23 +278,25 @@ def test_memory_guard_uses_declared_size_of_files_and_dicom(tmp_path, capsys, mo
                     f"ElementSpacing = 1 1 1\nCompressedData = True\nCompressedDataSize = "
                     f"{len(data)}\n", data)
     dicom = INPUTS["dicom_mixed_series"][1](tmp_path, tmp_path)
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 100 << 20)
     forbid_reading_voxels(monkeypatch)
-    with pytest.raises(ResourceError, match=r"^big.mha: \[64, 64, 64\] voxels need about 0.6 GiB"):
+    with pytest.raises(ResourceError, match=r"^big.mha: segmenting \[64, 64, 64\] voxels of "
+                                            r"\[1.0, 1.0, 1.0\] mm needs about 0.6 GiB"):
         segment(mha, model=random_bundle, device="cpu")
-    with pytest.raises(ResourceError, match=r"^mixed-series: \[32, 32, 10\] voxels need about"):
+    with pytest.raises(ResourceError, match=r"^mixed-series: segmenting \[32, 32, 10\] voxels"):
         segment(dicom, model=random_bundle, device="cpu")
     code, _, err = run_cli(capsys, "segment", mha, "-o", tmp_path / "out", "--model",
                            random_bundle, "--progress", "none")
-    assert code == cli.EXIT_BAD_INPUT and err.startswith("error: big.mha: [64, 64, 64] voxels")
+    assert code == cli.EXIT_BAD_INPUT
+    assert err.startswith("error: big.mha: segmenting [64, 64, 64] voxels")
     assert len(err.splitlines()) == 1 and files_in(tmp_path / "out") == []
 
 
 def test_memory_guard_on_arrays_runs_no_network(monkeypatch, random_bundle):
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 100 << 20)
     monkeypatch.setattr(cascade, "predict_stage",
                         lambda *a, **k: pytest.fail("the networks ran despite the memory guard"))
-    with pytest.raises(ResourceError, match=r"^input array: \[32, 32, 10\] voxels"):
+    with pytest.raises(ResourceError, match=r"^input array: segmenting \[32, 32, 10\] voxels"):
         segment(np.zeros((10, 32, 32), np.float32) + np.arange(32), model=random_bundle,
                 spacing_mm=(1, 1, 1))
 

@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 
 from PancreasSSLSegLib import CancelledError, DeviceError, ResourceError, segment
-from PancreasSSLSegLib import cascade, pipeline
+from PancreasSSLSegLib import cascade, memory, pipeline
 from PancreasSSLSegLib.bundle import load_bundle
 
 # Oblique, axis-permuted and flipped: nothing like the canonical LPS grid.
@@ -148,7 +148,7 @@ def test_gpu_out_of_memory_falls_back_to_cpu(monkeypatch, coarse_bundle):
 
 
 def test_memory_guard_refuses_before_running(monkeypatch, coarse_bundle):
-    monkeypatch.setattr(pipeline, "available_memory_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: 100 << 20)
     monkeypatch.setattr(cascade, "predict_stage",
                         lambda *a, **k: pytest.fail("the networks ran despite the memory guard"))
     with pytest.raises(ResourceError, match="GiB"):

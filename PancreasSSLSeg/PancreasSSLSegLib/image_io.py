@@ -68,10 +68,9 @@ MIN_AIR_HU = -2000.0
 # reconstructed field of view (-3024, -2048, -32768 are common), left out of the percentiles.
 PADDING_FRACTION = 0.005
 
-# ``check_size(size_xyz, name)`` is called with a file's declared size before its voxels are read.
-SizeCheck = Callable[[tuple[int, ...], str], None]
-# ``check_grid(size_xyz, spacing_mm, name)``: same moment, 3-D size and spacing (x, y, z), for
-# estimates of the grids a run resamples to (``memory.GridGuard``).
+# ``check_grid(size_xyz, spacing_mm, name)`` is called with a file's declared 3-D size and spacing
+# (x, y, z) before its voxels are read, for estimates of the grids a run resamples to
+# (``memory.GridGuard``).
 GridCheck = Callable[[tuple[int, int, int], tuple[float, float, float], str], None]
 
 
@@ -96,20 +95,18 @@ def dicom_series_ids(folder: Path) -> tuple[str, ...]:
 
 
 def read_image(path: str | Path, notes: list[str] | None = None,
-               check_size: SizeCheck | None = None,
                check_grid: GridCheck | None = None) -> sitk.Image:
     """Read an image file (.nii/.nii.gz/.nrrd/.mha/.mhd) or a DICOM series folder, unchecked.
 
     ``notes`` (if given) receives remarks a user should see, e.g. which of several series was read.
-    ``check_size`` and ``check_grid`` (if given) may refuse the declared size (and spacing) before
-    the voxels are allocated; an implausible spacing is refused here first. Voxel values are those
+    ``check_grid`` (if given) may refuse the declared size and spacing before the voxels are
+    allocated; an implausible spacing is refused here first. Voxel values are those
     the file holds (NaN included: see :func:`_nifti_non_finite`).
     """
     path = Path(path)
     _check_path(path)
     if path.is_dir():
-        return _read_dicom_folder(path, notes if notes is not None else [], check_size,
-                                  check_grid)
+        return _read_dicom_folder(path, notes if notes is not None else [], check_grid)
     if not path.name.lower().endswith(IMAGE_SUFFIXES):
         raise InputError(f"{path.name}: unsupported file type; expected one of "
                          f"{', '.join(IMAGE_SUFFIXES)} or a DICOM series folder")
@@ -131,8 +128,6 @@ def read_image(path: str | Path, notes: list[str] | None = None,
     _check_declared_data(path, size, data_bytes if stored_bytes is None else stored_bytes)
     _check_header_geometry(path.name, size, tuple(reader.GetSpacing()))
     check_read_memory(path.name, size, data_bytes)
-    if check_size is not None:
-        check_size(size, path.name)
     if check_grid is not None and len(size) >= 3:
         check_grid(size[:3], tuple(reader.GetSpacing())[:3], path.name)
     scan = None
@@ -503,7 +498,7 @@ def _itk_reason(error: RuntimeError) -> str:
     return lines[-1] if lines else "unknown reason"
 
 
-def _read_dicom_folder(folder: Path, notes: list[str], check_size: SizeCheck | None = None,
+def _read_dicom_folder(folder: Path, notes: list[str],
                        check_grid: GridCheck | None = None) -> sitk.Image:
     try:
         empty = not any(folder.iterdir())
@@ -545,8 +540,6 @@ def _read_dicom_folder(folder: Path, notes: list[str], check_size: SizeCheck | N
     spacing = (*first["spacing"][:2], _header_slice_gap(slices[chosen], first["spacing"][2]))
     check_spacing(spacing, folder.name)
     check_read_memory(folder.name, size, math.prod(size) * first["voxel_bytes"])
-    if check_size is not None:
-        check_size(size, folder.name)
     if check_grid is not None:
         check_grid(size, spacing, folder.name)
     reader = sitk.ImageSeriesReader()
@@ -671,17 +664,17 @@ def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSe
 
 
 def as_image(image, spacing_mm=None, origin=None, direction=None,
-             notes: list[str] | None = None, check_size: SizeCheck | None = None,
-             single_slice: bool = False, check_grid: GridCheck | None = None) -> sitk.Image:
+             notes: list[str] | None = None, single_slice: bool = False,
+             check_grid: GridCheck | None = None) -> sitk.Image:
     """Any accepted input → checked float32 3-D scalar ``SimpleITK.Image``.
 
     ``image``: a path (file or DICOM folder), a ``SimpleITK.Image``, or a numpy array with axes
     ``(z, y, x)``. Geometry arguments (SimpleITK order: ``spacing_mm`` (x, y, z), ``origin`` mm,
     ``direction`` 9 cosines) apply to arrays only; an array without ``spacing_mm`` is refused,
     since a guessed spacing would silently give wrong volumes. ``notes`` receives remarks for the
-    user (series chosen, small field of view, non-finite voxels replaced); ``check_size`` and
-    ``check_grid`` are called with the size (and spacing) before a file's voxels are read (see
-    :func:`read_image`) and with an array's or image's.
+    user (series chosen, small field of view, non-finite voxels replaced); ``check_grid`` is called
+    with the size and spacing before a file's voxels are read (see :func:`read_image`) and with an
+    array's or image's.
 
     ``single_slice`` (for models whose stages are 2-D): one axial slice is accepted too, as a
     2-D image/file, a ``(y, x)`` array with ``spacing_mm`` (x, y), or a volume one slice thick;
@@ -701,7 +694,7 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
             name = "input image"
         elif isinstance(image, (str, Path)):
             name = Path(image).name
-            image = read_image(image, notes, check_size, check_grid)
+            image = read_image(image, notes, check_grid)
             grid_checked = image.GetDimension() >= 3  # from the header, by read_image
         else:
             raise InputError(f"unsupported input type {type(image).__name__}; expected a path, "
@@ -710,8 +703,6 @@ def as_image(image, spacing_mm=None, origin=None, direction=None,
     if single_slice and image.GetDimension() == 2:
         image = sitk.JoinSeries(image)  # (x, y) -> (x, y, 1)
     _check_image(image, name, single_slice)
-    if check_size is not None:
-        check_size(tuple(image.GetSize()), name)
     if check_grid is not None and not grid_checked:
         check_grid(tuple(image.GetSize()), tuple(image.GetSpacing()), name)
     image, replaced = replace_non_finite(sitk.Cast(image, sitk.sitkFloat32), name)

@@ -31,7 +31,7 @@ from .image_io import as_image, check_ct_intensities
 from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_labels,
                       run_coarse, run_fine)
 from .inference import select_device
-from .memory import BYTES_PER_INPUT_VOXEL, FIXED_OVERHEAD_BYTES, GridGuard, check_fine_box
+from .memory import GridGuard, check_fine_box
 from .preprocessing import resample_onto, to_canonical
 from .quality import DEFAULT_QUALITY, quality_signals, verdict
 from .report import build_report, voxel_volume_ml
@@ -60,26 +60,6 @@ class SegmentationResult:
         out = sitk.GetImageFromArray(np.asarray(array))
         out.CopyInformation(self.image)
         return out
-
-
-def available_memory_bytes() -> int:
-    return int(psutil.virtual_memory().available)
-
-
-def estimate_memory_bytes(size_xyz) -> int:
-    return int(np.prod(size_xyz)) * BYTES_PER_INPUT_VOXEL + FIXED_OVERHEAD_BYTES
-
-
-def check_memory(size_xyz, name: str = "input") -> None:
-    """Refuse before allocating when a run on a ``size_xyz`` input would not fit in the memory
-    available now. ``as_image`` calls it with a file's declared size, before reading its voxels,
-    so a header claiming a huge volume costs nothing."""
-    size = [int(s) for s in size_xyz]
-    needed, available = estimate_memory_bytes(size), available_memory_bytes()
-    if needed > available:
-        raise ResourceError(f"{name}: {size} voxels need about {needed / 2**30:.1f} GiB of "
-                            f"memory to segment but only {available / 2**30:.1f} GiB is "
-                            "available; close other programs or crop the scan")
 
 
 def peak_memory_mb() -> float:
@@ -220,7 +200,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     # 2-D stages can segment one axial slice on its own; 3-D stages need a volume.
     single_slice = all(bundle.stage(name).spatial_dims == 2 for name in ("coarse", "fine"))
     input_image = as_image(image, spacing_mm, origin, direction, notes=warnings,
-                           check_size=check_memory, single_slice=single_slice,
+                           single_slice=single_slice,
                            check_grid=GridGuard(lambda: bundle, fast=fast))
     # Percentiles of every voxel of a 500x500x220 CT take 4 s; a 1-in-32 subsample gives the same.
     warnings += check_ct_intensities(input_image[::4, ::4, ::2])
