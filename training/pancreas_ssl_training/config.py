@@ -68,17 +68,24 @@ def load_config(path: str | Path) -> dict[str, Any]:
     return resolve_config(_read_with_parents(path, seen=()), source=str(path))
 
 
-def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if path.resolve() in seen:
-        raise ConfigError(f"config {path}: 'extends' loops back to itself")
+def read_yaml_mapping(path: Path, what: str, expected: str) -> dict[str, Any]:
+    """The mapping a YAML file holds, or ``ConfigError`` naming ``what``, the file and the
+    problem (unreadable, not YAML, not ``expected``)."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"config {path}: cannot read ({exc.strerror})") from None
+        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: not valid YAML ({exc})") from None
+        raise ConfigError(f"{what} {path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config {path}: expected a mapping of sections {list(SECTIONS)}")
+        raise ConfigError(f"{what} {path}: expected {expected}")
+    return raw
+
+
+def _read_with_parents(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path}: 'extends' loops back to itself")
+    raw = read_yaml_mapping(path, "config", f"a mapping of sections {list(SECTIONS)}")
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

@@ -26,9 +26,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ..config import ConfigError, deep_merge
+from ..config import ConfigError, deep_merge, read_yaml_mapping
 from ..evaluation.corruptions import CORRUPTIONS, SEVERITIES
 
 KEYS = ("name", "extends", "recipe", "recipe_overrides", "source", "arms", "pretrain", "seeds",
@@ -47,14 +45,7 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
 def _read(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if path in seen:
         raise ConfigError(f"experiment {path}: 'extends' loops back to itself")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"experiment {path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"experiment {path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"experiment {path}: expected a mapping with keys {list(KEYS)}")
+    raw = read_yaml_mapping(path, "experiment", f"a mapping with keys {list(KEYS)}")
     unknown = sorted(set(raw) - set(KEYS))
     if unknown:
         raise ConfigError(f"experiment {path}: unknown keys {unknown}; known: {list(KEYS)}")
