@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pancreas_ssl_training.evaluation.metrics import case_metrics
+from pancreas_ssl_training.evaluation.metrics import case_metrics, mask_dice
 
 
 def _square(shape=(40, 40), rows=(10, 20), cols=(10, 20), value=1) -> np.ndarray:
@@ -83,3 +83,13 @@ def test_mismatched_inputs_are_refused():
         case_metrics(np.zeros((4, 4)), np.zeros((4, 5)), (1.0, 1.0))
     with pytest.raises(ValueError, match="one value per array axis"):
         case_metrics(np.zeros((4, 4)), np.zeros((4, 4)), (1.0, 1.0, 1.0))
+
+
+def test_mask_dice_counts_overlap_and_names_the_empty_case():
+    a = np.zeros((4, 4), bool)
+    b = np.zeros((4, 4), bool)
+    assert np.isnan(mask_dice(a, b)) and mask_dice(a, b, empty=1.0) == 1.0
+    a[0, :3] = True  # 3 voxels
+    b[0, 1:] = True  # 3 voxels, 2 shared
+    assert mask_dice(a, b) == pytest.approx(2 * 2 / 6)
+    assert mask_dice(a, np.zeros_like(b)) == 0.0

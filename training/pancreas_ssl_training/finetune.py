@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from PancreasSSLSegLib.postprocess import PANCREAS
 from .config import load_config, resolve_config
 from .data.datasets import build_slice_sources
 from .data.volumes import VolumeCase, read_corrections
+from .evaluation.metrics import mask_dice
 from .export import inference_state
 from .trainer import fit
 
@@ -92,15 +94,11 @@ def finetune_config(bundle: ModelBundle, data: dict[str, Any], iterations: int, 
     }, source=f"finetune of {bundle.path}")
 
 
-def organ_dice(bundle: ModelBundle, cases: list[VolumeCase]) -> float | None:
-    """Mean pancreas (labels 1 + 2) Dice of ``bundle`` over ``cases`` through ``segment()``."""
-    scores = []
-    for case in cases:
-        result = segment(case.image_path, model=bundle, device="cpu")
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(case.label_path))) >= PANCREAS
-        predicted = result.labels >= PANCREAS
-        total = int(truth.sum()) + int(predicted.sum())
-        scores.append(2.0 * int((truth & predicted).sum()) / total if total else 1.0)
+def organ_dice(bundle: ModelBundle, cases: Iterable[tuple[Any, np.ndarray]]) -> float | None:
+    """Mean pancreas (labels 1 + 2) Dice of ``bundle`` through ``segment()`` over ``(image or
+    path, reference labels (z, y, x))`` pairs; None without any."""
+    scores = [mask_dice(segment(image, model=bundle, device="cpu").labels >= PANCREAS,
+                        truth >= PANCREAS, empty=1.0) for image, truth in cases]
     return float(np.mean(scores)) if scores else None
 
 
@@ -134,6 +132,8 @@ def finetune(model: str | Path, corrections: str | Path, out: str | Path, *,
     metadata.pop("weights", None)
     metadata["version"] = f"{parent.version}+ft{len(train_cases)}"
     child = ModelBundle(parent.path, metadata, {**parent.stage_weights, "fine": fine_state})
+    validation = [(c.image_path, sitk.GetArrayFromImage(sitk.ReadImage(str(c.label_path))))
+                  for c in validation_cases]
     record = {
         "parent": {"name": parent.name, "version": parent.version,
                    "weights_sha256": parent.metadata["weights"]["sha256"]},
@@ -143,8 +143,8 @@ def finetune(model: str | Path, corrections: str | Path, out: str | Path, *,
         "replay": None if replay is None else str(replay), "corrections_repeat": repeat,
         "iterations": iterations, "lr": lr, "seed": seed, "batch_size": batch_size,
         "train_seconds": round(train_seconds, 1),
-        "validation_dice_parent": organ_dice(parent, validation_cases),
-        "validation_dice_finetuned": organ_dice(child, validation_cases),
+        "validation_dice_parent": organ_dice(parent, validation),
+        "validation_dice_finetuned": organ_dice(child, validation),
     }
     metadata["provenance"] = {**metadata.get("provenance", {}), "finetune": record}
     card = _card(parent, record)

@@ -32,6 +32,7 @@ from PancreasSSLSegLib.pipeline import segment
 from PancreasSSLSegLib.postprocess import PANCREAS
 from PancreasSSLSegLib.quality import DEFAULT_QUALITY, verdict
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
+from pancreas_ssl_training.evaluation.metrics import mask_dice
 
 THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 # candidate orders of the review regions (the engine ranks by "score" = volume x mean uncertainty)
@@ -47,11 +48,6 @@ def auroc(scores: np.ndarray, positive: np.ndarray) -> float:
         return float("nan")
     greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
     return float(greater / (len(pos) * len(neg)))
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 2.0 * int((a & b).sum()) / total if total else 1.0
 
 
 def errors_by_rank(regions: list[dict], region_map: np.ndarray, errors: np.ndarray
@@ -84,7 +80,7 @@ def run_cases(bundle, spec) -> tuple[list[dict], list[dict], dict]:
             flagged = result.uncertainty > t
             coverage[i] += [(errors & flagged).sum(), flagged.sum(), 0]
         quality = result.report["quality"]
-        rows.append({**info, "dice": dice(predicted >= PANCREAS, truth >= PANCREAS),
+        rows.append({**info, "dice": mask_dice(predicted >= PANCREAS, truth >= PANCREAS, empty=1.0),
                      "score": quality["score"], "status": quality["status"],
                      "reasons": "; ".join(quality["reasons"]),
                      **{f"signal_{k}": v for k, v in quality["signals"].items()}})

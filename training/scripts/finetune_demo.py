@@ -23,10 +23,8 @@ import SimpleITK as sitk
 
 from PancreasSSLSegLib.bundle import load_bundle
 from PancreasSSLSegLib.corrections import write_correction_case
-from PancreasSSLSegLib.pipeline import segment
-from PancreasSSLSegLib.postprocess import PANCREAS
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
-from pancreas_ssl_training.finetune import finetune
+from pancreas_ssl_training.finetune import finetune, organ_dice
 
 NIH_8BIT = "../shared/data/nih-pancreas-slices-8bit"
 GREY_TO_HU = {"data_root": "../shared/data", "method": "percentile"}
@@ -47,16 +45,6 @@ def write_corrections(root: Path, bundle) -> int:
                               bundle.version, ["Pancreas"])
         count += 1
     return count
-
-
-def mean_dice(bundle, spec) -> tuple[float, int]:
-    scores = []
-    for _, image, labels in labelled_cases(spec):
-        predicted = segment(image, model=bundle, device="cpu").labels >= PANCREAS
-        truth = labels >= PANCREAS
-        total = int(truth.sum()) + int(predicted.sum())
-        scores.append(2.0 * int((truth & predicted).sum()) / total if total else 1.0)
-    return float(np.mean(scores)), len(scores)
 
 
 def main(argv=None) -> int:
@@ -80,8 +68,9 @@ def main(argv=None) -> int:
     rows = []
     for name, spec in (("other held-out NIH patients 0046-0050 (slices)", nih_spec(OTHER)),
                        ("3 mm CT (parent's training data)", ct3mm)):
-        (before, n), (after, _) = mean_dice(parent, spec), mean_dice(child, spec)
-        rows.append({"data": name, "cases": n, "parent": before, "finetuned": after})
+        cases = [(image, labels) for _, image, labels in labelled_cases(spec)]
+        rows.append({"data": name, "cases": len(cases), "parent": organ_dice(parent, cases),
+                     "finetuned": organ_dice(child, cases)})
     result = {"corrected_cases": cases, "iterations": args.iterations, "lr": args.lr,
               "seconds": round(time.time() - started, 1), "finetune": record, "rows": rows}
     (args.out / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")

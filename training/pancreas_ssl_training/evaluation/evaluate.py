@@ -63,7 +63,7 @@ from ..data.volumes import VOLUME_SPEC_KEYS, volume_cases_from_spec
 from ..export import in_memory_bundle
 from .calibration import error_uncertainty_overlap, expected_calibration_error, normalized_entropy
 from .corruptions import case_seed, corrupt
-from .metrics import DEFAULT_SURFACE_TOLERANCE_MM, METRIC_NAMES, case_metrics
+from .metrics import DEFAULT_SURFACE_TOLERANCE_MM, METRIC_NAMES, case_metrics, mask_dice
 from .plots import box_plot
 from .tables import summarize, write_csv, write_markdown
 
@@ -178,7 +178,7 @@ def stage_diagnostics(model: EvaluatedModel, image: sitk.Image, truth: np.ndarra
     true_box = box_around(image, true_pancreas, image, margin)
     if true_box is not None:
         true_box_labels, _ = _fine_on_box(model, image, true_box, coarse, device)
-        diagnostics["dice_true_box"] = _dice(true_box_labels >= PANCREAS, true_pancreas)
+        diagnostics["dice_true_box"] = mask_dice(true_box_labels >= PANCREAS, true_pancreas)
     return diagnostics
 
 
@@ -190,11 +190,6 @@ def _coverage(box: Box | None, mask: np.ndarray) -> float:
     lo, hi = box
     inside = mask[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]].sum()
     return float(inside / mask.sum())
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = a.sum() + b.sum()
-    return float(2 * (a & b).sum() / total) if total else float("nan")
 
 
 def _slice_image(array: np.ndarray, spacing_xy: tuple[float, float]) -> sitk.Image:

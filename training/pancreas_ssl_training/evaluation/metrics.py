@@ -25,6 +25,12 @@ DEFAULT_SURFACE_TOLERANCE_MM = 2.0
 METRIC_NAMES = ("dice", "hd95_mm", "surface_dice")
 
 
+def mask_dice(a: np.ndarray, b: np.ndarray, empty: float = math.nan) -> float:
+    """Dice of two boolean masks; ``empty`` when both are empty (NaN: nothing to score)."""
+    total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+    return 2.0 * int(np.count_nonzero(a & b)) / total if total else empty
+
+
 def region_channels(labels: np.ndarray, regions: Mapping[str, Sequence[int]]) -> torch.Tensor:
     """Binary masks ``(1, len(regions), *labels.shape)``, one channel per region, float32."""
     masks = [np.isin(labels, list(values)) for values in regions.values()]
