@@ -33,7 +33,7 @@ from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_la
 from .inference import select_device
 from .memory import GridGuard, check_fine_box
 from .preprocessing import resample_onto, to_canonical
-from .quality import DEFAULT_QUALITY, quality_signals, verdict
+from .quality import quality_signals, quality_thresholds, verdict
 from .report import build_report, voxel_volume_ml
 from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_FLOOR, normalised_entropy,
                           rank_uncertain_regions, uncertainty_definition)
@@ -174,7 +174,7 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     started = time.perf_counter()
     labels = fine_labels(fine, bundle)
     entropy = normalised_entropy(fine.probabilities)
-    thresholds = {**DEFAULT_QUALITY, **bundle.inference.get("quality", {})}
+    thresholds = quality_thresholds(bundle.inference)
     signals = quality_signals(labels, fine.probabilities, entropy, fine.grid,
                               coarse.probabilities, coarse.grid, extent_z_mm,
                               float(thresholds["outside_uncertainty"]),
@@ -260,7 +260,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
         uncertainty_map, labels, threshold, voxel_volume_ml(input_image),
         float(inference.get("region_min_volume_ml", 0.0))) if uncertainty
         else (np.zeros(size_zyx, np.int32), []))
-    quality = verdict(outputs.quality_signals, inference.get("quality"))
+    quality = verdict(outputs.quality_signals, quality_thresholds(inference))
     timings["mapping"] = time.perf_counter() - started
 
     progress("report", 0.95, "writing the report")

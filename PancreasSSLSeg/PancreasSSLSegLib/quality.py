@@ -163,6 +163,11 @@ def _penalties(signals: dict[str, Any], t: dict[str, float]) -> list[tuple[float
     return out
 
 
+def quality_thresholds(inference: dict[str, Any]) -> dict[str, float]:
+    """A bundle's ``inference.quality`` over the defaults (older bundles have none)."""
+    return {**DEFAULT_QUALITY, **inference.get("quality", {})}
+
+
 def verdict(signals: dict[str, Any], thresholds: dict[str, float] | None = None
             ) -> dict[str, Any]:
     """``{"score", "status", "reasons", "signals"}`` of one case (see the module docstring)."""
