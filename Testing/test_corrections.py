@@ -161,7 +161,8 @@ def check_case(folder: Path) -> str:
     """The complete case's version; its labels must be those of that version (no mixing)."""
     assert sorted(p.name for p in folder.iterdir()) == sorted(corrections.CASE_FILES)
     version = read_correction_record(folder)["model"]["version"]
-    has_lesion = bool((sitk.GetArrayViewFromImage(
+    # A copy, not a view: a view of the temporary image read here would outlive its buffer.
+    has_lesion = bool((sitk.GetArrayFromImage(
         sitk.ReadImage(str(folder / "labels.nii.gz"))) == 2).any())
     assert has_lesion == (version == "B"), (folder, version)
     sitk.ReadImage(str(folder / "image.nii.gz"))
