@@ -184,6 +184,26 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
                           signals)
 
 
+def _run_cascade_or_on_cpu(canonical: sitk.Image, bundle: ModelBundle, device: torch.device, *,
+                           tta: TtaSettings, progress: ProgressCallback,
+                           timings: dict[str, float],
+                           warnings: list[str]) -> tuple[CascadeOutputs, torch.device]:
+    """``_run_cascade`` on ``device`` and, when a GPU runs out of memory, again on the CPU (with
+    a warning); returns the outputs and the device that made them."""
+    try:
+        return _run_cascade(canonical, bundle, device, tta=tta, progress=progress,
+                            timings=timings), device
+    except torch.cuda.OutOfMemoryError:
+        if device.type == "cpu":
+            raise ResourceError("the networks ran out of memory on the CPU") from None
+        warnings.append(f"GPU ({device}) ran out of memory; the run was repeated on the CPU")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    cpu = torch.device("cpu")
+    return _run_cascade(canonical, bundle, cpu, tta=tta, progress=progress,
+                        timings=timings), cpu
+
+
 def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
             progress: ProgressCallback | None = None, fast: bool = False,
             uncertainty_threshold: float | None = None, *, spacing_mm=None, origin=None,
@@ -212,22 +232,10 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     canonical = input_image if _is_canonical(input_image) else to_canonical(input_image)
     timings["read"] = time.perf_counter() - started
     progress("coarse", 0.05, "coarse stage: locating the pancreas")
-
-    def run(on_device: torch.device) -> CascadeOutputs:
-        return _run_cascade(canonical, bundle, on_device, tta=tta, progress=progress,
-                            timings=timings)
-
-    try:
-        outputs = run(torch_device)
-    except torch.cuda.OutOfMemoryError:
-        if torch_device.type == "cpu":
-            raise ResourceError("the networks ran out of memory on the CPU") from None
-        warnings.append(f"GPU ({torch_device}) ran out of memory; the run was repeated on the CPU")
-        torch_device = torch.device("cpu")
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        outputs = run(torch_device)
-    del canonical
+    outputs, torch_device = _run_cascade_or_on_cpu(canonical, bundle, torch_device, tta=tta,
+                                                   progress=progress, timings=timings,
+                                                   warnings=warnings)
+    del canonical  # a reoriented copy is a full-size volume: freed before the maps are made
 
     progress("mapping", 0.85, "mapping the results onto the input grid")
     started = time.perf_counter()
