@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -27,14 +26,13 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import DynUNet
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clinical_ct import AIR_HU, resample_to_spacing  # noqa: E402
+from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW, DEFAULT_REFERENCE_HU
+from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing
 
 BASELINE_SPACING_MM = (1.5, 1.5, 1.5)
 PATCH_SIZE = (128, 128, 128)
 OVERLAP = 0.5
 FILTERS = [32, 64, 128, 256, 320, 320]
-HU_WINDOW = (-200.0, 300.0)
 
 
 def build_baseline_network(out_channels: int = 3) -> DynUNet:
@@ -77,13 +75,14 @@ def run(ct_path: Path, patches: int) -> dict:
     t0 = time.perf_counter()
     resampled = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), BASELINE_SPACING_MM)
     hu = sitk.GetArrayFromImage(resampled)
-    normalised = (np.clip(hu, *HU_WINDOW) - 40.0) / 100.0
+    normalised = normalize_ct(hu, DEFAULT_HU_WINDOW, DEFAULT_REFERENCE_HU)
     timings_s["resample_and_normalise"] = time.perf_counter() - t0
 
     network = build_baseline_network().eval()
     inferer = make_inferer()
     full_patches = sliding_window_patch_count(normalised.shape)
-    crop = torch.from_numpy(np.ascontiguousarray(crop_with_patches(normalised, patches)))[None, None]
+    crop = torch.from_numpy(np.ascontiguousarray(crop_with_patches(normalised, patches)))
+    crop = crop[None, None]
     with torch.inference_mode():
         network(torch.zeros(1, 1, 64, 64, 64))  # warm-up: one-off set-up costs, untimed
         t0 = time.perf_counter()

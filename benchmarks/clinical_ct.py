@@ -1,7 +1,8 @@
 """A clinical-size CT built from the one real 3-D case: the input every benchmark step reads.
 
-The 3 mm example CT (122 x 101 x 112 voxels) is resampled with SimpleITK to 0.8 x 0.8 x 1.5 mm and
-padded with air to a 512 x 512 axial matrix, the usual clinical reconstruction (FOV 409.6 mm).
+The 3 mm example CT (122 x 101 x 112 voxels) is resampled with the engine's resampler to
+0.8 x 0.8 x 1.5 mm and padded with the engine's outside-the-scan value (-1024 HU) to a 512 x 512
+axial matrix, the usual clinical reconstruction (FOV 409.6 mm).
 """
 
 from __future__ import annotations
@@ -10,23 +11,16 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from PancreasSSLSegLib.hounsfield import OUTSIDE_SCAN_HU
+from PancreasSSLSegLib.preprocessing import resample_to_spacing
+
 CLINICAL_SPACING_MM = (0.8, 0.8, 1.5)
 CLINICAL_MATRIX = 512
-AIR_HU = -1024
 
 
-def resample_to_spacing(image: sitk.Image, spacing_mm, interpolator=sitk.sitkLinear,
-                        default_value: float = AIR_HU) -> sitk.Image:
-    """Resample to ``spacing_mm`` (x, y, z) covering the same physical extent."""
-    size = [max(1, round(n * s / t)) for n, s, t in
-            zip(image.GetSize(), image.GetSpacing(), spacing_mm)]
-    return sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(),
-                         tuple(spacing_mm), image.GetDirection(), default_value,
-                         image.GetPixelID())
-
-
-def pad_axial_matrix(image: sitk.Image, matrix: int, value: float = AIR_HU) -> sitk.Image:
-    """Pad x and y symmetrically with ``value`` to ``matrix`` voxels (no-op where already larger)."""
+def pad_axial_matrix(image: sitk.Image, matrix: int,
+                     value: float = OUTSIDE_SCAN_HU) -> sitk.Image:
+    """Pad x and y symmetrically with ``value`` to ``matrix`` voxels (no-op where larger)."""
     extra = [max(0, matrix - n) for n in image.GetSize()[:2]]
     lower = [e // 2 for e in extra] + [0]
     upper = [e - e // 2 for e in extra] + [0]

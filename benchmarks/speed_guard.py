@@ -32,10 +32,11 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
+from PancreasSSLSegLib.preprocessing import resample_to_spacing
+
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
-from clinical_ct import resample_to_spacing  # noqa: E402
 from machine import describe_machine  # noqa: E402
 
 GUARD_FILE = BENCH_DIR / "speed_guard.json"

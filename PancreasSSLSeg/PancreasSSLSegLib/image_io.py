@@ -16,8 +16,8 @@ header, before any voxel is read: they are wrong units (metres, micrometres) or 
 resampling such a scan to the model's grids would allocate absurd volumes.
 
 Non-finite voxels (NaN, +-inf), whatever the input (file, array, SimpleITK image): a volume with no
-finite voxel is refused; otherwise they are set to :data:`NON_FINITE_FILL_HU` (air, the value the
-engine also uses outside the scan) and a note says how many there were, of which kind, on which
+finite voxel is refused; otherwise they are set to ``hounsfield.OUTSIDE_SCAN_HU`` (air, the value
+the engine also uses outside the scan) and a note says how many there were, of which kind, on which
 slices. ITK's NIfTI reader silently turns them into 0 (an HU of water), so float NIfTI data is
 scanned byte-wise to find them.
 """
@@ -40,6 +40,7 @@ import psutil
 import SimpleITK as sitk
 
 from .errors import InputError, ResourceError
+from .hounsfield import AIR_HU, MAX_TISSUE_HU, MIN_CT_HU, OUTSIDE_SCAN_HU
 
 # Longest suffix first, so "x.nii.gz" loses ".nii.gz" and not only ".gz".
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
@@ -54,16 +55,9 @@ DIRECTION_TOLERANCE = 1e-3
 # A pancreas spans about 12-20 cm across and 4-8 cm head to foot: a scan thinner than this along
 # any axis cannot hold it whole (the shared 20-slice DICOM slab is 40 mm thick).
 SMALL_FOV_MM = 30.0
-AIR_HU = -1000.0
 # Voxel sizes a CT can have (mm, every axis): 0.05 mm is below any clinical or micro-CT of a torso
 # would need, 20 mm above any slice thickness in use.
 PLAUSIBLE_SPACING_MM = (0.05, 20.0)
-# NaN and infinite voxels become air: the value the resampler also gives to voxels outside the scan.
-NON_FINITE_FILL_HU = -1024.0
-# Intensity plausibility (check_ct_intensities): no tissue is brighter than dense bone/enamel
-# (about 3000 HU; scanners store at most 3071 unless extended-range); nothing is darker than air.
-MAX_TISSUE_HU = 4000.0
-MIN_AIR_HU = -2000.0
 # A minimum shared by this fraction of voxels (or more) below air is padding outside the
 # reconstructed field of view (-3024, -2048, -32768 are common), left out of the percentiles.
 PADDING_FRACTION = 0.005
@@ -769,7 +763,7 @@ def _check_image(image: sitk.Image, name: str, single_slice: bool = False) -> No
 
 
 def replace_non_finite(image: sitk.Image, name: str) -> tuple[sitk.Image, list[str]]:
-    """NaN/inf voxels of a float32 3-D image → :data:`NON_FINITE_FILL_HU`, with a note saying how
+    """NaN/inf voxels of a float32 3-D image → ``OUTSIDE_SCAN_HU``, with a note saying how
     many of each kind on which slices (array index k, the image's third axis); an image with no
     finite voxel is refused."""
     values = sitk.GetArrayViewFromImage(image)
@@ -785,13 +779,13 @@ def replace_non_finite(image: sitk.Image, name: str) -> tuple[sitk.Image, list[s
              "+inf": int(np.count_nonzero(np.isposinf(array))),
              "-inf": int(np.count_nonzero(np.isneginf(array)))}
     slices = np.flatnonzero(bad.any(axis=(1, 2)))
-    array[bad] = NON_FINITE_FILL_HU
+    array[bad] = OUTSIDE_SCAN_HU
     fixed = sitk.GetImageFromArray(array)
     fixed.CopyInformation(image)
     what = ", ".join(f"{kind} {count}" for kind, count in kinds.items() if count)
     note = (f"{name}: {total} voxel(s) are not finite numbers ({what}) on {len(slices)} of "
             f"{array.shape[0]} slice(s) (index k = {_index_ranges(slices)}); they were set to "
-            f"{NON_FINITE_FILL_HU:.0f} HU (air) before segmenting, results there are unreliable")
+            f"{OUTSIDE_SCAN_HU:.0f} HU (air) before segmenting, results there are unreliable")
     return fixed, [note]
 
 
@@ -830,7 +824,7 @@ def check_ct_intensities(image: sitk.Image) -> list[str]:
 
     A torso CT contains air (about -1000 HU) outside the body and in the bowel, and nothing denser
     than bone (below :data:`MAX_TISSUE_HU`): a darkest percentile far above air, a brightest far
-    above bone, or a bulk darker than air (:data:`MIN_AIR_HU`) means the values are not HU and the
+    above bone, or a bulk darker than air (:data:`MIN_CT_HU`) means the values are not HU and the
     model's intensity window is meaningless. A minimum shared by many voxels below air is padding
     outside the field of view (e.g. -3024) and is left out first.
     """
@@ -851,7 +845,7 @@ def check_ct_intensities(image: sitk.Image) -> list[str]:
     elif high_hu - low_hu < 200:
         warnings.append(f"intensity range is narrow for CT: {spread} HU; results are unreliable")
     outside = []
-    if low_hu < MIN_AIR_HU or mid_hu < AIR_HU - 100:
+    if low_hu < MIN_CT_HU or mid_hu < AIR_HU - 100:
         outside.append(f"darker than air ({AIR_HU:.0f} HU)")
     if high_hu > MAX_TISSUE_HU:
         outside.append(f"brighter than any tissue (above {MAX_TISSUE_HU:.0f} HU)")

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .hounsfield import DEFAULT_REFERENCE_HU, OUTSIDE_SCAN_HU, SOFT_TISSUE_HU
+
 CANONICAL_ORIENTATION = "LPS"
-SOFT_TISSUE_HU = (-100.0, 200.0)
-DEFAULT_REFERENCE_HU = 40.0
 INTENSITY_SCALE_HU = 100.0
 
 
@@ -23,7 +23,7 @@ def to_canonical(image: sitk.Image) -> sitk.Image:
 
 
 def resample_to_spacing(image: sitk.Image, spacing_mm: Sequence[float], *, is_label: bool = False,
-                        default_value: float = -1024.0) -> sitk.Image:
+                        default_value: float = OUTSIDE_SCAN_HU) -> sitk.Image:
     """Resample onto a grid of ``spacing_mm`` (x, y, z) covering the same physical extent."""
     spacing_in = np.array(image.GetSpacing())
     spacing_out = np.array(spacing_mm, dtype=float)

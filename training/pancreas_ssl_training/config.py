@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from PancreasSSLSegLib.errors import PancreasSSLSegError
+from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW
 from PancreasSSLSegLib.networks import size_divisor, validate_network_config
 
 STAGE_NAMES = ("coarse", "fine")
@@ -29,7 +30,7 @@ SECTIONS = ("name", "extends", "data", "network", "methods", "optim", "train", "
 
 DEFAULTS: dict[str, Any] = {
     "name": "run",
-    "data": {"hu_window": [-200.0, 300.0]},
+    "data": {"hu_window": list(DEFAULT_HU_WINDOW)},
     "network": {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
                 "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "dropout": 0.1},
     "methods": {"supervised": {"enabled": True, "weight": 1.0}},

@@ -29,15 +29,15 @@ import torch
 from torch.utils.data import Dataset
 
 from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.preprocessing import (SOFT_TISSUE_HU, normalize_ct, resample_to_spacing,
-                                             soft_tissue_reference)
+from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW, OUTSIDE_SCAN_HU, SOFT_TISSUE_HU
+from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
 
 from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
                       sample_intensity_augmentation)
 from .intensity_mapping import GreyMapping, to_hu
 from .sampling import (AugmentationStream, crop_biased_to_label, label_indices, pad_to_patch,
                        to_tensors)
-from .slices import AIR_HU, SliceSample, load_nih_8bit_slices, load_nih_hu_slices
+from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VOLUME_SPEC_KEYS, slices_from_case, volume_cases_from_spec
 
@@ -75,7 +75,7 @@ class SliceDataset(Dataset):
 
     def __init__(self, samples: Sequence[SliceSample], patch_size: Sequence[int],
                  spacing_mm: Sequence[float] | None = None, augment: bool = True,
-                 lesion_probability: float = 0.5, hu_window: Sequence[float] = (-200, 300),
+                 lesion_probability: float = 0.5, hu_window: Sequence[float] = DEFAULT_HU_WINDOW,
                  seed: int = 0, to_hu: GreyMapping | None = None):
         if not samples:
             raise InputError("SliceDataset: expected at least one slice sample, got none")
@@ -118,7 +118,7 @@ class SliceDataset(Dataset):
                  else np.asarray(sample.label, dtype=np.uint8))
         if self.spacing_mm is not None:
             spacing_in = sample.spacing_mm or ASSUMED_NIH_SPACING_MM
-            pad_value = AIR_HU if sample.units == "hu" or self.to_hu is not None else 0.0
+            pad_value = OUTSIDE_SCAN_HU if sample.units == "hu" or self.to_hu is not None else 0.0
             image, label = _resample_slice(image, label, spacing_in, self.spacing_mm, pad_value)
         return image, label
 

@@ -44,9 +44,10 @@ import numpy as np
 from scipy import ndimage
 
 from PancreasSSLSegLib.errors import InputError
+from PancreasSSLSegLib.hounsfield import OUTSIDE_SCAN_HU
 from PancreasSSLSegLib.preprocessing import soft_tissue_reference
 
-from .slices import AIR_HU, SliceSample, load_nih_8bit_slices, load_nih_hu_slices
+from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 
 GREY_MIN, GREY_MAX = 0, 255
 METHODS = ("neighbour", "percentile")
@@ -111,7 +112,7 @@ def to_hu(grey: np.ndarray, fit: GreyMapping, fill_saturated: bool = True) -> np
     if fill_saturated:
         body = body_mask(grey)
         hu[(grey <= GREY_MIN) & body] = min(FAT_HU, fit.window_hu[0])
-        hu[(grey < JPEG_NOISE_GREY) & ~body] = AIR_HU
+        hu[(grey < JPEG_NOISE_GREY) & ~body] = OUTSIDE_SCAN_HU
     return hu
 
 

@@ -26,8 +26,6 @@ NIH_HU_PATIENTS = ("0001", "0002", "0003")
 NIH_HU_SLICES_PER_PATIENT = 5
 # JPEG masks are lossy: grey levels near the 0/255 edge ring; the mask is whatever is above half.
 JPEG_MASK_THRESHOLD = 127
-# Hounsfield value for "outside the scan / air": padding and unrecoverable dark pixels.
-AIR_HU = -1024.0
 _NIH_8BIT_NAME = re.compile(r"PANCREAS_(\d{4})-(\d+)\.jpg$")
 
 

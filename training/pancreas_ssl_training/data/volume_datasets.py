@@ -26,13 +26,14 @@ import torch
 from torch.utils.data import Dataset
 
 from PancreasSSLSegLib.errors import InputError
+from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW
 from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
 
 from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
                       sample_intensity_augmentation)
 from .sampling import (AugmentationStream, crop_biased_to_label, label_indices, pad_to_patch,
                        to_tensors)
-from .slices import AIR_HU, read_canonical_pair, remap_labels
+from .slices import read_canonical_pair, remap_labels
 from .synthetic_lesions import insert_synthetic_lesion
 from .volumes import VolumeCase
 
@@ -48,8 +49,7 @@ def load_resampled_case(case: VolumeCase, spacing_mm: Sequence[float] | None
         raise InputError(f"{case.image_path}: case {case.case} has no label map")
     image, label = read_canonical_pair(case.image_path, case.label_path)
     if spacing_mm is not None:
-        image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm,
-                                    default_value=AIR_HU)
+        image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing_mm)
         label = resample_to_spacing(label, spacing_mm, is_label=True, default_value=0)
     return (sitk.GetArrayFromImage(image).astype(np.float32),
             remap_labels(sitk.GetArrayFromImage(label), case.label_map),
@@ -82,7 +82,7 @@ class VolumeDataset(Dataset):
 
     def __init__(self, cases: Sequence[VolumeCase], patch_size: Sequence[int],
                  spacing_mm: Sequence[float] | None = None, augment: bool = True,
-                 lesion_probability: float = 0.5, hu_window: Sequence[float] = (-200, 300),
+                 lesion_probability: float = 0.5, hu_window: Sequence[float] = DEFAULT_HU_WINDOW,
                  seed: int = 0, cache: bool = True, roi_margin_mm: float | None = None):
         if not cases:
             raise InputError("VolumeDataset: expected at least one volume case, got none")
