@@ -26,7 +26,7 @@ from bad_inputs import INPUTS, metaimage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib import cascade, cli, memory, pipeline
+from PancreasSSLSegLib import cascade, cli, cli_exit, memory, pipeline
 from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
 from PancreasSSLSegLib.image_io import as_image
 from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
@@ -169,7 +169,7 @@ def test_refused_input(name, tmp_path, capsys, example_ct, random_bundle, as_ord
     out_dir = tmp_path / "out"
     code, out, err = run_cli(capsys, "segment", path, "-o", out_dir, "--model", random_bundle,
                              "--device", "cpu", "--progress", "json")
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == cli_exit.EXIT_BAD_INPUT
     # the same message, but for the free memory it quotes (other processes change it)
     free = re.compile(r"only [0-9.]+ GiB of memory")
     assert free.sub("only * GiB of memory", err) == free.sub("only * GiB of memory",
@@ -194,7 +194,8 @@ def test_input_that_runs_with_a_warning(name, tmp_path, capsys, example_ct, rand
     # These synthetic series lack what a DICOM SEG must reference: the one thing said on stderr
     seg_missing = [w for w in report["warnings"] if w.startswith("DICOM SEG not written: ")]
     assert len(seg_missing) == (1 if name.startswith("dicom_") else 0), report["warnings"]
-    assert (code, err) == (cli.EXIT_OK, "".join(f"warning: {case}: {w}\n" for w in seg_missing))
+    assert (code, err) == (cli_exit.EXIT_OK,
+                           "".join(f"warning: {case}: {w}\n" for w in seg_missing))
     assert files_in(out_dir) == sorted(case + suffix for suffix in OUTPUT_SUFFIXES.values())
     if expected.warning is not None:
         assert any(re.search(expected.warning, w) for w in report["warnings"]), report["warnings"]
@@ -238,7 +239,7 @@ def test_cli_subprocess_batch_of_bad_inputs_one_line_each(tmp_path, example_ct, 
          "--progress", "none"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, encoding="utf-8")
     lines = completed.stderr.splitlines()
-    assert completed.returncode == cli.EXIT_BAD_INPUT, completed.stderr
+    assert completed.returncode == cli_exit.EXIT_BAD_INPUT, completed.stderr
     assert "Traceback" not in completed.stderr and completed.stdout == ""
     assert len(lines) == len(paths), completed.stderr
     for line, path in zip(lines, paths):
@@ -287,7 +288,7 @@ def test_memory_guard_uses_declared_size_of_files_and_dicom(tmp_path, capsys, mo
         segment(dicom, model=random_bundle, device="cpu")
     code, _, err = run_cli(capsys, "segment", mha, "-o", tmp_path / "out", "--model",
                            random_bundle, "--progress", "none")
-    assert code == cli.EXIT_BAD_INPUT
+    assert code == cli_exit.EXIT_BAD_INPUT
     assert err.startswith("error: big.mha: segmenting [64, 64, 64] voxels")
     assert len(err.splitlines()) == 1 and files_in(tmp_path / "out") == []
 

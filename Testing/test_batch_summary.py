@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib import batch_summary, cli
+from PancreasSSLSegLib import batch_summary, cli, cli_exit
 
 STATUS_ORDER = {"failed": 1, "check": 2, "ok": 3}
 OUTPUT_FILE_COLUMNS = {"report_file": "_report.json", "preview_file": "_preview.png",
@@ -106,7 +106,7 @@ def test_batch_writes_a_summary_errors_first_then_by_verdict_and_score(capsys, t
     out_dir = tmp_path / "out"
     given = [inputs / "case0.nii.gz", inputs / "broken.nii.gz", inputs / "case1.nii.gz"]
     code, out, err = segment(capsys, given, out_dir, random_bundle, "--progress", "json")
-    assert code == cli.EXIT_FAILED and err.startswith("error: ") and "broken.nii.gz" in err
+    assert code == cli_exit.EXIT_FAILED and err.startswith("error: ") and "broken.nii.gz" in err
 
     done = json.loads(out.splitlines()[-1])
     cases = ["case0", "case1"]
@@ -175,7 +175,7 @@ def test_parts_write_their_own_summaries_and_the_summary_command_merges_them(
         code, out, _ = segment(capsys, inputs, out_dir, random_bundle, "--progress", "none",
                                "--num-parts", "2", "--part-id", part)
         mine = names[part::2]
-        assert code == (cli.EXIT_FAILED if "broken" in mine else cli.EXIT_OK)
+        assert code == (cli_exit.EXIT_FAILED if "broken" in mine else cli_exit.EXIT_OK)
         part_csv = out_dir / f"summary-part-{part}-of-2.csv"
         assert out.rstrip("\n").endswith(f"| summary: {part_csv}")
         assert sorted(row["case"] for row in read_csv(part_csv)) == mine
@@ -219,10 +219,10 @@ def test_parts_write_their_own_summaries_and_the_summary_command_merges_them(
 
 def test_summary_command_needs_a_folder_with_reports(capsys, tmp_path):
     code, out, err = run(capsys, "summary", tmp_path / "missing")
-    assert (code, out) == (cli.EXIT_BAD_INPUT, "") and len(err.splitlines()) == 1
+    assert (code, out) == (cli_exit.EXIT_BAD_INPUT, "") and len(err.splitlines()) == 1
     assert err.startswith(f"error: {tmp_path / 'missing'}: not a folder")
     code, _, err = run(capsys, "summary", tmp_path)
-    assert code == cli.EXIT_BAD_INPUT and "no <case>_report.json" in err
+    assert code == cli_exit.EXIT_BAD_INPUT and "no <case>_report.json" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -231,7 +231,7 @@ def test_a_batch_where_every_case_failed_writes_no_summary(capsys, tmp_path, inp
     out_dir = tmp_path / "out"
     given = [inputs / "broken.nii.gz", tmp_path / "missing.nii.gz"]
     code, out, err = segment(capsys, given, out_dir, random_bundle, "--progress", "none")
-    assert (code, out) == (cli.EXIT_BAD_INPUT, "") and len(err.splitlines()) == 2
+    assert (code, out) == (cli_exit.EXIT_BAD_INPUT, "") and len(err.splitlines()) == 2
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
     code, out, _ = segment(capsys, given, out_dir, random_bundle, "--progress", "json")
     done = json.loads(out.splitlines()[-1])

@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from test_image_io import BAD_INPUTS
 from test_outputs import FakeResult, same_grid, write_fake_preview
 
-from PancreasSSLSegLib import cli, outputs
+from PancreasSSLSegLib import cli, cli_segment, outputs
 from PancreasSSLSegLib.errors import DeviceError
 from PancreasSSLSegLib.image_io import as_image
 
@@ -50,7 +50,7 @@ class FakeSegment:
 @pytest.fixture
 def fake_segment(monkeypatch) -> FakeSegment:
     fake = FakeSegment()
-    monkeypatch.setattr(cli, "_segment", fake)
+    monkeypatch.setattr(cli_segment, "_segment", fake)
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
     return fake
 
@@ -133,7 +133,7 @@ def test_final_line_counts_cases_per_run_status_and_verdict(progress, capsys, tm
     for name in verdicts:
         sitk.WriteImage(image, str(inputs / name))
     (inputs / "e.nii.gz").write_text("broken", encoding="utf-8")
-    monkeypatch.setattr(cli, "_segment", VerdictSegment(verdicts))
+    monkeypatch.setattr(cli_segment, "_segment", VerdictSegment(verdicts))
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
     out_dir = tmp_path / "out"
     # d first: skipped in the run below, its verdict read from its report
@@ -185,7 +185,7 @@ def test_batch_with_one_bad_case_runs_the_others(capsys, tmp_path, example_ct, r
     assert code == 1
     assert err.splitlines() == [err.splitlines()[0]] and err.startswith("error: ")
     assert "broken.nii.gz" in err
-    assert cli.case_is_complete(tmp_path / "out", "example_ct")
+    assert outputs.case_is_complete(tmp_path / "out", "example_ct")
     assert not any(p.name.startswith("broken") for p in (tmp_path / "out").iterdir())
 
 
@@ -200,7 +200,7 @@ def test_folder_of_images_expands_to_cases_and_resume_skips(capsys, tmp_path, ex
     out_dir = tmp_path / "out"
     assert run(capsys, "segment", inputs, "-o", out_dir, "--model", random_bundle)[0] == 0
     assert len(fake_segment.calls) == 2
-    assert cli.case_is_complete(out_dir, "a") and cli.case_is_complete(out_dir, "b")
+    assert outputs.case_is_complete(out_dir, "a") and outputs.case_is_complete(out_dir, "b")
     before = (out_dir / "a_labels.nii.gz").stat().st_mtime_ns
 
     code, out, err = run(capsys, "segment", inputs, "-o", out_dir, "--model", random_bundle,
@@ -243,7 +243,7 @@ def test_bad_bundle_and_device_stop_the_run_with_exit_2(capsys, tmp_path, exampl
         calls.append(options["device"])
         raise DeviceError("--device cuda: no CUDA GPU is available here")
 
-    monkeypatch.setattr(cli, "_segment", no_gpu)
+    monkeypatch.setattr(cli_segment, "_segment", no_gpu)
     code, _, err = run(capsys, "segment", example_ct, example_ct.parent, "-o", tmp_path / "out",
                        "--model", random_bundle, "--device", "cuda")
     assert code == 2 and err.strip() == "error: --device cuda: no CUDA GPU is available here"
@@ -255,7 +255,7 @@ def test_unexpected_error_is_one_line_exit_1(capsys, tmp_path, example_ct, rando
     def broken(image, **options):
         raise ZeroDivisionError("division by zero")
 
-    monkeypatch.setattr(cli, "_segment", broken)
+    monkeypatch.setattr(cli_segment, "_segment", broken)
     code, out, err = run(capsys, "segment", example_ct, "-o", tmp_path, "--model", random_bundle,
                          "--progress", "json")
     assert code == 1

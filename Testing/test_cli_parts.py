@@ -21,7 +21,7 @@ from conftest import REPO_ROOT
 
 from test_cli import fake_segment, run  # noqa: F401 (fixture)
 
-from PancreasSSLSegLib import cli
+from PancreasSSLSegLib import cli, cli_segment
 from PancreasSSLSegLib.outputs import case_is_complete
 
 TESTING = Path(__file__).resolve().parent
@@ -31,8 +31,8 @@ import sys
 sys.path[:0] = [{str(TESTING)!r}]
 from test_cli import FakeSegment
 from test_outputs import write_fake_preview
-from PancreasSSLSegLib import cli, outputs
-cli._segment = FakeSegment()
+from PancreasSSLSegLib import cli, cli_segment, outputs
+cli_segment._segment = FakeSegment()
 outputs._write_preview = write_fake_preview
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -51,15 +51,15 @@ def write_cases(folder: Path, count: int) -> list[Path]:
     return paths
 
 
-def cases_of(names: list[str], folder: Path = Path("/data")) -> list[cli.Case]:
-    return [cli.Case(folder / f"{name}.nii.gz", name) for name in names]
+def cases_of(names: list[str], folder: Path = Path("/data")) -> list[cli_segment.Case]:
+    return [cli_segment.Case(folder / f"{name}.nii.gz", name) for name in names]
 
 
 @pytest.mark.parametrize("num_parts", [1, 2, 3, 7, 12])
 def test_parts_are_disjoint_cover_every_case_and_ignore_input_order(num_parts):
     names = [f"p{i:03d}" for i in range(10)]
     cases = cases_of(names)
-    parts = [cli.select_part(cases, num_parts, part) for part in range(num_parts)]
+    parts = [cli_segment.select_part(cases, num_parts, part) for part in range(num_parts)]
     owners = {name: [p for p, part in enumerate(parts) if name in {c.name for c in part}]
               for name in names}
     assert all(len(found) == 1 for found in owners.values()), owners
@@ -68,13 +68,13 @@ def test_parts_are_disjoint_cover_every_case_and_ignore_input_order(num_parts):
     shuffled = cases[:]
     random.Random(num_parts).shuffle(shuffled)
     for part in range(num_parts):
-        assert {c.name for c in cli.select_part(shuffled, num_parts, part)} == {
+        assert {c.name for c in cli_segment.select_part(shuffled, num_parts, part)} == {
             c.name for c in parts[part]}
 
 
 def test_cases_sharing_a_name_go_to_one_part():
     cases = cases_of(["a", "b", "c", "d"]) + cases_of(["b"], Path("/other"))
-    parts = [cli.select_part(cases, 2, part) for part in range(2)]
+    parts = [cli_segment.select_part(cases, 2, part) for part in range(2)]
     holding_b = [p for p, part in enumerate(parts) if any(c.name == "b" for c in part)]
     assert len(holding_b) == 1
     assert sorted(str(c.path) for c in parts[holding_b[0]] if c.name == "b") == [

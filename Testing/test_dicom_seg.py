@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from dicom_series import phantom_hu, read_headers, write_ct_series
 from test_outputs import FakeResult, report_segments, write_fake_preview
 
-from PancreasSSLSegLib import cli, outputs
+from PancreasSSLSegLib import cli, cli_segment, outputs
 from PancreasSSLSegLib.dicom_seg import DicomSegUnavailable, source_slices
 from PancreasSSLSegLib.image_io import as_image
 
@@ -55,7 +55,7 @@ class PatternSegment:
 @pytest.fixture
 def pattern_segment(monkeypatch) -> PatternSegment:
     fake = PatternSegment()
-    monkeypatch.setattr(cli, "_segment", fake)
+    monkeypatch.setattr(cli_segment, "_segment", fake)
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
     return fake
 

@@ -28,7 +28,7 @@ import slicerio
 from test_cli import FakeSegment
 from test_outputs import fake_result, write_fake_preview
 
-from PancreasSSLSegLib import cli, outputs
+from PancreasSSLSegLib import cli, cli_exit, cli_segment, outputs
 from PancreasSSLSegLib.outputs import (OUTPUT_SUFFIXES, TEMPORARY_PREFIX, case_is_complete,
                                        output_paths, write_case_outputs)
 
@@ -263,7 +263,7 @@ def test_sigterm_while_writing_cleans_up_and_says_so(inputs_dir, random_bundle, 
     kill_when_file_appears(process, out_dir, temporary=True, delay_s=0.0,
                            signal_number=signal.SIGTERM)
     code, records, err = finish(process)
-    assert code == 1 and err.splitlines() == [f"error: {cli.INTERRUPTED}"]
+    assert code == 1 and err.splitlines() == [f"error: {cli_exit.INTERRUPTED}"]
     assert (records[-1]["stage"], records[-1]["status"]) == ("done", "error")
     assert list(out_dir.iterdir()) == []  # its temporaries went with it
 
@@ -287,10 +287,10 @@ def test_ctrl_c_gives_one_line_and_keeps_finished_cases(capsys, tmp_path, exampl
             raise KeyboardInterrupt
         return segment(path, **options)
 
-    monkeypatch.setattr(cli, "_segment", interrupted_second_case)
+    monkeypatch.setattr(cli_segment, "_segment", interrupted_second_case)
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
     code, second, out_dir = two_case_batch(tmp_path, example_ct, random_bundle)
-    assert code == 1 and capsys.readouterr().err == f"error: {cli.INTERRUPTED}\n"
+    assert code == 1 and capsys.readouterr().err == f"error: {cli_exit.INTERRUPTED}\n"
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(final_names(["example_ct"]))
 
 
@@ -398,7 +398,7 @@ def test_renames_wait_for_the_folder_lock(tmp_path, monkeypatch):
 
 def test_full_disk_while_writing_fails_the_case_cleanly(capsys, tmp_path, example_ct,
                                                         random_bundle, monkeypatch):
-    monkeypatch.setattr(cli, "_segment", FakeSegment())
+    monkeypatch.setattr(cli_segment, "_segment", FakeSegment())
     written = []
 
     def preview_on_a_full_disk(result, path):
