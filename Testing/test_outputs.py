@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from PancreasSSLSegLib import outputs
+from PancreasSSLSegLib import geometry, outputs
 from PancreasSSLSegLib.outputs import case_is_complete, output_paths, write_case_outputs
 
 
@@ -93,7 +93,7 @@ def test_seg_nrrd_has_bundle_segments_terminology_and_review_region(tmp_path: Pa
     result = fake_result()
     paths = write_case_outputs(result, tmp_path, "c1")
     segmentation = slicerio.read_segmentation(str(paths["segmentation"]))
-    np.testing.assert_allclose(segmentation["ijkToLPS"], outputs.ijk_to_lps(result.image))
+    np.testing.assert_allclose(segmentation["ijkToLPS"], geometry.ijk_to_lps(result.image))
     by_name = {s["name"]: s for s in segmentation["segments"]}
     assert set(by_name) == {"Pancreas", "Pancreatic lesion", "High-uncertainty region"}
     pancreas, lesion = by_name["Pancreas"], by_name["Pancreatic lesion"]

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.report import build_report, index_to_ras_mm, max_feret_diameter_mm
+from PancreasSSLSegLib.geometry import index_to_ras_mm, max_feret_diameter_mm
+from PancreasSSLSegLib.report import build_report
 
 METADATA = {"name": "m", "version": "1", "labels": [{"value": 0, "name": "bg"}],
             "uncertain_region": {"name": "u"}}

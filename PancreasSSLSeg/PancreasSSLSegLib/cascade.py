@@ -22,10 +22,10 @@ import torch
 from scipy import ndimage
 
 from .bundle import ModelBundle, StageSpec
+from .geometry import foreground_box
 from .inference import predict_stage
 from .postprocess import LESION, PANCREAS, clean_labels, major_components
 from .preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
-from .report import foreground_box
 
 Box = tuple[list[int], list[int]]
 

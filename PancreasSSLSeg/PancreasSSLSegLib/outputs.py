@@ -41,6 +41,7 @@ import psutil
 import SimpleITK as sitk
 import slicerio
 
+from .geometry import box_of, ijk_to_lps
 from .hashing import sha256_of
 
 try:
@@ -307,7 +308,7 @@ def write_seg_nrrd(result, path: str | Path) -> None:
     report = result.report
     labels = np.asarray(result.labels, np.uint8)
     review = np.asarray(result.regions) > 0
-    box = _box_of(labels > 0, review)
+    box = box_of(labels > 0, review)
     segments = []
     for label in report["segments"]:
         value = int(label["value"])
@@ -333,15 +334,6 @@ def write_seg_nrrd(result, path: str | Path) -> None:
                                             "ijkToLPS": ijk_to_lps(result.image)})
 
 
-def ijk_to_lps(image: sitk.Image) -> np.ndarray:
-    """4×4 voxel-index → LPS millimetre matrix of a SimpleITK image (its native space is LPS)."""
-    matrix = np.eye(4)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
-    matrix[:3, 3] = image.GetOrigin()
-    return matrix
-
-
 def _segment_fields(spec: dict[str, Any], segment_id: str) -> dict[str, Any]:
     fields = {"id": segment_id, "name": spec["name"],
               "color": [round(c / 255.0, 6) for c in spec.get("color", (128, 128, 128))]}
@@ -360,18 +352,6 @@ def slicer_terminology(terminology: dict[str, Any]) -> dict[str, Any]:
     if "anatomicRegion" in entry:
         entry["anatomicContextName"] = ANATOMIC_CONTEXT
     return entry
-
-
-def _box_of(*masks: np.ndarray) -> tuple[slice, ...]:
-    """(z, y, x) slices of the box around the union of the masks (all-empty slices if none)."""
-    # From each mask's voxel indices: a full-size union and find_objects over it took 0.3 s of
-    # the 512x512x224 CT's seg.nrrd (benchmarks/NOTES.md).
-    index = [np.unravel_index(np.flatnonzero(mask), mask.shape) for mask in masks]
-    if not any(axes[0].size for axes in index):
-        return tuple(slice(0, 0) for _ in masks[0].shape)
-    return tuple(slice(min(int(axes[a].min()) for axes in index if axes[a].size),
-                       max(int(axes[a].max()) for axes in index if axes[a].size) + 1)
-                 for a in range(masks[0].ndim))
 
 
 def _extent(mask_in_box: np.ndarray, box: tuple[slice, ...]) -> list[int]:

@@ -27,6 +27,7 @@ import torch
 from . import __version__
 from .bundle import ModelBundle, default_bundle_path, load_bundle
 from .errors import ResourceError
+from .geometry import voxel_volume_ml
 from .image_io import as_image, check_ct_intensities
 from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_labels,
                       run_coarse, run_fine)
@@ -34,7 +35,7 @@ from .inference import select_device
 from .memory import GridGuard, check_fine_box
 from .preprocessing import resample_onto, to_canonical
 from .quality import quality_signals, quality_thresholds, verdict
-from .report import build_report, voxel_volume_ml
+from .report import build_report
 from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_FLOOR, normalised_entropy,
                           rank_uncertain_regions, uncertainty_definition)
 

@@ -13,60 +13,13 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
-from scipy.spatial.distance import pdist
 
+from .geometry import (foreground_box, index_to_ras_mm, max_feret_diameter_mm,
+                       physical_points_mm, voxel_volume_ml)
 from .postprocess import CONNECTIVITY_26, LESION, PANCREAS
 
 PANCREAS_VOLUME_DEFINITION = ("pancreas volume_ml counts label 1 (pancreas) + label 2 (lesion) "
                               "voxels")
-
-
-def voxel_volume_ml(image: sitk.Image) -> float:
-    return float(np.prod(image.GetSpacing())) / 1000.0
-
-
-def index_to_ras_mm(image: sitk.Image, index_zyx) -> list[float]:
-    """Continuous array index (z, y, x) of ``image`` → physical RAS point in mm."""
-    lps = image.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_zyx[::-1]])
-    return [-lps[0], -lps[1], lps[2]]
-
-
-def max_feret_diameter_mm(points_mm: np.ndarray) -> float:
-    """Largest pairwise distance of ``(N, 3)`` points; the convex hull keeps it cheap.
-
-    Flat sets (a lesion on one slice) have no 3-D hull: their hull is taken in the plane or
-    line they span, so a large flat set never falls back to all N^2/2 pairs (150 000 voxels of
-    one slice would need 90 GB).
-    """
-    if len(points_mm) < 2:
-        return 0.0
-    centred = points_mm - points_mm.mean(axis=0)
-    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
-    rank = int(np.sum(singular > 1e-6 * max(1.0, singular[0])))
-    if rank == 0:
-        return 0.0
-    spanned = centred @ axes[:rank].T  # the same distances, in the dimensions the set spans
-    if rank == 1:
-        return float(np.ptp(spanned[:, 0]))
-    try:
-        spanned = spanned[ConvexHull(spanned).vertices]
-    except (QhullError, ValueError):
-        pass  # tiny or degenerate sets: every point is a candidate
-    return float(pdist(spanned).max())
-
-
-def physical_points_mm(image: sitk.Image, mask: np.ndarray, offset_zyx=(0, 0, 0)) -> np.ndarray:
-    """Physical (LPS) centres of the voxels of ``mask`` (array index + ``offset_zyx``)."""
-    index_xyz = (np.argwhere(mask) + np.asarray(offset_zyx))[:, ::-1].astype(float)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    return np.asarray(image.GetOrigin()) + (index_xyz * np.array(image.GetSpacing())) @ direction.T
-
-
-def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Bounding slices of ``mask``'s True voxels (None when empty)."""
-    boxes = ndimage.find_objects(mask.astype(np.uint8))
-    return boxes[0] if boxes else None
 
 
 def lesion_items(labels: np.ndarray, image: sitk.Image) -> list[dict[str, Any]]:

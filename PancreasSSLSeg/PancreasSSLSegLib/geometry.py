@@ -1,0 +1,82 @@
+"""Voxel geometry of SimpleITK images: voxel volume, index → physical (LPS) and RAS points, boxes
+around masks, and the largest distance across a set of points.
+
+Arrays are numpy (z, y, x), SimpleITK indices (x, y, z); SimpleITK's physical space is LPS mm.
+RAS is LPS with x and y negated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+from scipy.spatial import ConvexHull, QhullError
+from scipy.spatial.distance import pdist
+
+
+def voxel_volume_ml(image: sitk.Image) -> float:
+    return float(np.prod(image.GetSpacing())) / 1000.0
+
+
+def index_to_ras_mm(image: sitk.Image, index_zyx) -> list[float]:
+    """Continuous array index (z, y, x) of ``image`` → physical RAS point in mm."""
+    lps = image.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_zyx[::-1]])
+    return [-lps[0], -lps[1], lps[2]]
+
+
+def max_feret_diameter_mm(points_mm: np.ndarray) -> float:
+    """Largest pairwise distance of ``(N, 3)`` points; the convex hull keeps it cheap.
+
+    Flat sets (a lesion on one slice) have no 3-D hull: their hull is taken in the plane or
+    line they span, so a large flat set never falls back to all N^2/2 pairs (150 000 voxels of
+    one slice would need 90 GB).
+    """
+    if len(points_mm) < 2:
+        return 0.0
+    centred = points_mm - points_mm.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    rank = int(np.sum(singular > 1e-6 * max(1.0, singular[0])))
+    if rank == 0:
+        return 0.0
+    spanned = centred @ axes[:rank].T  # the same distances, in the dimensions the set spans
+    if rank == 1:
+        return float(np.ptp(spanned[:, 0]))
+    try:
+        spanned = spanned[ConvexHull(spanned).vertices]
+    except (QhullError, ValueError):
+        pass  # tiny or degenerate sets: every point is a candidate
+    return float(pdist(spanned).max())
+
+
+def physical_points_mm(image: sitk.Image, mask: np.ndarray, offset_zyx=(0, 0, 0)) -> np.ndarray:
+    """Physical (LPS) centres of the voxels of ``mask`` (array index + ``offset_zyx``)."""
+    index_xyz = (np.argwhere(mask) + np.asarray(offset_zyx))[:, ::-1].astype(float)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    return np.asarray(image.GetOrigin()) + (index_xyz * np.array(image.GetSpacing())) @ direction.T
+
+
+def foreground_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """Bounding slices of ``mask``'s True voxels (None when empty)."""
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    return boxes[0] if boxes else None
+
+
+def box_of(*masks: np.ndarray) -> tuple[slice, ...]:
+    """(z, y, x) slices of the box around the union of the masks (all-empty slices if none)."""
+    # From each mask's voxel indices: a full-size union and find_objects over it took 0.3 s of
+    # the 512x512x224 CT's seg.nrrd (benchmarks/NOTES.md).
+    index = [np.unravel_index(np.flatnonzero(mask), mask.shape) for mask in masks]
+    if not any(axes[0].size for axes in index):
+        return tuple(slice(0, 0) for _ in masks[0].shape)
+    return tuple(slice(min(int(axes[a].min()) for axes in index if axes[a].size),
+                       max(int(axes[a].max()) for axes in index if axes[a].size) + 1)
+                 for a in range(masks[0].ndim))
+
+
+def ijk_to_lps(image: sitk.Image) -> np.ndarray:
+    """4×4 voxel-index → LPS millimetre matrix of a SimpleITK image (its native space is LPS)."""
+    matrix = np.eye(4)
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    matrix[:3, :3] = direction @ np.diag(image.GetSpacing())
+    matrix[:3, 3] = image.GetOrigin()
+    return matrix
