@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from .bundle import ModelBundle
+from .devices import DEVICE_CHOICES
 from .errors import DeviceError
 from .networks import size_divisor
 
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
 # 2-D stages: slices per network call. Bounds activation memory (a fine box with flips holds
 # hundreds of slices) while keeping batches large enough to be efficient.
 SLICES_PER_PASS = 32
