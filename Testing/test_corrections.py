@@ -243,8 +243,9 @@ def test_needs_neither_training_nor_torch(case, tmp_path):
         capture_output=True, text=True, encoding="utf-8", timeout=120,
         env={**os.environ, "PYTHONPATH": str(ENGINE_DIR)})
     assert completed.returncode == 0, completed.stderr
-    assert json.loads(completed.stdout).endswith("bad: labels hold the value(s) 3; expected only "
-                                                 "0 (background), 1 (pancreas), 2 (lesion)")
+    assert json.loads(completed.stdout).endswith(
+        "bad: labels hold the value(s) 3; expected only "
+        "0 (background), 1 (pancreas), 2 (pancreatic lesion)")
     from pancreas_ssl_training.data.volumes import read_corrections
 
     cases = read_corrections(tmp_path / "corr")

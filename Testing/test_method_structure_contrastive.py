@@ -7,9 +7,9 @@ from method_fixtures import blob_batch, blob_label, tiny_network
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
+from PancreasSSLSegLib.labels import LESION, PANCREAS
 from pancreas_ssl_training.methods.structure_contrastive import (
-    LESION, PANCREAS, RING, StructureContrastiveMethod, structure_points,
-    supervised_nt_xent)
+    RING, StructureContrastiveMethod, structure_points, supervised_nt_xent)
 
 
 def blocks_where(mask: np.ndarray, factors, rule) -> np.ndarray:

@@ -13,11 +13,11 @@ import SimpleITK as sitk
 import slicerio
 
 from PancreasSSLSegLib import geometry, outputs
+from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
 from PancreasSSLSegLib.outputs import case_is_complete, output_paths, write_case_outputs
 
 
 def report_segments() -> tuple[list[dict], dict]:
-    from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION
     return [dict(label) for label in LABELS], dict(UNCERTAIN_REGION)
 
 

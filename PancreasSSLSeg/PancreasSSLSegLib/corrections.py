@@ -37,12 +37,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .labels import LABEL_VALUES, LABEL_VALUES_TEXT
 
 SOURCE = "corrections"
 IMAGE_FILE, LABELS_FILE, RECORD_FILE = "image.nii.gz", "labels.nii.gz", "correction.json"
 CASE_FILES = (IMAGE_FILE, LABELS_FILE, RECORD_FILE)
 RECORD_KEYS = ("case", "model", "edited_segments", "date", "source")
-LABEL_VALUES = (0, 1, 2)
 # Case names become folder names: no separators, no leading dot.
 _SAFE_CASE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 _TEMPORARY = re.compile(r"^\.(?P<case>.+)\.(?P<kind>partial|replaced)-(?P<pid>\d+)-[0-9a-f]+$")
@@ -87,8 +87,8 @@ def _check_case(where: str, image: sitk.Image, labels: sitk.Image) -> sitk.Image
     if unexpected:
         shown = ", ".join(f"{v:g}" for v in unexpected[:5]) + (", ..." if len(unexpected) > 5
                                                                else "")
-        raise InputError(f"{where}: labels hold the value(s) {shown}; expected only 0 "
-                         "(background), 1 (pancreas), 2 (lesion)")
+        raise InputError(f"{where}: labels hold the value(s) {shown}; expected only "
+                         f"{LABEL_VALUES_TEXT}")
     return sitk.Cast(labels, sitk.sitkUInt8)
 
 

@@ -41,8 +41,9 @@ import psutil
 import SimpleITK as sitk
 import slicerio
 
-from .geometry import box_of, ijk_to_lps
+from .geometry import bounding_box, ijk_to_lps
 from .hashing import sha256_of
+from .labels import slicer_terminology
 
 try:
     import fcntl
@@ -65,10 +66,6 @@ BESIDE = ("preview",)
 # as finished unless its report lists it.
 DICOM_SEG_KEY, DICOM_SEG_SUFFIX = "dicom_seg", "_seg.dcm"
 TEMPORARY_PREFIX = ".partial-"
-# Slicer's terminology context for general anatomy: lets Slicer show the codes' names and icons.
-TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
-ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
-CODED_FIELDS = ("category", "type", "typeModifier", "anatomicRegion", "anatomicRegionModifier")
 
 
 def output_paths(out_dir: str | Path, case: str) -> dict[str, Path]:
@@ -308,7 +305,9 @@ def write_seg_nrrd(result, path: str | Path) -> None:
     report = result.report
     labels = np.asarray(result.labels, np.uint8)
     review = np.asarray(result.regions) > 0
-    box = box_of(labels > 0, review)
+    box = bounding_box(labels > 0, review)
+    if box is None:  # nothing segmented: empty segments
+        box = (slice(0, 0),) * labels.ndim
     segments = []
     for label in report["segments"]:
         value = int(label["value"])
@@ -340,18 +339,6 @@ def _segment_fields(spec: dict[str, Any], segment_id: str) -> dict[str, Any]:
     if "terminology" in spec:
         fields["terminology"] = slicer_terminology(spec["terminology"])
     return fields
-
-
-def slicer_terminology(terminology: dict[str, Any]) -> dict[str, Any]:
-    """Bundle terminology ``{field: {scheme, code, meaning}}`` → slicerio's lists."""
-    entry: dict[str, Any] = {"contextName": TERMINOLOGY_CONTEXT}
-    for field in CODED_FIELDS:
-        if field in terminology:
-            code = terminology[field]
-            entry[field] = [code["scheme"], code["code"], code["meaning"]]
-    if "anatomicRegion" in entry:
-        entry["anatomicContextName"] = ANATOMIC_CONTEXT
-    return entry
 
 
 def _extent(mask_in_box: np.ndarray, box: tuple[slice, ...]) -> list[int]:

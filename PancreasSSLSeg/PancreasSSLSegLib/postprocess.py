@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-PANCREAS, LESION = 1, 2
+from .labels import LESION, PANCREAS
+
 CONNECTIVITY_26 = np.ones((3, 3, 3), bool)
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .postprocess import CONNECTIVITY_26, LESION, PANCREAS
+from .labels import LESION, PANCREAS
+from .postprocess import CONNECTIVITY_26
 
 # Used when a bundle has no ``inference.quality`` (bundles exported before the verdict existed).
 DEFAULT_QUALITY = {
@@ -182,8 +183,9 @@ def verdict(signals: dict[str, Any], thresholds: dict[str, float] | None = None
         reasons.append(f"the model is unsure of the outline (expected Dice "
                        f"{signals['expected_dice']:.2f})")
     if t["outside_weight"] * signals["uncertain_outside_ratio"] > 0.1:
-        reasons.append(f"unsure tissue next to the pancreas ({signals['uncertain_outside_ratio']:.2f}"
-                       f" x its volume) may be missed pancreas")
+        reasons.append("unsure tissue next to the pancreas "
+                       f"({signals['uncertain_outside_ratio']:.2f} x its volume) may be missed "
+                       "pancreas")
     penalties = _penalties(signals, t)
     score = base * float(np.prod([factor for factor, _ in penalties]))
     status = ("ok" if score >= t["ok_score"] else

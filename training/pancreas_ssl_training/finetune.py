@@ -23,8 +23,8 @@ import SimpleITK as sitk
 from PancreasSSLSegLib.bundle import ModelBundle, load_bundle, save_bundle
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.hashing import sha256_of
+from PancreasSSLSegLib.labels import PANCREAS
 from PancreasSSLSegLib.pipeline import segment
-from PancreasSSLSegLib.postprocess import PANCREAS
 
 from .config import load_config, resolve_config
 from .data.datasets import build_slice_sources

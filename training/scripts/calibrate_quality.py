@@ -28,8 +28,8 @@ import numpy as np
 from scipy import ndimage
 
 from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib.labels import PANCREAS
 from PancreasSSLSegLib.pipeline import segment
-from PancreasSSLSegLib.postprocess import PANCREAS
 from PancreasSSLSegLib.quality import DEFAULT_QUALITY, verdict
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
 from pancreas_ssl_training.evaluation.metrics import mask_dice

@@ -47,6 +47,7 @@ from scipy import ndimage  # noqa: E402
 from PancreasSSLSegLib import segment  # noqa: E402
 from PancreasSSLSegLib.bundle import load_bundle  # noqa: E402
 from PancreasSSLSegLib.cascade import run_coarse  # noqa: E402
+from PancreasSSLSegLib.labels import LESION, PANCREAS  # noqa: E402
 from PancreasSSLSegLib.pipeline import onto_input_grid  # noqa: E402
 from pancreas_ssl_training.config import resolve_config  # noqa: E402
 from pancreas_ssl_training.data.datasets import ASSUMED_NIH_SPACING_MM  # noqa: E402
@@ -115,7 +116,7 @@ def ct3mm_figures(bundle_path: Path, data_root: Path, out: Path) -> dict:
     result = segment(ct_path, model=bundle_path, device="cpu")
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(reference_path))) \
         == REFERENCE_PANCREAS_LABEL
-    predicted = result.labels >= 1
+    predicted = result.labels >= PANCREAS
     spacing_zyx = result.image.GetSpacing()[::-1]
     distance = ndimage.distance_transform_edt(~reference, sampling=spacing_zyx)
     dice = 2 * (predicted & reference).sum() / max(1, predicted.sum() + reference.sum())
@@ -127,7 +128,7 @@ def ct3mm_figures(bundle_path: Path, data_root: Path, out: Path) -> dict:
     reference_canonical = sitk.GetArrayFromImage(read_canonical(reference_path, "labels")) \
         == REFERENCE_PANCREAS_LABEL
     engine_canonical = sitk.GetArrayFromImage(
-        sitk.DICOMOrient(result.to_sitk(result.labels), "LPS")) >= 1
+        sitk.DICOMOrient(result.to_sitk(result.labels), "LPS")) >= PANCREAS
     z_mm = np.arange(canonical.GetSize()[2]) * canonical.GetSpacing()[2]
     fig, ax = plt.subplots(figsize=(6, 4))
     pixel_cm2 = canonical.GetSpacing()[0] * canonical.GetSpacing()[1] / 100
@@ -147,7 +148,7 @@ def ct3mm_figures(bundle_path: Path, data_root: Path, out: Path) -> dict:
             "reference_ml": round(float(reference.sum() * np.prod(spacing_zyx) / 1000), 2),
             "max_distance_mm_from_reference": round(float(distance[predicted].max()), 1)
             if predicted.any() else None,
-            "predicted_lesion_ml": round(float((result.labels == 2).sum()
+            "predicted_lesion_ml": round(float((result.labels == LESION).sum()
                                                * np.prod(spacing_zyx) / 1000), 2),
             "coarse_levels": [int(levels(coarse_mask).min()), int(levels(coarse_mask).max())]
             if coarse_mask.any() else None,
@@ -241,7 +242,7 @@ def lesion_curve(bundle_path: Path, data_root: Path, out: Path) -> dict:
     device = torch.device("cpu")
     rows = {}
     for name, patients in (("selection", SELECTION), ("held-out", HELD_OUT)):
-        cases = [lesion_detection.SliceCase(case, image, truth >= 1)
+        cases = [lesion_detection.SliceCase(case, image, truth >= PANCREAS)
                  for case, image, truth in _slices(data_root, patients)]
         rows[name] = lesion_detection.operating_curve(bundle, cases, device)
     chosen = lesion_detection.choose_operating_point(rows["selection"])

@@ -16,7 +16,8 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-PANCREAS, LESION = 1, 2
+from PancreasSSLSegLib.labels import LESION, PANCREAS
+
 DIAMETER_MM = (5.0, 30.0)
 CONTRAST_HU = (-80.0, -10.0)
 MARGIN_SIGMA_MM = (0.5, 2.0)

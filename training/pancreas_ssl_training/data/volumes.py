@@ -27,10 +27,11 @@ import SimpleITK as sitk
 from PancreasSSLSegLib.corrections import IMAGE_FILE, LABELS_FILE, read_correction_record
 from PancreasSSLSegLib.corrections import SOURCE as CORRECTIONS_SOURCE
 from PancreasSSLSegLib.errors import InputError
+from PancreasSSLSegLib.labels import LESION, PANCREAS
 
 from .slices import SliceSample, axial_slices_from_volume
 
-PROJECT_LABELS = {1: 1, 2: 2}
+PROJECT_LABELS = {PANCREAS: PANCREAS, LESION: LESION}  # files already in the project's values
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 _NIH_PATIENT = re.compile(r"PANCREAS_(\d{4})$")
 _NIH_LABEL = re.compile(r"label(\d{4})\.nii(\.gz)?$")
@@ -82,10 +83,10 @@ def _decathlon_label_map(labels: Mapping, dataset_json: Path) -> dict[int, int]:
     for value, name in labels.items():
         lowered = str(name).lower()
         if any(word in lowered for word in _LESION_NAMES):
-            label_map[int(value)] = 2
+            label_map[int(value)] = LESION
         elif any(word in lowered for word in _PANCREAS_NAMES):
-            label_map[int(value)] = 1
-    if 1 not in label_map.values():
+            label_map[int(value)] = PANCREAS
+    if PANCREAS not in label_map.values():
         raise InputError(f"{dataset_json}: expected a 'pancreas' entry in 'labels', got {labels}")
     return label_map
 
@@ -148,7 +149,7 @@ def read_nih_pancreas_ct(images_root: str | Path, labels_root: str | Path | None
         if match is None or match.group(1) not in labels:
             continue
         cases.append(VolumeCase(_dicom_series_folder(patient_dir), labels[match.group(1)],
-                                patient_dir.name, source, {1: 1}))
+                                patient_dir.name, source, {1: PANCREAS}))
     if not cases:
         raise InputError(f"{images_root}: expected PANCREAS_00XX folders with a matching "
                          f"label00XX.nii.gz under {labels_root}")

@@ -28,8 +28,8 @@ import torch
 from PancreasSSLSegLib.bundle import ModelBundle
 from PancreasSSLSegLib.cascade import (TtaSettings, box_around, fine_labels,
                                        run_coarse, run_fine)
+from PancreasSSLSegLib.labels import LESION
 from PancreasSSLSegLib.pipeline import onto_input_grid
-from PancreasSSLSegLib.postprocess import LESION
 
 from ..data.synthetic_lesions import insert_synthetic_lesion
 

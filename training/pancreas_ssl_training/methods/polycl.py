@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from PancreasSSLSegLib.labels import PANCREAS
+
 from .base import Method, zero_like_graph
 
 RULES = ("S", "O", "M")
@@ -82,7 +84,7 @@ def organ_presence(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         present = torch.as_tensor(batch["organ_present"]).bool().cpu()
         return present, torch.ones_like(present)
     labeled = batch["has_label"].bool().cpu()
-    present = (batch["label"].flatten(1) >= 1).any(1).cpu()
+    present = (batch["label"].flatten(1) >= PANCREAS).any(1).cpu()
     return present & labeled, labeled
 
 

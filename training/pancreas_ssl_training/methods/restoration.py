@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from PancreasSSLSegLib.labels import PANCREAS
+
 from .base import Method, zero_like_graph
 
 BAND_SOURCES = ("label", "entropy")
@@ -151,7 +153,7 @@ class RestorationMethod(Method):
         if self.band_source == "entropy":
             return entropy_band(outputs["logits"], self.entropy_threshold)
         labeled = batch["has_label"].bool().reshape((-1,) + (1,) * (batch["label"].ndim - 1))
-        return boundary_band(batch["label"] >= 1, self.band_voxels) & labeled
+        return boundary_band(batch["label"] >= PANCREAS, self.band_voxels) & labeled
 
     def losses(self, network: nn.Module, batch: dict[str, torch.Tensor],
                outputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

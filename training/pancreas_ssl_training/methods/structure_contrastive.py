@@ -3,8 +3,8 @@
 Points are sampled at the bottleneck resolution of the projection head: class 1 on the skeleton
 of the pancreas parenchyma (label 1), class 2 on the skeleton of the lesion, class 0 (negatives)
 on the skeleton of a ring around the organ — the organ dilated by a random 10-20 voxels at label
-resolution, minus the organ. A supervised NT-Xent loss (same class = positive) with organ points as anchors pulls
-pancreas (and lesion) features together and pushes the surrounding tissue away.
+resolution, minus the organ. A supervised NT-Xent loss (same class = positive) with organ points
+as anchors pulls pancreas (and lesion) features together and pushes the surrounding tissue away.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 from torch import nn
 
+from PancreasSSLSegLib.labels import LESION, PANCREAS
+
 from .base import Method, zero_like_graph
 
-RING, PANCREAS, LESION = 0, 1, 2
+RING = 0  # the negatives' class; pancreas and lesion points take their label values
 
 
 def block_reduce(mask: np.ndarray, factors: Sequence[int], reduce: str) -> np.ndarray:
@@ -43,11 +45,11 @@ def structure_points(label: np.ndarray, factors: Sequence[int], ring_voxels: int
     ``label`` is one sample's spatial label array (0/1/2) and ``factors`` the per-axis ratio of
     its resolution to the bottleneck's. Ring points never fall in a block containing organ.
     """
-    organ, lesion = label >= 1, label == 2
+    organ, lesion = label >= PANCREAS, label == LESION
     ring = ~organ & (ndimage.distance_transform_edt(~organ) <= ring_voxels) if organ.any() \
         else np.zeros_like(organ)
     ring_low = block_reduce(ring, factors, "mean") & ~block_reduce(organ, factors, "any")
-    skeletons = {PANCREAS: skeletonize(low_resolution_mask(label == 1, factors)),
+    skeletons = {PANCREAS: skeletonize(low_resolution_mask(label == PANCREAS, factors)),
                  LESION: skeletonize(low_resolution_mask(lesion, factors)),
                  RING: skeletonize(ring_low)}
     points = {}
