@@ -17,15 +17,16 @@ TINY_2D = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
 
 
 def tiny_metadata(name: str = "tiny-random", coarse_dims: int = 2, fine_dims: int = 2) -> dict:
-    from pancreas_ssl_training.bundle_metadata import default_metadata
+    from PancreasSSLSegLib.bundle_metadata import default_metadata
 
     def stage(dims: int, spacing: list[float], patch: int) -> dict:
         return {"network": {**TINY_2D, "spatial_dims": dims}, "spacing_mm": spacing,
                 "patch_size": [patch] * dims}
 
     fine = {**stage(fine_dims, [1.5, 1.5, 3.0], 64), "margin_mm": 15.0}
-    return default_metadata(name=name, version="0.0.1", coarse=stage(coarse_dims, [6.0, 6.0, 6.0], 64),
-                             fine=fine, description="random weights, for tests only")
+    return default_metadata(name=name, version="0.0.1",
+                            coarse=stage(coarse_dims, [6.0, 6.0, 6.0], 64), fine=fine,
+                            description="random weights, for tests only")
 
 
 def write_random_bundle(out_dir: Path, seed: int = 0, **metadata_kwargs) -> Path:

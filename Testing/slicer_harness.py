@@ -157,7 +157,7 @@ def fake_engine_logic(monkeypatch, mode: str = "ok", **environment: str):
     import json
 
     import PancreasSSLSeg
-    from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION
+    from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
 
     monkeypatch.setenv("FAKE_ENGINE_MODE", mode)
     monkeypatch.setenv("FAKE_ENGINE_LABELS", json.dumps({"labels": LABELS,

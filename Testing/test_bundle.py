@@ -5,8 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from PancreasSSLSegLib.bundle import load_bundle, sha256_of
+from PancreasSSLSegLib.bundle import load_bundle
 from PancreasSSLSegLib.errors import BundleError
+from PancreasSSLSegLib.hashing import sha256_of
 
 
 def copy_bundle(src, tmp_path):
@@ -47,7 +48,8 @@ def test_wrong_shape_is_refused_even_with_matching_hash(random_bundle, tmp_path)
     key = next(k for k in tensors if k.startswith("fine.") and k.endswith("weight"))
     tensors[key] = torch.zeros(*tensors[key].shape[:-1], tensors[key].shape[-1] + 1)
     save_file(tensors, str(path / "model.safetensors"))
-    rewrite_metadata(path, lambda m: m["weights"].update(sha256=sha256_of(path / "model.safetensors")))
+    digest = sha256_of(path / "model.safetensors")
+    rewrite_metadata(path, lambda m: m["weights"].update(sha256=digest))
     with pytest.raises(BundleError, match="shape"):
         load_bundle(path)
 

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib.bundle import ModelBundle, load_bundle, sha256_of
+from PancreasSSLSegLib.bundle import ModelBundle, load_bundle
 from PancreasSSLSegLib.errors import BundleError
+from PancreasSSLSegLib.hashing import sha256_of
 
 EXAMPLES = 150
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=3000, database=None,

@@ -143,7 +143,7 @@ def test_full_temporary_folder_before_the_run(scene, ct, user_edits, temp_dir, m
 
 def test_results_that_fail_to_load_put_the_users_segments_back(scene, ct, user_edits, temp_dir,
                                                                 monkeypatch):
-    from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION
+    from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
 
     # An engine whose report lacks the lesion's colour: loading fails after the first segment.
     labels = [dict(label) for label in LABELS]

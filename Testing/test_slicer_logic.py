@@ -1,26 +1,34 @@
-"""The module's Logic on a real MRML scene (slicer-core) with the real CT, driven by a fake engine
-CLI (``slicer_harness.py``) that prints the real protocol's progress lines and writes its outputs."""
+"""The module's Logic on a real MRML scene (slicer-core) with the real CT, driven by the fake
+engine (``slicer_harness.py``: the real CLI, report builder and output writer around made-up
+arrays). Expectations are read from the engine's own files, kept with ``outputDir``."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 
 import numpy as np
 import psutil
 import pytest
 import SimpleITK as sitk
+import slicerio
 
-from slicer_harness import (_fake_outputs, ct, fake_engine_logic,  # noqa: F401 (fixtures)
+from slicer_harness import (MODULE_DIR, ct, fake_engine_logic,  # noqa: F401 (fixtures)
                             install_module_stubs, scene)
 
 install_module_stubs()
 import slicer  # noqa: E402
 
-import PancreasSSLSeg as module  # noqa: E402
-from PancreasSSLSegModuleLib import review, scene_results  # noqa: E402
-from PancreasSSLSegModuleLib.engine_process import EngineFailed, parse_progress_line  # noqa: E402
+from PancreasSSLSegLib import progress as protocol  # noqa: E402
+from PancreasSSLSegModuleLib import scene_results  # noqa: E402
+from PancreasSSLSegModuleLib.engine_process import EngineFailed, RunStatus  # noqa: E402
+from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
+from PancreasSSLSegModuleLib.review import ReviewAction  # noqa: E402
 
-from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION  # noqa: E402
+# The bundle the fake engine runs when no model is given: the shipped one.
+SHIPPED_METADATA = json.loads((MODULE_DIR.parent / "Resources" / "Models" / "pancreas-demo"
+                               / "metadata.json").read_text(encoding="utf-8"))
 
 
 @pytest.fixture
@@ -28,10 +36,10 @@ def logic(monkeypatch):
     return fake_engine_logic(monkeypatch)
 
 
-@pytest.fixture
-def expected(example_ct):
-    """What the fake engine writes for the example CT, as (k, j, i) arrays."""
-    return _fake_outputs(sitk.ReadImage(str(example_ct)))
+def engine_arrays(out_dir, case="CT"):
+    """The engine's label, uncertainty and region maps of ``case`` as (k, j, i) arrays."""
+    return [sitk.GetArrayFromImage(sitk.ReadImage(str(out_dir / f"{case}_{name}.nii.gz")))
+            for name in ("labels", "uncertainty", "regions")]
 
 
 def segment_arrays(segmentation_node, volume):
@@ -41,39 +49,40 @@ def segment_arrays(segmentation_node, volume):
         for i in range(segmentation.GetNumberOfSegments())}
 
 
-def test_progress_lines_are_parsed_and_plain_text_is_not():
-    progress = parse_progress_line('{"stage": "fine", "fraction": 0.5, "message": "fine pass"}')
-    assert (progress.stage, progress.fraction, progress.message) == ("fine", 0.5, "fine pass")
-    assert parse_progress_line("Loading model...") is None
-    assert parse_progress_line("{not json") is None
-
-
-def test_process_loads_named_coloured_segments_on_the_input_grid(scene, ct, logic, expected):
-    labels, uncertainty, regions = expected
+def test_process_loads_the_engines_segments_on_the_input_grid(scene, ct, logic, tmp_path):
     seen = []
-    outcome = logic.process(ct, device="cpu", fast=True, onProgress=seen.append)
-    assert outcome.status == "ok"
-    assert [p.stage for p in seen][0] == "load" and seen[-1].stage == "done"
+    outcome = logic.process(ct, onProgress=seen.append, outputDir=tmp_path)
+    assert outcome.status is RunStatus.OK and outcome.status == "ok"
+    stages = [record.stage for record in seen]
+    assert stages[0] == "reading" and stages[-2:] == ["case_done", "done"]
+    assert set(stages) <= {*protocol.CASE_STAGES, protocol.RUN_DONE}
+    labels, uncertainty, regions = engine_arrays(tmp_path)
 
-    segmentation = outcome.segmentationNode.GetSegmentation()
-    specs = [spec for spec in LABELS if spec["value"] > 0] + [UNCERTAIN_REGION]
+    node = outcome.segmentationNode
+    segmentation = node.GetSegmentation()
+    specs = [spec for spec in SHIPPED_METADATA["labels"] if spec["value"] > 0]
+    specs.append(SHIPPED_METADATA["uncertain_region"])
     assert segmentation.GetNumberOfSegments() == 3
     for index, spec in enumerate(specs):
         segment = segmentation.GetNthSegment(index)
         assert segment.GetName() == spec["name"]
-        assert np.allclose(segment.GetColor(), np.array(spec["color"]) / 255.0)
-        terminology = segment.GetTerminology()
-        assert f"{spec['terminology']['type']['scheme']}^{spec['terminology']['type']['code']}^" in terminology
-        assert spec["terminology"]["category"]["code"] in terminology
-    assert "SCT^15776009^Pancreas" in segmentation.GetNthSegment(0).GetTerminology()
+        assert np.allclose(segment.GetColor(), np.array(spec["color"]) / 255.0, atol=1e-5)
+        for field in ("category", "type"):
+            code = spec["terminology"][field]
+            assert f"{code['scheme']}^{code['code']}^{code['meaning']}" in segment.GetTerminology()
+    # the segments are the engine's .seg.nrrd as slicerio (another reader) reads it
+    written = slicerio.read_segmentation(str(tmp_path / "CT.seg.nrrd"))
+    assert [s["id"] for s in written["segments"]] == [
+        segmentation.GetNthSegmentID(i) for i in range(3)]
 
-    arrays = segment_arrays(outcome.segmentationNode, ct)
-    ids = [segmentation.GetNthSegmentID(i) for i in range(3)]
-    assert np.array_equal(arrays[ids[0]], labels == 1)
-    assert np.array_equal(arrays[ids[1]], labels == 2)
-    assert np.array_equal(arrays[ids[2]], regions > 0)  # overlaps the pancreas: both kept
-    assert outcome.segmentationNode.GetSegmentation().ContainsRepresentation("Closed surface")
-    assert outcome.segmentationNode.GetDisplayNode().GetSegmentOpacity3D(ids[2]) < 1.0
+    arrays = list(segment_arrays(node, ct).values())
+    assert np.array_equal(arrays[0], labels == 1)
+    assert np.array_equal(arrays[1], labels == 2)
+    assert np.array_equal(arrays[2], regions > 0)  # overlaps the pancreas: both kept
+    assert arrays[2].any() and (arrays[0] & arrays[2]).any()
+    assert segmentation.ContainsRepresentation("Closed surface")
+    review_id = segmentation.GetNthSegmentID(2)
+    assert node.GetDisplayNode().GetSegmentOpacity3D(review_id) < 1.0
 
     volume = outcome.uncertaintyNode
     assert volume.GetImageData().GetDimensions() == ct.GetImageData().GetDimensions()
@@ -85,15 +94,25 @@ def test_process_loads_named_coloured_segments_on_the_input_grid(scene, ct, logi
     composite = scene.scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
     assert composite.GetForegroundVolumeID() == volume.GetID()
     assert composite.GetBackgroundVolumeID() == ct.GetID()
+    assert logic.lastResult.report == json.loads((tmp_path / "CT_report.json").read_text())
 
 
-@pytest.mark.parametrize("action, keeps_as", [(review.ACCEPT_AS_PANCREAS, 0),
-                                               (review.MARK_AS_LESION, 1),
-                                               (review.DISCARD, None)])
-def test_review_changes_exactly_the_region_voxels_and_undo_restores(ct, logic, expected, action,
+def test_without_uncertainty_there_is_no_review(scene, ct, logic):
+    outcome = logic.process(ct, parameters=Parameters(uncertainty=False))
+    segmentation = outcome.segmentationNode.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName() for i in range(2)] == [
+        "Pancreas", "Pancreatic lesion"]
+    assert segmentation.GetNumberOfSegments() == 2
+    assert outcome.uncertaintyNode is None and logic.review is None
+
+
+@pytest.mark.parametrize("action, keeps_as", [(ReviewAction.ACCEPT_AS_PANCREAS, 0),
+                                               (ReviewAction.MARK_AS_LESION, 1),
+                                               (ReviewAction.DISCARD, None)])
+def test_review_changes_exactly_the_region_voxels_and_undo_restores(ct, logic, tmp_path, action,
                                                                     keeps_as):
-    _, _, regions = expected
-    outcome = logic.process(ct)
+    outcome = logic.process(ct, outputDir=tmp_path)
+    regions = engine_arrays(tmp_path)[2]
     node = outcome.segmentationNode
     ids = [node.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
     before = segment_arrays(node, ct)
@@ -114,19 +133,30 @@ def test_review_changes_exactly_the_region_voxels_and_undo_restores(ct, logic, e
     assert logic.review.reviewed == {}
 
 
-def test_summary_follows_the_edits(ct, logic, expected):
-    labels, _, regions = expected
+def test_an_unknown_review_action_is_refused(ct, logic):
     logic.process(ct)
+    with pytest.raises(ValueError, match="ReviewAction"):
+        logic.review.apply(1, "maybe")
+
+
+def test_summary_is_the_report_and_follows_the_edits(ct, logic, tmp_path):
+    outcome = logic.process(ct, outputDir=tmp_path)
+    labels, _, regions = engine_arrays(tmp_path)
     voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
     summary = logic.reviewSummary()
+    report = outcome.report
+    assert summary["pancreas_volume_ml"] == pytest.approx(report["pancreas"]["volume_ml"])
     assert summary["pancreas_volume_ml"] == pytest.approx((labels >= 1).sum() * voxel_ml)
-    assert summary["lesion_count"] == 1
+    assert summary["lesion_count"] == report["lesions"]["count"] == 1
     # the 4×4×4-voxel lesion at 3 mm: longest centre-to-centre distance is the cube diagonal
     assert summary["largest_lesion_diameter_mm"] == pytest.approx(np.sqrt(3) * 3 * 3.0)
-    logic.review.apply(2, review.MARK_AS_LESION)  # the region outside the pancreas
+    assert summary["largest_lesion_diameter_mm"] == pytest.approx(
+        report["lesions"]["largest_diameter_mm"])
+    logic.review.apply(2, ReviewAction.MARK_AS_LESION)  # the region outside the pancreas
     summary = logic.reviewSummary()
     assert summary["lesion_count"] == 2
-    assert summary["lesion_volume_ml"] == pytest.approx(((labels == 2) | (regions == 2)).sum() * voxel_ml)
+    assert summary["lesion_volume_ml"] == pytest.approx(
+        ((labels == 2) | (regions == 2)).sum() * voxel_ml)
     assert summary["regions_left"] == 1
 
 
@@ -138,34 +168,42 @@ def test_centre_views_on_a_region(scene, ct, logic):
     assert red.GetSliceOffset() == pytest.approx(row["centroid_ras_mm"][2], abs=1e-3)
 
 
-def test_cancel_kills_the_process_tree_and_leaves_the_scene_unchanged(scene, ct, logic, monkeypatch):
+def worker_pid(record):
+    """The slow fake engine's worker process id, from its progress message."""
+    found = re.match(r"worker (\d+) of engine (\d+)", record.message)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def test_cancel_kills_the_process_tree_and_leaves_the_scene_unchanged(scene, ct, logic,
+                                                                      monkeypatch):
     monkeypatch.setenv("FAKE_ENGINE_MODE", "slow")
     nodes_before = scene.node_ids()
     workers = []
 
-    def on_progress(progress):
-        if "worker_pid" in progress.raw:
-            workers.append(progress.raw["worker_pid"])
+    def on_progress(record):
+        if worker_pid(record):
+            workers.append(worker_pid(record)[0])
             logic.cancel()
 
     outcome = logic.process(ct, onProgress=on_progress)
-    assert outcome.status == "cancelled"
+    assert outcome.status is RunStatus.CANCELLED
     assert workers and not psutil.pid_exists(workers[0]) or \
         psutil.Process(workers[0]).status() == psutil.STATUS_ZOMBIE
     assert scene.node_ids() == nodes_before
     assert not logic.isRunning()
 
 
-@pytest.mark.parametrize("mode, exit_code, words", [("bad_bundle", 2, "expected metadata.json"),
-                                                     ("crash", 1, "simulated engine crash")])
+@pytest.mark.parametrize("mode, model, exit_code, words", [
+    ("ok", "/no/such/bundle", 2, "/no/such/bundle/metadata.json"),
+    ("crash", None, 1, "unexpected RuntimeError: simulated engine crash")])
 def test_engine_failure_is_reported_and_leaves_the_scene_unchanged(scene, ct, logic, monkeypatch,
-                                                                  mode, exit_code, words):
+                                                                  mode, model, exit_code, words):
     monkeypatch.setenv("FAKE_ENGINE_MODE", mode)
     nodes_before = scene.node_ids()
     logs = []
     logic.logCallback = logs.append
-    with pytest.raises(EngineFailed, match=words) as failure:
-        logic.process(ct, model="/no/such/bundle")
+    with pytest.raises(EngineFailed, match=re.escape(words)) as failure:
+        logic.process(ct, parameters=Parameters(model=model))
     assert failure.value.exit_code == exit_code
     assert scene.node_ids() == nodes_before
     assert any(words in line for line in logs)
@@ -178,28 +216,30 @@ def test_background_run_is_polled_until_done(ct, logic):
         logic.process(ct, wait=False)
     while (outcome := logic.poll()) is None:
         time.sleep(0.05)  # what the Widget's timer does
-    assert outcome.status == "ok" and outcome.segmentationNode is not None
+    assert outcome.status is RunStatus.OK and outcome.segmentationNode is not None
 
 
 def test_rerun_never_overwrites_edits_unless_told(ct, logic):
     first = logic.process(ct).segmentationNode
     again = logic.process(ct, outputSegmentation=first).segmentationNode
     assert again is first  # unedited: reused
-    logic.review.apply(1, review.DISCARD)
+    logic.review.apply(1, ReviewAction.DISCARD)
     edited = segment_arrays(first, ct)
     fresh = logic.process(ct, outputSegmentation=first).segmentationNode
     assert fresh is not first
-    assert all(np.array_equal(a, b) for a, b in zip(segment_arrays(first, ct).values(), edited.values()))
+    assert all(np.array_equal(a, b)
+               for a, b in zip(segment_arrays(first, ct).values(), edited.values()))
     replaced = logic.process(ct, outputSegmentation=first, replace=True).segmentationNode
     assert replaced is first
 
 
-def test_engine_arguments_are_a_list_with_the_options(logic, tmp_path):
-    arguments = logic.engineArguments(["a b.nii.gz"], tmp_path, model="/m; rm -rf /", device="cuda",
-                                      fast=True, uncertainty=False, uncertaintyThreshold=0.3)
-    assert arguments[-8:] == ["--progress", "json", "--model", "/m; rm -rf /", "--fast",
-                              "--no-uncertainty", "--uncertainty-threshold", "0.3"]
-    assert "a b.nii.gz" in arguments and arguments[arguments.index("--device") + 1] == "cuda"
+def test_engine_arguments_are_a_list_with_the_parameters(logic, tmp_path):
+    parameters = Parameters(model="/m; rm -rf /", device="cuda", fast=True, uncertainty=False,
+                            uncertainty_threshold=0.3)
+    arguments = logic.engineArguments(["a b.nii.gz"], tmp_path, parameters)
+    assert arguments[len(logic.engineCommand):] == [
+        "segment", "a b.nii.gz", "-o", str(tmp_path), "--progress", "json", "--device", "cuda",
+        "--model", "/m; rm -rf /", "--fast", "--no-uncertainty", "--uncertainty-threshold", "0.3"]
 
 
 def test_segment_files_writes_one_report_per_case(scene, logic, example_ct, tmp_path):
@@ -214,15 +254,8 @@ def test_segment_files_writes_one_report_per_case(scene, logic, example_ct, tmp_
     assert scene.node_ids() == nodes_before
 
 
-def test_segment_files_passes_its_threshold_to_the_engine(logic, example_ct, tmp_path,
-                                                          monkeypatch):
-    given = []
-    original = logic.engineArguments
-
-    def spy(*args, **kwargs):
-        given.append(original(*args, **kwargs))
-        return given[-1]
-
-    monkeypatch.setattr(logic, "engineArguments", spy)
-    logic.segmentFiles([example_ct], tmp_path / "out", uncertaintyThreshold=0.35)
-    assert given[0][given[0].index("--uncertainty-threshold") + 1] == "0.35"
+def test_segment_files_runs_with_its_parameters(logic, example_ct, tmp_path):
+    reports = logic.segmentFiles([example_ct], tmp_path / "out",
+                                 Parameters(fast=True, uncertainty_threshold=0.35))
+    report = reports["example_ct"]
+    assert report["uncertainty"]["threshold"] == 0.35 and report["mode"] == "fast"

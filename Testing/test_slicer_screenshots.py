@@ -25,7 +25,7 @@ from slicer_harness import (SlicerTestScene, fake_engine_logic, install_module_s
 install_module_stubs()
 import slicer  # noqa: E402
 
-from pancreas_ssl_training.bundle_metadata import LABELS, UNCERTAIN_REGION  # noqa: E402
+from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION  # noqa: E402
 
 
 def pixels_near(image: np.ndarray, rgb, tolerance=40) -> int:

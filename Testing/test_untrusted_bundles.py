@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from PancreasSSLSegLib import cli
-from PancreasSSLSegLib.bundle import (MAX_METADATA_BYTES, MAX_WEIGHTS_BYTES, load_bundle,
-                                      sha256_of)
+from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib.bundle_format import MAX_METADATA_BYTES, MAX_WEIGHTS_BYTES
 from PancreasSSLSegLib.errors import BundleError
+from PancreasSSLSegLib.hashing import sha256_of
 
 GIB = 1 << 30
 

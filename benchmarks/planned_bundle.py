@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from PancreasSSLSegLib.bundle import save_bundle
+from PancreasSSLSegLib.bundle_format import STAGES
+from PancreasSSLSegLib.bundle_metadata import default_metadata
 from PancreasSSLSegLib.networks import build_network
-from pancreas_ssl_training.bundle_metadata import default_metadata
 
 PLANNED_NETWORK = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
                    "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "dropout": 0.1,
@@ -29,5 +30,5 @@ def write_planned_random_bundle(out_dir: Path, seed: int = 0) -> Path:
                                 description="random weights, default model's planned config; "
                                             "benchmark only")
     weights = {stage: build_network(metadata["stages"][stage]["network"]).state_dict()
-               for stage in ("coarse", "fine")}
+               for stage in STAGES}
     return save_bundle(out_dir, metadata, weights, "# Random benchmark bundle\nNot a model.\n")

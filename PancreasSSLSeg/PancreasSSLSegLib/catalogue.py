@@ -22,12 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bundle_format import MAX_METADATA_BYTES, METADATA_FILE
 from .errors import BundleError
 
 MODELS_ENV = "PANCREAS_SSL_SEG_MODELS"
 USER_MODELS_DIR = Path("~/.pancreas-ssl-seg/models")
-METADATA_FILE = "metadata.json"
-MAX_METADATA_BYTES = 1 << 20  # as bundle.MAX_METADATA_BYTES (bundle.py imports torch)
 
 
 @dataclass(frozen=True)

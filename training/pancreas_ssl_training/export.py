@@ -17,11 +17,12 @@ from typing import Any
 
 import torch
 
-from PancreasSSLSegLib.bundle import STAGES, ModelBundle, save_bundle
+from PancreasSSLSegLib.bundle import ModelBundle, save_bundle
+from PancreasSSLSegLib.bundle_format import STAGES
+from PancreasSSLSegLib.bundle_metadata import default_metadata
 from PancreasSSLSegLib.errors import BundleError
 from PancreasSSLSegLib.networks import build_network
 
-from .bundle_metadata import default_metadata
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import resolve_config
 

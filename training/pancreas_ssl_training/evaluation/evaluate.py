@@ -45,14 +45,15 @@ import SimpleITK as sitk
 import torch
 import yaml
 
-from PancreasSSLSegLib.bundle import METADATA_FILE, ModelBundle, load_bundle
+from PancreasSSLSegLib.bundle import ModelBundle, load_bundle
+from PancreasSSLSegLib.bundle_format import METADATA_FILE
 from PancreasSSLSegLib.cascade import (Box, CoarseResult, FineResult, TtaSettings,
                                        box_around, fine_labels, run_coarse, run_fine,
                                        slice_references)
 from PancreasSSLSegLib.errors import BundleError, InputError
 from PancreasSSLSegLib.inference import select_device
+from PancreasSSLSegLib.labels import PANCREAS
 from PancreasSSLSegLib.pipeline import onto_input_grid, segment
-from PancreasSSLSegLib.postprocess import PANCREAS
 
 from ..checkpoint import STATE_FILE, load_checkpoint
 from ..config import STAGE_NAMES, resolve_config
@@ -79,10 +80,6 @@ class EvaluatedModel:
     mode: str               # "cascade" (segment()) or "stage" (one stage on the whole image)
     stage: str              # the stage evaluated alone, or "cascade"
     tta_flip: bool = True   # False: one pass, as the engine's Fast mode
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    return select_device(device)
 
 
 def load_model(path: str | Path) -> EvaluatedModel:
@@ -302,7 +299,7 @@ def run_evaluation(model: str | Path, data_spec: str | Path | Mapping[str, Any],
     settings = spec.get("evaluation", {}) or {}
     loaded = load_model(model)
     loaded.tta_flip = bool(settings.get("tta_flip", True))
-    torch_device = pick_device(device)
+    torch_device = select_device(device)
     tolerance = float(settings.get("surface_tolerance_mm", DEFAULT_SURFACE_TOLERANCE_MM))
     threshold = float(settings.get("uncertainty_threshold",
                                    loaded.bundle.inference["uncertainty_threshold"]))

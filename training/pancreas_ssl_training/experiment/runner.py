@@ -162,13 +162,15 @@ def evaluate_run(run: Run, targets: list[Target], target_folder: Path,
                  settings: dict[str, Any]) -> int:
     """Score the run's checkpoint on every target; one row per slice and region in
     ``evaluation/cases.csv``, one per slice in ``calibration.csv``. Returns slices scored."""
-    from ..evaluation.evaluate import evaluate_case, load_model, pick_device
+    from PancreasSSLSegLib.inference import select_device
+
+    from ..evaluation.evaluate import evaluate_case, load_model
     from ..evaluation.metrics import DEFAULT_SURFACE_TOLERANCE_MM
     from ..evaluation.tables import write_csv
 
     model = load_model(run.run_dir / "checkpoint")
     model.tta_flip = bool(settings.get("tta_flip", True))
-    device = pick_device(settings.get("device", "auto"))
+    device = select_device(settings.get("device", "auto"))
     tolerance = float(settings.get("surface_tolerance_mm", DEFAULT_SURFACE_TOLERANCE_MM))
     threshold = float(settings.get("uncertainty_threshold",
                                    model.bundle.inference["uncertainty_threshold"]))

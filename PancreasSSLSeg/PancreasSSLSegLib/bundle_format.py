@@ -1,0 +1,39 @@
+"""The bundle format's names and limits, and how a bundle's problems are reported.
+
+Standard library only, so code that lists bundles before torch is installed (the model catalogue,
+the Slicer module's model list) reads the same file names and limits as the loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .errors import BundleError
+
+FORMAT_NAME = "pancreas-ssl-seg-bundle"
+FORMAT_VERSION = 1
+METADATA_FILE, WEIGHTS_FILE, CARD_FILE = "metadata.json", "model.safetensors", "MODEL_CARD.md"
+BUNDLE_FILES = frozenset({METADATA_FILE, WEIGHTS_FILE, CARD_FILE})
+STAGES = ("coarse", "fine")
+MAX_METADATA_BYTES = 1 << 20
+MAX_WEIGHTS_BYTES = 512 << 20
+
+
+def bundle_error(path: Path, problem: str) -> BundleError:
+    return BundleError(f"model bundle {path}: {problem}")
+
+
+def require(condition: bool, path: Path, problem: str) -> None:
+    if not condition:
+        raise bundle_error(path, problem)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: hostile metadata may hold megabyte-long values."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
