@@ -1,4 +1,5 @@
-"""Progress reporters: JSON lines a program can parse, a terminal bar, and silence."""
+"""The progress protocol: reporters (JSON lines a program can parse, a terminal bar, silence) and
+the parser the Slicer module reads the lines with."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import json
 
 import pytest
 
-from PancreasSSLSegLib.progress import (BarProgress, JsonLinesProgress, NoProgress,
-                                        default_progress_kind, make_progress)
+from PancreasSSLSegLib.progress import (CASE_STAGES, BarProgress, JsonLinesProgress,
+                                        NoProgress, default_progress_kind, make_progress,
+                                        parse_line)
 
 
 class FlushCountingStream(io.StringIO):
@@ -75,3 +77,27 @@ def test_unknown_kind_and_default_kind():
 
     assert default_progress_kind(Tty()) == "bar"
     assert default_progress_kind(io.StringIO()) == "none"
+
+
+def test_the_parser_reads_back_what_the_reporter_writes():
+    stream = io.StringIO()
+    reporter = make_progress("json", stream, case="ct1")
+    reporter("fine", 0.5, "fine pass")
+    reporter.finish("error", message="ct1.nii.gz: is 2-D", cases_failed=1)
+    fine, end = [parse_line(line) for line in stream.getvalue().splitlines()]
+    assert (fine.stage, fine.fraction, fine.message, fine.fields["case"]) == (
+        "fine", 0.5, "fine pass", "ct1")
+    assert not fine.is_run_end and fine.status is None
+    assert end.is_run_end and (end.status, end.message) == ("error", "ct1.nii.gz: is 2-D")
+    assert end.fields["cases_failed"] == 1
+
+
+@pytest.mark.parametrize("line", ["Loading model...", "{not json", "[1, 2]",
+                                  '{"fraction": 0.5}', '{"stage": "x", "fraction": "half"}', ""])
+def test_the_parser_leaves_other_output_alone(line):
+    assert parse_line(line) is None
+
+
+def test_case_stages_start_with_reading_and_end_with_the_case_not_the_run():
+    assert CASE_STAGES[0] == "reading" and CASE_STAGES[-1] == "case_done"
+    assert len(set(CASE_STAGES)) == len(CASE_STAGES) and "done" not in CASE_STAGES
