@@ -22,7 +22,7 @@ import torch
 from scipy import ndimage
 
 from .bundle import ModelBundle, StageSpec
-from .geometry import foreground_box
+from .geometry import bounding_box, index_range_on
 from .inference import predict_stage
 from .labels import LESION, PANCREAS
 from .postprocess import clean_labels, major_components
@@ -95,16 +95,13 @@ def box_around(grid: sitk.Image, mask: np.ndarray, canonical: sitk.Image,
                margin_mm: float) -> Box | None:
     """Index range of ``canonical`` covering ``mask`` (on ``grid``) grown by ``margin_mm``;
     ``None`` when the mask is empty."""
-    box = foreground_box(mask)
+    box = bounding_box(mask)
     if box is None:
         return None
-    corners_zyx = [(s.start - 0.5, s.stop - 0.5) for s in box]
-    points = [grid.TransformContinuousIndexToPhysicalPoint((x, y, z))
-              for z in corners_zyx[0] for y in corners_zyx[1] for x in corners_zyx[2]]
-    index = np.array([canonical.TransformPhysicalPointToContinuousIndex(p) for p in points])
+    low, high = index_range_on(grid, box, canonical)
     margin = margin_mm / np.array(canonical.GetSpacing())
-    lo = np.maximum(0, np.floor(index.min(axis=0) - margin)).astype(int)
-    hi = np.minimum(canonical.GetSize(), np.ceil(index.max(axis=0) + margin) + 1).astype(int)
+    lo = np.maximum(0, np.floor(low - margin)).astype(int)
+    hi = np.minimum(canonical.GetSize(), np.ceil(high + margin) + 1).astype(int)
     return lo.tolist(), hi.tolist()
 
 

@@ -41,7 +41,7 @@ import psutil
 import SimpleITK as sitk
 import slicerio
 
-from .geometry import box_of, ijk_to_lps
+from .geometry import bounding_box, ijk_to_lps
 from .hashing import sha256_of
 from .labels import slicer_terminology
 
@@ -305,7 +305,9 @@ def write_seg_nrrd(result, path: str | Path) -> None:
     report = result.report
     labels = np.asarray(result.labels, np.uint8)
     review = np.asarray(result.regions) > 0
-    box = box_of(labels > 0, review)
+    box = bounding_box(labels > 0, review)
+    if box is None:  # nothing segmented: empty segments
+        box = (slice(0, 0),) * labels.ndim
     segments = []
     for label in report["segments"]:
         value = int(label["value"])

@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from .bundle import ModelBundle, default_bundle_path, load_bundle
 from .errors import ResourceError
-from .geometry import voxel_volume_ml
+from .geometry import index_range_on, voxel_volume_ml
 from .image_io import as_image, check_ct_intensities
 from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_labels,
                       run_coarse, run_fine)
@@ -98,13 +98,9 @@ def _resolve_bundle(model) -> ModelBundle:
 
 def _input_window(fine: sitk.Image, image: sitk.Image) -> tuple[slice, ...]:
     """Array slices (z, y, x) of the input grid covering the fine grid's physical extent."""
-    size = fine.GetSize()
-    corners = [fine.TransformContinuousIndexToPhysicalPoint((x, y, z))
-               for x in (-0.5, size[0] - 0.5) for y in (-0.5, size[1] - 0.5)
-               for z in (-0.5, size[2] - 0.5)]
-    index = np.array([image.TransformPhysicalPointToContinuousIndex(p) for p in corners])
-    lo = np.maximum(0, np.floor(index.min(axis=0))).astype(int)
-    hi = np.minimum(image.GetSize(), np.ceil(index.max(axis=0)) + 1).astype(int)
+    low, high = index_range_on(fine, tuple(slice(0, n) for n in fine.GetSize()[::-1]), image)
+    lo = np.maximum(0, np.floor(low)).astype(int)
+    hi = np.minimum(image.GetSize(), np.ceil(high) + 1).astype(int)
     return tuple(slice(int(lo[a]), int(hi[a])) for a in (2, 1, 0))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from .geometry import (foreground_box, index_to_ras_mm, max_feret_diameter_mm,
+from .geometry import (bounding_box, index_to_ras_mm, max_feret_diameter_mm,
                        physical_points_mm, voxel_volume_ml)
 from .labels import LESION, PANCREAS
 from .postprocess import CONNECTIVITY_26
@@ -25,7 +25,7 @@ PANCREAS_VOLUME_DEFINITION = ("pancreas volume_ml counts label 1 (pancreas) + la
 
 def lesion_items(labels: np.ndarray, image: sitk.Image) -> list[dict[str, Any]]:
     """One entry per 26-connected lesion component, largest first."""
-    box = foreground_box(labels == LESION)
+    box = bounding_box(labels == LESION)
     if box is None:
         return []
     offset = [s.start for s in box]
