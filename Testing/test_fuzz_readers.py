@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from PancreasSSLSegLib.errors import PancreasSSLSegError
-from PancreasSSLSegLib.image_io import as_image, check_ct_intensities
+from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
+from PancreasSSLSegLib.image_io import as_image
 
 FORMATS = (".nii", ".nii.gz", ".nrrd", ".mha")
 EXAMPLES = 150
@@ -56,7 +57,8 @@ TEXT_TOKENS = st.one_of(
 @contextmanager
 def bounded_address_space(headroom_bytes: int):
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    used_bytes = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[0]) * resource.getpagesize()
+    pages = int(Path("/proc/self/statm").read_text(encoding="utf-8").split()[0])
+    used_bytes = pages * resource.getpagesize()
     limit = used_bytes + headroom_bytes
     if hard != resource.RLIM_INFINITY:
         limit = min(limit, hard)

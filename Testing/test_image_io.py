@@ -11,7 +11,8 @@ import pytest
 import SimpleITK as sitk
 
 from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.image_io import as_image, case_name, check_ct_intensities, read_image
+from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
+from PancreasSSLSegLib.image_io import as_image, case_name, read_image
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import SimpleITK as sitk
 from bad_inputs import write_dicom_series
 
 from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.image_io import as_image, check_ct_intensities
+from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
+from PancreasSSLSegLib.image_io import as_image
 
 FILL_HU = -1024.0  # documented value for non-finite voxels (air)
 

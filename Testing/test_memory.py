@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from PancreasSSLSegLib import memory
 from PancreasSSLSegLib.bundle import ModelBundle, default_bundle_path, load_bundle
 from PancreasSSLSegLib.errors import ResourceError
+from PancreasSSLSegLib.image_io import read_image
 from PancreasSSLSegLib.pipeline import segment
 
 
@@ -94,6 +95,21 @@ def test_guard_uses_the_headers_of_a_real_dicom_series(shared_data, monkeypatch,
         segment(shared_data / "ct-dicom-series", model=shipped, device="cpu")
 
 
+@pytest.mark.parametrize("available_mib, refused", [(1, True), (2, False)])
+def test_reading_needs_the_stored_voxels_and_their_float32_copy(tmp_path, monkeypatch,
+                                                                available_mib, refused):
+    """No bundle, no grid check: 64^3 int16 voxels need 64^3 x (2 + 4) B = 1.5 MiB to read."""
+    monkeypatch.setattr(memory, "available_memory_bytes", lambda: available_mib << 20)
+    path = compressed_mha(tmp_path / "small.mha", 64, 1.0)
+    if refused:
+        forbid_reading_voxels(monkeypatch)
+        with pytest.raises(ResourceError, match=r"^small.mha: declares \[64, 64, 64\] voxels, "
+                                                r"which need about 0.0 GiB to read but only "):
+            read_image(path)
+    else:
+        assert read_image(path).GetSize() == (64, 64, 64)
+
+
 def test_guard_on_arrays_runs_no_network(monkeypatch, random_bundle):
     monkeypatch.setattr(memory, "available_memory_bytes", lambda: 300 << 20)
     loaded = []
@@ -108,14 +124,10 @@ def test_guard_on_arrays_runs_no_network(monkeypatch, random_bundle):
 def test_fine_box_is_checked_before_it_is_resampled(example_ct, monkeypatch, random_bundle):
     """Memory enough at the header check, gone when the coarse stage has found its box: the run
     stops with a ResourceError before the fine network is loaded."""
-    calls = []
-
-    def available() -> int:
-        calls.append(1)
-        return 64 << 30 if len(calls) == 1 else 1 << 20
-
-    monkeypatch.setattr(memory, "available_memory_bytes", available)
     stages = []
+    # Plenty while the input is read and checked; 1 MiB once the coarse network is loaded.
+    monkeypatch.setattr(memory, "available_memory_bytes",
+                        lambda: 1 << 20 if stages else 64 << 30)
     real_load = ModelBundle.load_network
     monkeypatch.setattr(ModelBundle, "load_network",
                         lambda self, stage, *a, **k: stages.append(stage)
@@ -123,7 +135,7 @@ def test_fine_box_is_checked_before_it_is_resampled(example_ct, monkeypatch, ran
     with pytest.raises(ResourceError, match=r"^the region the coarse stage found \(\d+ x \d+ x \d+ "
                                             r"mm\) needs about .* at the fine stage's grid"):
         segment(example_ct, model=random_bundle, device="cpu", fast=True)
-    assert stages == ["coarse"] and len(calls) == 2
+    assert stages == ["coarse"]
 
 
 def test_estimate_bounds_the_peak_memory_of_a_real_run(shared_data, shipped, tmp_path):

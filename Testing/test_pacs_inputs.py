@@ -21,7 +21,8 @@ import pytest
 import SimpleITK as sitk
 from bad_inputs import CT_SOP_CLASS
 
-from PancreasSSLSegLib.image_io import as_image, check_ct_intensities
+from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
+from PancreasSSLSegLib.image_io import as_image
 from PancreasSSLSegLib.pipeline import segment
 
 

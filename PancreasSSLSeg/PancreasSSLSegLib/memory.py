@@ -1,5 +1,6 @@
 """Memory a segmentation run needs, estimated from the input's header and the bundle, before any
-voxel is read; :class:`GridGuard` refuses a run that would not fit (``ResourceError``).
+voxel is read; :class:`GridGuard` refuses a run that would not fit (``ResourceError``), and
+:func:`check_read_memory` refuses, with or without a bundle, a file whose voxels alone would not.
 
 A file small on disk can declare a grid that resamples to enormous volumes (a 100^3 file with
 100 mm voxels is a 10 m cube: 5·10^9 voxels at a 3 mm coarse spacing). The estimate sums every
@@ -26,6 +27,7 @@ Peak RSS measured with the shipped bundle (accurate mode, CPU) stays below the e
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -48,9 +50,24 @@ ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 40
 FINE_BOX_MM = 200.0
 GIB = float(1 << 30)
 
+# ``check_grid(size_xyz, spacing_mm, name)``: called by ``image_io.as_image`` with a file's declared
+# 3-D size and spacing (x, y, z) before its voxels are read; :class:`GridGuard` is the one in use.
+GridCheck = Callable[[tuple[int, int, int], tuple[float, float, float], str], None]
+
 
 def available_memory_bytes() -> int:
     return int(psutil.virtual_memory().available)
+
+
+def check_read_memory(name: str, size: Sequence[int], data_bytes: int) -> None:
+    """Refuse a declared volume whose voxels (``data_bytes`` as stored), plus their float32 copy,
+    exceed the memory available now."""
+    needed = data_bytes + math.prod(int(s) for s in size) * 4
+    available = available_memory_bytes()
+    if needed > available:
+        raise ResourceError(f"{name}: declares {list(size)} voxels, which need about "
+                            f"{needed / GIB:.1f} GiB to read but only "
+                            f"{available / GIB:.1f} GiB of memory is available")
 
 
 def stage_grid_size(extent_mm: Sequence[float], spacing_mm: Sequence[float]) -> list[int]:
@@ -111,9 +128,9 @@ def estimate_run(size_xyz: Sequence[int], spacing_mm: Sequence[float], bundle,
 
 
 class GridGuard:
-    """``check_grid(size_xyz, spacing_mm, name)`` for ``image_io.as_image``: refuses, from the
-    header, an input whose run would not fit in the memory available now. The bundle is resolved
-    on the first call only (``resolve()``), so an input refused earlier never needs one."""
+    """A :data:`GridCheck` for ``image_io.as_image``: refuses, from the header, an input whose run
+    would not fit in the memory available now. The bundle is resolved on the first call only
+    (``resolve()``), so an input refused earlier never needs one."""
 
     def __init__(self, resolve: Callable[[], object], fast: bool = False):
         self._resolve, self._bundle, self.fast = resolve, None, fast

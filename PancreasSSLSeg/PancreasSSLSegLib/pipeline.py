@@ -26,9 +26,10 @@ import torch
 
 from . import __version__
 from .bundle import ModelBundle, default_bundle_path, load_bundle
+from .ct_plausibility import check_ct_intensities
 from .errors import ResourceError
 from .geometry import index_range_on, voxel_volume_ml
-from .image_io import as_image, check_ct_intensities
+from .image_io import as_image
 from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_labels,
                       run_coarse, run_fine)
 from .inference import select_device
