@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compression-levels", type=int, nargs="*", default=[])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from PancreasSSLSegLib import outputs, segment
+    from PancreasSSLSegLib import outputs, seg_nrrd, segment
 
     start = time.perf_counter()
     result = segment(str(args.ct), model=args.model, device="cpu", fast=args.fast)
@@ -54,7 +54,7 @@ def main(argv=None) -> None:
         out = Path(tmp)
         writers = {f"{key}.nii.gz": (lambda path, a=array, t=pixel: outputs._write_volume(
                        result, a, t, path)) for key, (array, pixel) in volumes.items()}
-        writers["segmentation.seg.nrrd"] = lambda path: outputs.write_seg_nrrd(result, path)
+        writers["segmentation.seg.nrrd"] = lambda path: seg_nrrd.write_seg_nrrd(result, path)
         writers["preview.png"] = lambda path: outputs._write_preview(result, path)
         writers["report.json"] = lambda path: outputs._write_report(result.report, path)
         for name, write in writers.items():
