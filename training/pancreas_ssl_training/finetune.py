@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from PancreasSSLSegLib.bundle import ModelBundle, load_bundle, save_bundle
+from PancreasSSLSegLib.bundle_format import CARD_FILE
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.hashing import sha256_of
 from PancreasSSLSegLib.labels import PANCREAS
@@ -160,7 +161,7 @@ def _card(parent: ModelBundle, record: dict[str, Any]) -> str:
         return "n/a (no validation case)" if value is None else f"{value:.3f}"
 
     try:
-        parent_card = (parent.path / "MODEL_CARD.md").read_text(encoding="utf-8")
+        parent_card = (parent.path / CARD_FILE).read_text(encoding="utf-8")
     except OSError:
         parent_card = ""
     return "\n".join([

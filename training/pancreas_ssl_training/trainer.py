@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
 from PancreasSSLSegLib.bundle import load_bundle
+from PancreasSSLSegLib.bundle_format import METADATA_FILE
 from PancreasSSLSegLib.networks import PancreasUNet, build_network
 
 from .checkpoint import Checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
@@ -148,7 +149,7 @@ def load_encoder(network: PancreasUNet, checkpoint_path: str | Path) -> None:
 def load_stage_weights(network: PancreasUNet, stage_name: str, checkpoint_path: str | Path) -> None:
     """Initialise ``network`` from the same stage of an earlier run or of a model bundle (a
     folder with ``metadata.json``: fine-tuning); heads it lacks stay random."""
-    if (Path(checkpoint_path) / "metadata.json").is_file():
+    if (Path(checkpoint_path) / METADATA_FILE).is_file():
         trained = load_bundle(checkpoint_path).stage_weights.get(stage_name)
     else:
         trained = load_checkpoint(checkpoint_path).network_states.get(stage_name)
