@@ -1,5 +1,4 @@
-"""Case outputs: six files on the input grid, a Slicer segmentation with the bundle's segments,
-and all-or-nothing writing."""
+"""Case outputs: six files on the input grid, written all or nothing."""
 
 from __future__ import annotations
 
@@ -10,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import slicerio
 
-from PancreasSSLSegLib import geometry, outputs
+from PancreasSSLSegLib import outputs
 from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
 from PancreasSSLSegLib.outputs import case_is_complete, output_paths, write_case_outputs
 
@@ -87,43 +85,6 @@ def test_writes_six_files_on_the_input_grid(tmp_path: Path, fake_preview):
     report = json.loads(paths["report"].read_text(encoding="utf-8"))
     assert report["pancreas"]["volume_ml"] == pytest.approx(0.0448)
     assert case_is_complete(tmp_path / "out", "c1")
-
-
-def test_seg_nrrd_has_bundle_segments_terminology_and_review_region(tmp_path: Path, fake_preview):
-    result = fake_result()
-    paths = write_case_outputs(result, tmp_path, "c1")
-    segmentation = slicerio.read_segmentation(str(paths["segmentation"]))
-    np.testing.assert_allclose(segmentation["ijkToLPS"], geometry.ijk_to_lps(result.image))
-    by_name = {s["name"]: s for s in segmentation["segments"]}
-    assert set(by_name) == {"Pancreas", "Pancreatic lesion", "High-uncertainty region"}
-    pancreas, lesion = by_name["Pancreas"], by_name["Pancreatic lesion"]
-    assert (pancreas["labelValue"], lesion["labelValue"]) == (1, 2)
-    np.testing.assert_allclose(pancreas["color"], np.array([249, 180, 111]) / 255, atol=1e-5)
-    assert pancreas["terminology"]["type"] == ["SCT", "15776009", "Pancreas"]
-    assert lesion["terminology"]["category"] == ["SCT", "49755003",
-                                                 "Morphologically Altered Structure"]
-    # Each segment's voxels equal the result's masks, the review region included (it overlaps
-    # the pancreas, so it lives in its own layer).
-    for segment, expected in [(pancreas, result.labels == 1), (lesion, result.labels == 2),
-                              (by_name["High-uncertainty region"], result.regions > 0)]:
-        mask = slicerio.segment_mask(segmentation, segment)  # (i, j, k) order
-        np.testing.assert_array_equal(mask.transpose(), expected, err_msg=segment["name"])
-
-
-def test_seg_nrrd_review_region_apart_from_the_labels_shares_their_layer(tmp_path: Path,
-                                                                         fake_preview):
-    result = fake_result()
-    result.regions[...] = 0
-    result.regions[0, 0, :2] = 1  # a corner far from every label
-    labels_before = result.labels.copy()
-    segmentation = slicerio.read_segmentation(
-        str(write_case_outputs(result, tmp_path, "c1")["segmentation"]))
-    np.testing.assert_array_equal(result.labels, labels_before)  # the result is not modified
-    review = {s["name"]: s for s in segmentation["segments"]}["High-uncertainty region"]
-    assert (review["layer"], review["labelValue"]) == (0, 3)
-    assert review["extent"] == [0, 1, 0, 0, 0, 0]
-    np.testing.assert_array_equal(slicerio.segment_mask(segmentation, review).transpose(),
-                                  result.regions > 0)
 
 
 def test_failure_leaves_nothing_of_the_case(tmp_path: Path, monkeypatch):
