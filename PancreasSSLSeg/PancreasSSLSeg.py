@@ -340,7 +340,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
             raise ValueError("process: an input volume is required")
         if self.isRunning():
             raise RuntimeError("process: a segmentation is already running; cancel it first")
-        from PancreasSSLSegModuleLib.corrections_export import safe_case_name
+        from PancreasSSLSegLib.case_names import safe_case_name
         case = safe_case_name(inputVolume.GetName())
         workDir, inputPath = self._writeEngineInput(inputVolume, case)
         outDir = Path(outputDir) if outputDir else workDir / "out"
@@ -483,7 +483,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):  # noqa: F405
         this method when the engine did not (a single case). Returns ``{case: report}`` for every
         case with complete outputs; raises ``EngineFailed`` when there is none (e.g. a bad bundle).
         """
-        from PancreasSSLSegLib.image_io import case_name
+        from PancreasSSLSegLib.case_names import case_name
         from PancreasSSLSegLib.outputs import case_is_complete, output_paths
         arguments = self.engineArguments(paths, outputDir, model, device, fast, uncertainty,
                                          uncertaintyThreshold)

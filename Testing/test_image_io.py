@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from PancreasSSLSegLib.errors import InputError
 from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
-from PancreasSSLSegLib.image_io import as_image, case_name, read_image
+from PancreasSSLSegLib.image_io import as_image, read_image
 
 
 @pytest.fixture(scope="module")
@@ -209,12 +209,3 @@ def test_mr_like_intensities_warn(example_ct: Path):
     warnings = check_ct_intensities(mr_like)
     assert len(warnings) == 1 and "no air" in warnings[0]
     assert check_ct_intensities(ct) == []
-
-
-@pytest.mark.parametrize("name, expected", [
-    ("a/b/case_001.nii.gz", "case_001"), ("x.NII.GZ", "x"), ("scan.nii", "scan"),
-    ("vol.nrrd", "vol"), ("v.mha", "v"), ("v.mhd", "v"), ("data/dicom-folder/", "dicom-folder"),
-    ("series.1.2.3", "series.1.2.3"),
-])
-def test_case_name(name: str, expected: str):
-    assert case_name(name) == expected

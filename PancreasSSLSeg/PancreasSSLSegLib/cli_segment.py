@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import batch_summary
+from .case_names import case_name
 from .cli_exit import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, INTERRUPTED
 from .cli_models import load_model
 from .dicom_folder import dicom_series_ids
 from .errors import BundleError, DeviceError, PancreasSSLSegError
-from .image_io import case_name, is_image_file
+from .image_io import is_image_file
 from .outputs import DICOM_SEG_KEY, case_is_complete, write_case_outputs
 from .progress import default_progress_kind, make_progress
 

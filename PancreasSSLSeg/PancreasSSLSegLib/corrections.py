@@ -11,8 +11,8 @@ Layout, one folder per case::
                                      "date": ISO-8601, "source": "corrections"}
 
 Checks before anything is written (``InputError`` naming ``<root>/<case>`` and the problem): a
-folder-safe case name, a 3-D scalar image, labels on the image's exact grid (size, spacing,
-origin, direction) holding only whole values 0, 1, 2.
+folder-safe case name (``case_names.check_case_name``), a 3-D scalar image, labels on the image's
+exact grid (size, spacing, origin, direction) holding only whole values 0, 1, 2.
 
 Atomic: the three files are written into ``<root>/.<case>.partial-<pid>-<token>`` and that folder
 is renamed into place; a case being replaced is first renamed to ``.<case>.replaced-<pid>-<token>``
@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .case_names import check_case_name
 from .errors import InputError
 from .labels import LABEL_VALUES, LABEL_VALUES_TEXT
 
@@ -43,18 +44,9 @@ SOURCE = "corrections"
 IMAGE_FILE, LABELS_FILE, RECORD_FILE = "image.nii.gz", "labels.nii.gz", "correction.json"
 CASE_FILES = (IMAGE_FILE, LABELS_FILE, RECORD_FILE)
 RECORD_KEYS = ("case", "model", "edited_segments", "date", "source")
-# Case names become folder names: no separators, no leading dot.
-_SAFE_CASE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 _TEMPORARY = re.compile(r"^\.(?P<case>.+)\.(?P<kind>partial|replaced)-(?P<pid>\d+)-[0-9a-f]+$")
 # Same tolerances as a DICOM/NIfTI round trip of the same grid.
 SPACING_TOLERANCE_MM, ORIGIN_TOLERANCE_MM, DIRECTION_TOLERANCE = 1e-4, 1e-3, 1e-5
-
-
-def check_case_name(case: str) -> str:
-    if not isinstance(case, str) or not _SAFE_CASE.match(case):
-        raise InputError(f"correction case name {case!r}: expected letters, digits, '_', '-', "
-                         "'.' and no leading '.' (it becomes a folder name)")
-    return case
 
 
 def same_grid(a: sitk.Image, b: sitk.Image) -> bool:

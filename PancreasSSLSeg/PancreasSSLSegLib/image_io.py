@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .case_names import IMAGE_SUFFIXES
 from .ct_plausibility import check_spacing, field_of_view_notes
 from .dicom_folder import read_dicom_folder
 from .errors import InputError
@@ -28,24 +29,12 @@ from .memory import GridCheck, check_read_memory
 from .non_finite import nifti_non_finite, replace_non_finite, restore_non_finite
 from .sitk_reading import bytes_per_voxel, itk_reason, itk_warnings_off
 
-# Longest suffix first, so "x.nii.gz" loses ".nii.gz" and not only ".gz".
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 # Direction cosines written with 6 decimals are orthonormal to about 1e-6; a sheared grid is not.
 DIRECTION_TOLERANCE = 1e-3
 
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES)
-
-
-def case_name(path: str | Path) -> str:
-    """Case identifier for output names: file name without its image suffix; folder → its name."""
-    path = Path(path)
-    lower = path.name.lower()
-    for suffix in IMAGE_SUFFIXES:
-        if lower.endswith(suffix) and len(lower) > len(suffix):
-            return path.name[: -len(suffix)]
-    return path.name
 
 
 def read_image(path: str | Path, notes: list[str] | None = None,

@@ -8,21 +8,16 @@ install writes.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 import slicer
+from PancreasSSLSegLib.case_names import safe_case_name
 from PancreasSSLSegLib.corrections import write_correction_case
 
 from .review import LESION, PANCREAS
 from .volume_io import sitk_from_array, volume_to_sitk
-
-
-def safe_case_name(name: str) -> str:
-    """A node name as a folder name: anything but letters, digits, '_', '-', '.' becomes '_'."""
-    return re.sub(r"[^A-Za-z0-9_.\-]", "_", name).lstrip(".") or "case"
 
 
 def corrected_labels(segmentation_node, reference_volume, segment_ids: dict[int, str]) -> np.ndarray:

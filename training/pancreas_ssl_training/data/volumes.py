@@ -24,6 +24,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from PancreasSSLSegLib.case_names import IMAGE_SUFFIXES, case_name
 from PancreasSSLSegLib.corrections import IMAGE_FILE, LABELS_FILE, read_correction_record
 from PancreasSSLSegLib.corrections import SOURCE as CORRECTIONS_SOURCE
 from PancreasSSLSegLib.errors import InputError
@@ -32,7 +33,6 @@ from PancreasSSLSegLib.labels import LESION, PANCREAS
 from .slices import SliceSample, axial_slices_from_volume
 
 PROJECT_LABELS = {PANCREAS: PANCREAS, LESION: LESION}  # files already in the project's values
-IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 _NIH_PATIENT = re.compile(r"PANCREAS_(\d{4})$")
 _NIH_LABEL = re.compile(r"label(\d{4})\.nii(\.gz)?$")
 # Decathlon label names that mean pancreas (1) or lesion (2).
@@ -57,15 +57,6 @@ class VolumeCase:
     @property
     def patient_id(self) -> str:
         return self.patient or self.case
-
-
-def case_name(path: Path) -> str:
-    """File name without its image suffix (``case_001.nii.gz`` → ``case_001``)."""
-    name = path.name
-    for suffix in IMAGE_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _require(path: Path, what: str) -> Path:
