@@ -26,7 +26,7 @@ from bad_inputs import INPUTS, metaimage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib import cascade, cli, cli_exit, memory, pipeline
+from PancreasSSLSegLib import cascade, cli, cli_exit, memory
 from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
 from PancreasSSLSegLib.image_io import as_image
 from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
@@ -79,7 +79,7 @@ EXPECTED = {
     "complex": Refused(InputError, "2 components per voxel"),
     "metaimage_negative_ndims": Refused(InputError, "NDims = -5; expected 1 to 5"),
     "nifti_infinite_sform": Refused(InputError, "infinite or impossibly large"),
-    # DICOM level: refused rather than interpolated (see image_io's docstring)
+    # DICOM level: refused rather than interpolated (see dicom_folder's docstring)
     "dicom_mixed_series": Runs(r"holds 2 DICOM series; read the largest CT series .*\(10 slices\)"),
     "dicom_ct_and_larger_mr": Runs(r"holds 2 DICOM series; read the largest CT series .*\.301 "),
     "dicom_missing_slice": Refused(InputError, r"not uniformly spaced \(gaps 4.00..8.00 mm\)"),

@@ -65,7 +65,8 @@ def test_decathlon_layout_maps_labels_by_name(small_case, tmp_path):
     np.testing.assert_array_equal(np.stack([s.label for s in slices]), expected)
     assert sum(int((s.label == 2).sum()) for s in slices) == 1
 
-    (root / "dataset.json").write_text(json.dumps({"labels": {"1": "liver"}, "training": []}), encoding="utf-8")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"1": "liver"}, "training": []}),
+                                       encoding="utf-8")
     with pytest.raises(InputError, match="pancreas"):
         read_decathlon(root)
 
@@ -75,7 +76,8 @@ def test_nnunet_v2_conversion_of_task07_is_read_too(small_case, tmp_path):
     _write(image, tmp_path / "imagesTr" / "pancreas_004_0000.nii.gz")
     _write(project, tmp_path / "labelsTr" / "pancreas_004.nii.gz")
     (tmp_path / "dataset.json").write_text(json.dumps({
-        "labels": {"background": 0, "pancreas": 1, "tumour": 2}, "file_ending": ".nii.gz"}), encoding="utf-8")
+        "labels": {"background": 0, "pancreas": 1, "tumour": 2}, "file_ending": ".nii.gz"}),
+        encoding="utf-8")
     cases = read_decathlon(tmp_path)
     assert [(c.case, c.label_path.name) for c in cases] == [("pancreas_004", "pancreas_004.nii.gz")]
     assert cases[0].label_map == {1: 1, 2: 2}

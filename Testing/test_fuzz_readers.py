@@ -5,7 +5,7 @@ the engine's own ``PancreasSSLSegError``; never another exception, never a hang.
 Seeds are a small crop of the real 3 mm CT, written by SimpleITK in each format. Iterations are
 fixed and derandomized (``EXAMPLES`` per test, no example database) so CI is bounded and
 repeatable. With random seeds, a NIfTI whose sform rows (``srow``, byte 280) hold -inf and
-~1e16 values makes ``SimpleITK.ReadImage`` itself hang (> 20 s; reported for image_io, which must
+~1e16 values makes ``SimpleITK.ReadImage`` itself hang (> 20 s; the engine's ``header_guards``
 check the header first; a hang in C code cannot be interrupted from a test).
 """
 
@@ -155,7 +155,7 @@ def test_mutated_nifti_header_fields(seeds, work_dir, suffix, field, data):
 
 
 # SimpleITK 2.x (MetaIO) segfaults on a MetaImage "NDims" outside 1..5 (e.g. -5 or 4294967297);
-# image_io refuses those before ITK reads, so every key is mutated.
+# header_guards refuses those before ITK reads, so every key is mutated.
 UNMUTATED_KEYS: set[str] = set()
 
 
