@@ -73,7 +73,7 @@ def nifti_non_finite(path: Path) -> np.ndarray | None:
     """Where a float NIfTI's voxels are NaN/+inf/-inf (int8 codes in file order; ``None`` when
     every voxel is finite or the data are not float), read from the bytes because ITK's NIfTI
     reader replaces them with 0 without a word. A ``.nii.gz`` is decompressed to its end, which
-    also refuses a truncated or corrupt one (as :func:`check_gzip_complete`)."""
+    also refuses a truncated or corrupt one (as ``header_guards.check_gzip_complete``)."""
     compressed = path.name.lower().endswith(".gz")
     opener = gzip.open if compressed else open
     try:
