@@ -150,7 +150,7 @@ def test_methods_terms_are_weighted_as_the_config_says():
 
 
 def test_resume_is_exact_with_the_real_slice_dataset_and_augmentation(tmp_path, shared_data):
-    from pancreas_ssl_training.trainer import default_dataset_factory
+    from pancreas_ssl_training.data.stage_data import default_dataset_factory
 
     config = resolve_config({
         "network": {"channels": [8, 16], "strides": [2], "dropout": 0.1},
@@ -195,7 +195,7 @@ def test_init_weights_and_init_encoder_load_an_earlier_run(tmp_path):
 
 
 def test_3d_stages_train_on_volume_patches_of_the_configured_sources(tmp_path, shared_data):
-    from pancreas_ssl_training.trainer import default_dataset_factory
+    from pancreas_ssl_training.data.stage_data import default_dataset_factory
 
     ct = shared_data / "ct-abdomen-3mm"
     config = resolve_config({
@@ -237,7 +237,7 @@ def test_snapshots_hold_each_stages_weights_at_their_iteration(tmp_path):
 
 
 def test_foreground_slices_only_keeps_the_slices_that_show_pancreas(shared_data):
-    from pancreas_ssl_training.trainer import default_dataset_factory
+    from pancreas_ssl_training.data.stage_data import default_dataset_factory
 
     label_path = shared_data / "ct-abdomen-3mm" / "example_seg_fast_force_split.nii.gz"
     volume = {"image": str(shared_data / "ct-abdomen-3mm" / "example_ct.nii.gz"),

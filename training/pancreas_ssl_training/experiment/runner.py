@@ -135,7 +135,8 @@ def _fit(run: Run) -> float | None:
     """Train ``run`` unless its checkpoint is complete (then ``None``); seconds spent building
     the datasets (the timing mode subtracts them)."""
     from ..checkpoint import load_checkpoint
-    from ..trainer import default_dataset_factory, fit
+    from ..data.stage_data import default_dataset_factory
+    from ..trainer import fit
 
     checkpoint = run.run_dir / "checkpoint"
     if checkpoint.is_dir():
