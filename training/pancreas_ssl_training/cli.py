@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _experiment(args: argparse.Namespace) -> int:
-    from .experiment.runner import DEFAULT_DATA_ROOT, run_experiment, run_timing
+    from .experiment.runner import DEFAULT_DATA_ROOT, run_experiment
+    from .experiment.timing import run_timing
 
     data_root = args.data_root or DEFAULT_DATA_ROOT
     if args.timing is not None:
