@@ -251,7 +251,7 @@ def _git_commit() -> str:
 
 
 def prepare_targets(experiment: dict[str, Any], runs_dir: Path, data_root: Path,
-                     slices_per_patient: int | None) -> tuple[list[Target], Path, list[dict]]:
+                    slices_per_patient: int | None) -> tuple[list[Target], Path, list[dict]]:
     recipe = load_config(experiment["recipe"])
     targets = experiment_targets(experiment, recipe, data_root)
     folder = runs_dir / "targets"

@@ -30,7 +30,7 @@ def run_timing(config_path: Path, runs_dir: Path, results_dir: Path, iterations:
     data_root, runs_dir = data_root.resolve(), runs_dir.resolve()
     recipe = load_config(experiment["recipe"])
     targets, folder, target_timings = prepare_targets(experiment, runs_dir / "timing", data_root,
-                                                       slices_per_patient=1)
+                                                      slices_per_patient=1)
     seed = experiment["seeds"][0]
     runs = []
     for stage in recipe["stages"]:  # each stage alone: its own seconds per iteration
