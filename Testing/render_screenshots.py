@@ -27,6 +27,7 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 
 import PancreasSSLSeg as module  # noqa: E402
+from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     scene = SlicerTestScene()
     volume = scene.load_volume(args.ct, "example_ct")
-    outcome = module.PancreasSSLSegLogic().process(volume, device="cpu")
+    outcome = module.PancreasSSLSegLogic().process(volume, parameters=Parameters(device="cpu"))
     if outcome.status != "ok":
         raise SystemExit(f"the engine failed: {outcome}")
     node = outcome.segmentationNode

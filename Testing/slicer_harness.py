@@ -6,13 +6,15 @@
 - ``SlicerTestScene``: a real MRML scene wired with the colour, volumes and segmentations logics,
   as the application does (see ../shared/SLICER_CORE.md), plus three slice views.
 - ``render_slice_png``: a slice view rendered by Slicer's own ``vtkMRMLSliceLogic``.
-- Run as a script (``python slicer_harness.py segment INPUT -o OUT ...``) it is a fake engine CLI
-  with the real one's outputs and progress lines; ``FAKE_ENGINE_MODE`` = ok | slow | crash |
-  bad_bundle | reference (``FAKE_ENGINE_REFERENCE``/``_VALUE``: a label map shown as the result,
-  for pictures) picks its behaviour, ``FAKE_ENGINE_LABELS`` (JSON ``{labels, uncertain_region}``)
-  gives the label table, ``FAKE_ENGINE_QUALITY`` (JSON: one verdict or ``{case: verdict}``) the
-  report's ``quality`` (none when unset),
-  ``FAKE_ENGINE_RANKS=reverse`` ranks the regions last id first.
+- Run as a script (``python slicer_harness.py segment INPUT -o OUT ...``) it is a fake engine:
+  the real CLI (``PancreasSSLSegLib.cli``) with the pipeline and the network loading replaced, so
+  the arguments, progress lines, exit codes, the six files (``outputs.write_case_outputs``) and
+  the report (``report.build_report``, regions by ``uncertainty.rank_uncertain_regions``) are the
+  engine's own; only the arrays are made up (``fake_arrays``). ``FAKE_ENGINE_MODE`` = ok | slow
+  (a worker child, then sleeps) | crash | reference (``FAKE_ENGINE_REFERENCE``/``_VALUE``: a label
+  map shown as the result, for pictures) picks its behaviour; ``FAKE_ENGINE_QUALITY`` (JSON: one
+  verdict, ``{case: verdict}``, or ``null`` for none) the report's ``quality``; a bundle the
+  catalogue cannot read (``--model``) fails as the real engine does.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ def install_module_stubs() -> None:
         for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget,
                     ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest):
             setattr(slm, cls.__name__, cls)
-        slm.__all__ = [cls.__name__ for cls in (ScriptedLoadableModule, ScriptedLoadableModuleWidget,
-                                                ScriptedLoadableModuleLogic, ScriptedLoadableModuleTest)]
+        slm.__all__ = [cls.__name__ for cls in (
+            ScriptedLoadableModule, ScriptedLoadableModuleWidget, ScriptedLoadableModuleLogic,
+            ScriptedLoadableModuleTest)]
         sys.modules[slm.__name__] = slm
         slicer.ScriptedLoadableModule = slm
     if "slicer.i18n" not in sys.modules:
@@ -134,14 +137,16 @@ class SlicerTestScene:
         self.app_logic.SetMRMLScene(None)
 
 
-@pytest.fixture
-def scene() -> SlicerTestScene:
-    """A fresh application-like scene (import this fixture into a test module to use it)."""
+# Fixtures "scene" and "ct": import ``scene_fixture``/``ct_fixture`` into a test module to use them
+# (the functions' own names differ, so a test's parameter does not shadow the import).
+@pytest.fixture(name="scene")
+def scene_fixture() -> SlicerTestScene:
+    """A fresh application-like scene."""
     return SlicerTestScene()
 
 
-@pytest.fixture
-def ct(scene, example_ct):
+@pytest.fixture(name="ct")
+def ct_fixture(scene, example_ct):
     """The example CT loaded into ``scene`` as a volume node."""
     return scene.load_volume(example_ct)
 
@@ -242,11 +247,44 @@ def render_segments_3d_png(segmentation_node, path: Path, size=(600, 500),
 
 
 # ---------------------------------------------------------------------------------------------
-# Fake engine CLI: the real CLI's arguments, outputs and progress protocol, with made-up content.
+# Fake engine: the real CLI (arguments, case handling, progress lines, exit codes, batch summary)
+# and the real report builder, region ranking and output writer, around made-up arrays instead of
+# the networks (no torch: each run starts in well under a second).
+
+# The fake's verdict when the test gives none (FAKE_ENGINE_QUALITY): the format of quality.verdict.
+DEFAULT_VERDICT = {"score": 0.9, "status": "ok", "reasons": [], "signals": {}}
+
+
+SLOW_WORKER_MESSAGE = "worker {} of engine {}"  # the slow fake engine's progress message
+
+
+def slow_engine_pids(record) -> tuple[int, int] | None:
+    """(worker, engine) process ids from the slow fake engine's progress ``record``."""
+    import re
+
+    found = re.fullmatch(SLOW_WORKER_MESSAGE.replace("{}", r"(\d+)"), record.message)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+class FakeResult:
+    """What ``write_case_outputs`` reads of the pipeline's ``SegmentationResult`` (which imports
+    torch): the three arrays, the report and the input image."""
+
+    def __init__(self, labels, uncertainty, regions, report, image):
+        self.labels, self.uncertainty, self.regions = labels, uncertainty, regions
+        self.report, self.image = report, image
+
+    def to_sitk(self, array):
+        import SimpleITK as sitk
+
+        out = sitk.GetImageFromArray(array)
+        out.CopyInformation(self.image)
+        return out
+
 
 def _reference_outputs(image, reference_path: str, value: int):
     """Illustration for screenshots: pancreas = a reference label map's ``value`` (no model),
-    uncertainty = a band along its outline, regions = the band's connected components."""
+    uncertainty = a band along its outline."""
     import numpy as np
     import SimpleITK as sitk
     from scipy import ndimage
@@ -257,13 +295,12 @@ def _reference_outputs(image, reference_path: str, value: int):
                                 ndimage.distance_transform_edt(~pancreas))
     uncertainty = (0.9 * np.exp(-0.5 * (outline_distance / 2.0) ** 2)).astype(np.float32)
     uncertainty[outline_distance > 4] = 0.0
-    regions, _ = ndimage.label(uncertainty > 0.55)
-    return pancreas.astype(np.uint8), uncertainty, regions.astype(np.int32)
+    return pancreas.astype(np.uint8), uncertainty
 
 
-def _fake_outputs(image):
-    """Pancreas = a box, lesion = a box inside it, two uncertain regions (one on the pancreas edge,
-    one in background), uncertainty high inside the regions."""
+def fake_arrays(image):
+    """Pancreas = a box, lesion = a box inside it; uncertainty 0.8 in two boxes (one across the
+    pancreas edge, one in the background), 0.1 elsewhere in the pancreas. (k, j, i) arrays."""
     import numpy as np
 
     shape = image.GetSize()[::-1]
@@ -271,100 +308,94 @@ def _fake_outputs(image):
     k, j, i = (s // 2 for s in shape)
     labels[k - 4:k + 4, j - 6:j + 6, i - 10:i + 10] = 1
     labels[k - 2:k + 2, j - 2:j + 2, i - 2:i + 2] = 2
-    regions = np.zeros(shape, np.int32)
-    regions[k - 4:k + 4, j + 4:j + 9, i - 3:i + 3] = 1    # overlaps the pancreas edge
-    regions[k + 8:k + 11, j - 2:j + 2, i + 14:i + 17] = 2  # outside
-    uncertainty = np.where(regions > 0, 0.8, 0.0).astype(np.float32)
-    uncertainty[labels > 0] = np.maximum(uncertainty[labels > 0], 0.1)
-    return labels, uncertainty, regions
+    uncertainty = np.where(labels > 0, 0.1, 0.0).astype(np.float32)
+    uncertainty[k - 4:k + 4, j + 4:j + 9, i - 3:i + 3] = 0.8    # across the pancreas edge
+    uncertainty[k + 8:k + 11, j - 2:j + 2, i + 14:i + 17] = 0.8  # outside
+    return labels, uncertainty
 
 
-def fake_engine_main(argv: list[str]) -> int:
-    import argparse
+def _fake_segment(path, *, model, device, uncertainty, progress, fast, uncertainty_threshold):
+    """``pipeline.segment``'s signature and progress stages, made-up arrays (FAKE_ENGINE_MODE)."""
     import json
     import os
     import subprocess
     import time
 
     import numpy as np
-    import SimpleITK as sitk
 
-    parser = argparse.ArgumentParser(prog="fake-engine")
-    parser.add_argument("command", choices=["segment"])
-    parser.add_argument("inputs", nargs="+")
-    parser.add_argument("-o", "--output", required=True)
-    parser.add_argument("--model")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--fast", action="store_true")
-    parser.add_argument("--no-uncertainty", action="store_true")
-    parser.add_argument("--uncertainty-threshold", type=float)
-    parser.add_argument("--progress")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
+    from PancreasSSLSegLib import __version__, progress as stages
+    from PancreasSSLSegLib.case_names import case_name
+    from PancreasSSLSegLib.geometry import voxel_volume_ml
+    from PancreasSSLSegLib.image_io import as_image
+    from PancreasSSLSegLib.report import build_report
+    from PancreasSSLSegLib.uncertainty import REGIONS_SCORE, rank_uncertain_regions
+
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
-    # The label table comes from the test (bundle_metadata), passed in to keep torch out of here.
-    table = json.loads(os.environ["FAKE_ENGINE_LABELS"])
-
-    def emit(**record):
-        print(json.dumps(record), flush=True)
-
-    emit(stage="load", fraction=0.0, message="Loading model")
-    if mode == "bad_bundle":
-        print(f"error: {args.model}: not a model bundle", file=sys.stderr, flush=True)
-        emit(stage="done", fraction=1.0, status="error",
-             message=f"{args.model}: expected metadata.json in the bundle folder")
-        return 2
+    progress(stages.READING, 0.0, "reading the input")
     if mode == "crash":
         raise RuntimeError("simulated engine crash")
+    image = as_image(path)
+    progress(stages.COARSE, 0.05, "coarse stage: locating the pancreas")
     if mode == "slow":  # a child process too, to check that cancel kills the whole tree
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        emit(stage="coarse", fraction=0.1, message=f"worker {child.pid}", worker_pid=child.pid,
-             engine_pid=os.getpid())
+        progress(stages.FINE, 0.35, SLOW_WORKER_MESSAGE.format(child.pid, os.getpid()))
         time.sleep(600)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    reports = []
-    for number, path in enumerate(args.inputs):
-        case = Path(path).name.split(".")[0]
-        image = sitk.ReadImage(path)
-        if mode == "reference":
-            labels, uncertainty, regions = _reference_outputs(
-                image, os.environ["FAKE_ENGINE_REFERENCE"], int(os.environ["FAKE_ENGINE_REFERENCE_VALUE"]))
-        else:
-            labels, uncertainty, regions = _fake_outputs(image)
-        for array, suffix in ((labels, "_labels.nii.gz"), (uncertainty, "_uncertainty.nii.gz"),
-                              (regions, "_regions.nii.gz"), (labels, ".seg.nrrd")):
-            result = sitk.GetImageFromArray(array)
-            result.CopyInformation(image)
-            sitk.WriteImage(result, str(out / f"{case}{suffix}"))
-        (out / f"{case}_preview.png").write_bytes(b"")  # the real engine's six outputs
-        voxel_ml = float(np.prod(image.GetSpacing())) / 1000.0
-        rows = []
-        for region_id in range(1, int(regions.max()) + 1):
-            kji = np.argwhere(regions == region_id).mean(axis=0)
-            lps = image.TransformContinuousIndexToPhysicalPoint(kji[::-1].tolist())
-            rank = (int(regions.max()) + 1 - region_id
-                    if os.environ.get("FAKE_ENGINE_RANKS") == "reverse" else region_id)
-            rows.append({"id": region_id, "rank": rank,
-                         "volume_ml": float((regions == region_id).sum()) * voxel_ml,
-                         "mean_uncertainty": 0.8, "max_uncertainty": 0.8, "score": 1.0 / region_id,
-                         "centroid_ras_mm": [-lps[0], -lps[1], lps[2]],
-                         "dominant_label": int(np.bincount(labels[regions == region_id]).argmax())})
-        report = {"case": case, "model": {"name": f"fake-engine-{mode}", "version": "0"},
-                  "segments": table["labels"],
-                  "uncertain_region": table["uncertain_region"],
-                  "pancreas": {"found": True, "volume_ml": float((labels == 1).sum()) * voxel_ml},
-                  "lesions": {"count": 1, "total_volume_ml": float((labels == 2).sum()) * voxel_ml,
-                              "largest_diameter_mm": 0.0},
-                  "regions": rows, "warnings": [], "timings_s": {"total": 0.0},
-                  "options": {"fast": args.fast, "device": args.device, "model": args.model}}
-        if os.environ.get("FAKE_ENGINE_QUALITY"):  # one verdict, or {case: verdict}
-            quality = json.loads(os.environ["FAKE_ENGINE_QUALITY"])
-            report["quality"] = quality if "status" in quality else quality[case]
-        (out / f"{case}_report.json").write_text(json.dumps(report), encoding="utf-8")
-        emit(stage="case", fraction=(number + 1) / len(args.inputs), message=f"{case} done")
-    emit(stage="done", fraction=1.0, status="ok", message="finished")
-    return 0
+    if mode == "reference":
+        labels, uncertainty_map = _reference_outputs(
+            image, os.environ["FAKE_ENGINE_REFERENCE"],
+            int(os.environ["FAKE_ENGINE_REFERENCE_VALUE"]))
+    else:
+        labels, uncertainty_map = fake_arrays(image)
+    for stage, fraction in ((stages.FINE, 0.35), (stages.POSTPROCESS, 0.75),
+                            (stages.MAPPING, 0.85)):
+        progress(stage, fraction, stage)
+    inference = model["inference"]
+    threshold = float(inference["uncertainty_threshold"] if uncertainty_threshold is None
+                      else uncertainty_threshold)
+    regions_map, regions = (rank_uncertain_regions(
+        uncertainty_map, labels, threshold, voxel_volume_ml(image),
+        float(inference.get("region_min_volume_ml", 0.0))) if uncertainty
+        else (np.zeros(labels.shape, np.int32), []))
+    quality = json.loads(os.environ.get("FAKE_ENGINE_QUALITY") or json.dumps(DEFAULT_VERDICT))
+    if quality is not None and "status" not in quality:  # {case: verdict}
+        quality = quality[case_name(path)]
+    progress(stages.REPORT, 0.95, "writing the report")
+    report = build_report(image=image, labels=labels,
+                          uncertainty=uncertainty_map if uncertainty else None, regions=regions,
+                          metadata=model, engine_version=__version__, device="cpu",
+                          mode="fast" if fast else "accurate", threshold=threshold,
+                          uncertainty_definition=f"made up by the fake engine ({mode})",
+                          regions_score=REGIONS_SCORE, quality=quality, warnings=[],
+                          timings_s={}, peak_memory_mb=0.0)
+    progress(stages.CASE_DONE, 1.0, "finished")
+    return FakeResult(labels, uncertainty_map if uncertainty else np.zeros_like(uncertainty_map),
+                      regions_map, report, image)
+
+
+def _fake_load_model(model):
+    """The bundle's metadata (the catalogue's torch-free reader), in place of loading networks;
+    a bundle the catalogue cannot read is the real CLI's ``BundleError`` (exit 2)."""
+    import json
+
+    from PancreasSSLSegLib.catalogue import list_models, read_entry, resolve_model
+    from PancreasSSLSegLib.errors import BundleError
+
+    folder = resolve_model(model) or next(e.path for e in list_models() if e.source == "shipped")
+    entry = read_entry(Path(folder), "given")
+    if entry.problem is not None:
+        raise BundleError(entry.problem)
+    return json.loads((Path(folder) / "metadata.json").read_text(encoding="utf-8"))
+
+
+def fake_engine_main(argv: list[str]) -> int:
+    """The real CLI with the pipeline and the network loading replaced (see above)."""
+    from PancreasSSLSegLib import cli, cli_segment
+
+    for name in ("_segment", "load_model"):  # the seams this fake replaces must exist
+        assert hasattr(cli_segment, name), f"cli_segment.{name} is gone: update the fake engine"
+    cli_segment._segment = _fake_segment
+    cli_segment.load_model = _fake_load_model
+    return cli.main(argv)
 
 
 if __name__ == "__main__":

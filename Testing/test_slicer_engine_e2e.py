@@ -1,7 +1,8 @@
 """End to end: the module's Logic runs the real engine CLI (``pancreas-ssl-seg``) in a background
 process on (a block of) the real example CT with the tiny random-weight bundle, on a real MRML
-scene. (Batch, one report per case, is tested with the fake engine in test_slicer_logic.py; here
-once more with the real engine for its batch summary.)"""
+scene; the panel's summary of the unedited result is the engine's report. (Batch, one report per
+case, is tested with the fake engine in test_slicer_logic.py; here once more with the real engine
+for its batch summary.)"""
 
 from __future__ import annotations
 
@@ -17,41 +18,59 @@ install_module_stubs()
 import slicer  # noqa: E402
 
 import PancreasSSLSeg as module  # noqa: E402
-from PancreasSSLSegModuleLib import review  # noqa: E402
-from PancreasSSLSegModuleLib.engine_process import EngineFailed  # noqa: E402
+from PancreasSSLSegLib import progress as protocol  # noqa: E402
+from PancreasSSLSegModuleLib.engine_process import EngineFailed, RunStatus  # noqa: E402
+from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
+from PancreasSSLSegModuleLib.review import ReviewAction  # noqa: E402
 
 THRESHOLD = 0.3  # low, so that the random model surely yields review regions
 
 
 @pytest.fixture(scope="module")
 def run(example_ct, random_bundle, tmp_path_factory):
-    """One real run into the scene, the engine's files kept. The input is a 40×40×20-voxel block
-    of the real CT around the pancreas: the whole volume takes minutes with a random model here."""
+    """One real run into the scene, the engine's files kept, the progress stages seen. The input
+    is a 40×40×20-voxel block of the real CT around the pancreas: the whole volume takes minutes
+    with a random model here."""
     folder = tmp_path_factory.mktemp("e2e")
     block = folder / "ct_block.nii.gz"
     sitk.WriteImage(sitk.ReadImage(str(example_ct))[37:77, 25:65, 45:65], str(block))
     scene = SlicerTestScene()
     volume = scene.load_volume(block, "ct_block")
     logic = module.PancreasSSLSegLogic()
-    outcome = logic.process(volume, model=random_bundle, device="cpu", fast=True,
-                            uncertaintyThreshold=THRESHOLD, outputDir=folder / "out")
-    return scene, volume, logic, outcome, folder / "out"
+    stages = []
+    parameters = Parameters(model=str(random_bundle), device="cpu", fast=True,
+                            uncertainty_threshold=THRESHOLD)
+    outcome = logic.process(volume, parameters=parameters, outputDir=folder / "out",
+                            onProgress=lambda record: stages.append(record.stage))
+    return scene, volume, logic, outcome, folder / "out", stages
+
+
+def test_the_engine_reports_the_protocols_stages_in_order(run):
+    """The stages the pipeline reports are the protocol's (progress.CASE_STAGES), in its order
+    (fine and postprocess are skipped when no pancreas is found); the fake engine of the other
+    module tests reports the whole list."""
+    stages = run[-1]
+    assert stages[-1] == protocol.RUN_DONE
+    assert stages[:-1] == [stage for stage in protocol.CASE_STAGES if stage in stages]
+    assert stages[0] == protocol.READING and stages[-2] == protocol.CASE_DONE
 
 
 def test_results_match_the_engine_files(run, random_bundle):
-    scene, volume, logic, outcome, out = run
-    assert outcome.status == "ok"
+    scene, volume, logic, outcome, out, _ = run
+    assert outcome.status is RunStatus.OK
     metadata = json.loads((random_bundle / "metadata.json").read_text(encoding="utf-8"))
     segmentation = outcome.segmentationNode.GetSegmentation()
     specs = [label for label in metadata["labels"] if label["value"] > 0]
-    names = [segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())]
+    names = [segmentation.GetNthSegment(i).GetName()
+             for i in range(segmentation.GetNumberOfSegments())]
     assert names == [spec["name"] for spec in specs] + [metadata["uncertain_region"]["name"]]
     for index, spec in enumerate(specs):
         segment = segmentation.GetNthSegment(index)
         assert np.allclose(segment.GetColor(), np.array(spec["color"]) / 255.0)
         assert f"^{spec['terminology']['type']['code']}^" in segment.GetTerminology()
 
-    assert json.loads((out / "ct_block_report.json").read_text(encoding="utf-8"))["regions"] == outcome.report["regions"]
+    written = json.loads((out / "ct_block_report.json").read_text(encoding="utf-8"))
+    assert written["regions"] == outcome.report["regions"]
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz")))
     uncertainty = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_uncertainty.nii.gz")))
     for index, spec in enumerate(specs):
@@ -66,7 +85,7 @@ def test_results_match_the_engine_files(run, random_bundle):
 
 def test_the_panel_summary_of_an_unedited_result_is_the_engine_report(run):
     """One definition of volumes, lesion count and diameter: the engine's (report.py)."""
-    _, _, logic, outcome, _ = run
+    _, _, logic, outcome, _, _ = run
     summary, report = logic.reviewSummary(), outcome.report
     assert summary["pancreas_volume_ml"] == pytest.approx(report["pancreas"]["volume_ml"])
     assert summary["lesion_count"] == report["lesions"]["count"]
@@ -76,34 +95,35 @@ def test_the_panel_summary_of_an_unedited_result_is_the_engine_report(run):
 
 
 def test_review_on_real_regions_changes_only_that_region(run):
-    scene, volume, logic, outcome, out = run
+    scene, volume, logic, outcome, out, _ = run
     assert outcome.report["regions"], "expected review regions at a low threshold"
     region_id = outcome.report["regions"][0]["id"]
     node = outcome.segmentationNode
     ids = [node.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
     before = {i: slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume).copy() for i in ids}
     region = logic.review.region_mask(region_id)
-    logic.review.apply(region_id, review.MARK_AS_LESION)
+    logic.review.apply(region_id, ReviewAction.MARK_AS_LESION)
     after = {i: slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume) for i in ids}
     for segment_id in ids:
         assert np.array_equal(after[segment_id][~region], before[segment_id][~region])
     assert after[ids[1]][region].all() and not after[ids[0]][region].any()
     logic.review.undo()
-    assert all(np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume), before[i])
-               for i in ids)
+    assert all(np.array_equal(slicer.util.arrayFromSegmentBinaryLabelmap(node, i, volume),
+                              before[i]) for i in ids)
 
 
 def test_export_records_the_engine_model(run, tmp_path):
-    scene, volume, logic, outcome, out = run
+    scene, volume, logic, outcome, out, _ = run
     folder = logic.exportCorrectedCase(tmp_path)
     record = json.loads((folder / "correction.json").read_text(encoding="utf-8"))
     assert record["model"] == {"name": "tiny-random", "version": "0.0.1"}
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
-    assert np.array_equal(labels, sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_block_labels.nii.gz"))))
+    engine = sitk.ReadImage(str(out / "ct_block_labels.nii.gz"))
+    assert np.array_equal(labels, sitk.GetArrayFromImage(engine))
 
 
 def test_banner_and_review_start_follow_the_engine_report(run):
-    scene, volume, logic, outcome, out = run
+    scene, volume, logic, outcome, out, _ = run
     quality = json.loads((out / "ct_block_report.json").read_text(encoding="utf-8"))["quality"]
     banner = logic.qualityBanner()
     assert (banner.status, banner.score, list(banner.reasons)) == (
@@ -122,8 +142,8 @@ def test_segment_files_with_the_real_engine_leaves_its_batch_summary(example_ct,
     logic = module.PancreasSSLSegLogic()
     logs = []
     logic.logCallback = logs.append
-    reports = logic.segmentFiles(paths, tmp_path / "out", model=random_bundle, device="cpu",
-                                 fast=True)
+    reports = logic.segmentFiles(paths, tmp_path / "out", Parameters(
+        model=str(random_bundle), device="cpu", fast=True))
     summary = tmp_path / "out" / "summary.csv"
     assert f"Batch summary: {summary}" in logs
     lines = summary.read_text(encoding="utf-8").splitlines()
@@ -139,7 +159,8 @@ def test_bad_bundle_is_reported_and_the_scene_is_unchanged(example_ct, tmp_path)
     (tmp_path / "metadata.json").write_text("{}", encoding="utf-8")
     nodes = scene.node_ids()
     with pytest.raises(EngineFailed) as failure:
-        logic.process(volume, model=tmp_path, device="cpu", fast=True)
+        logic.process(volume, parameters=Parameters(model=str(tmp_path), device="cpu",
+                                                    fast=True))
     assert failure.value.exit_code == 2
     assert str(tmp_path) in str(failure.value)  # the engine's own message, naming the bundle
     assert "model.safetensors" in str(failure.value)

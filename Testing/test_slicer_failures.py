@@ -7,7 +7,6 @@ untouched and the rest of the scene intact."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
@@ -19,14 +18,16 @@ import psutil
 import pytest
 import SimpleITK as sitk
 
-from slicer_harness import ct, fake_engine_logic, install_module_stubs, scene  # noqa: F401 (fixtures)
+from slicer_harness import ct_fixture, scene_fixture  # noqa: F401 (fixtures "ct", "scene")
+from slicer_harness import fake_engine_logic, install_module_stubs, slow_engine_pids
 
 install_module_stubs()
 import slicer  # noqa: E402
 
 import PancreasSSLSeg as module  # noqa: E402
-from PancreasSSLSegModuleLib import volume_io  # noqa: E402
-from PancreasSSLSegModuleLib.engine_process import EngineFailed  # noqa: E402
+from PancreasSSLSegModuleLib import scene_results, volume_io  # noqa: E402
+from PancreasSSLSegModuleLib.engine_process import EngineFailed, RunStatus  # noqa: E402
+from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
 
 DEADLINE_S = 30  # a run that has not ended by then hangs (the slow fake engine sleeps 600 s)
 FULL_DISK = os.strerror(errno.ENOSPC)
@@ -84,15 +85,16 @@ def test_engine_killed_mid_run_with_a_worker_left_behind(scene, ct, user_edits, 
     nodes_before = scene.node_ids()
     workers = []
 
-    def kill_the_engine(progress):
-        if "engine_pid" in progress.raw:  # as the system's OOM killer would
-            workers.append(progress.raw["worker_pid"])
-            os.kill(progress.raw["engine_pid"], signal.SIGKILL)
+    def kill_the_engine(record):
+        if slow_engine_pids(record):  # as the system's OOM killer would
+            worker, engine = slow_engine_pids(record)
+            workers.append(worker)
+            os.kill(engine, signal.SIGKILL)
 
     logic.process(ct, outputSegmentation=user_edits[0], replace=True, wait=False,
                   onProgress=kill_the_engine)
     outcome = poll_until_done(logic)
-    assert outcome.status == "error"
+    assert outcome.status is RunStatus.ERROR
     assert "killed by signal SIGKILL" in outcome.message and "nothing was loaded" in outcome.message
     assert workers and gone(workers[0])  # the orphaned worker was stopped too
     assert scene.node_ids() == nodes_before and not logic.isRunning()
@@ -138,20 +140,19 @@ def test_full_temporary_folder_before_the_run(scene, ct, user_edits, temp_dir, m
     assert_edits_untouched(user_edits, ct)
 
     disk_full[0] = False  # space freed: the same Logic works again
-    assert logic.process(ct).status == "ok"
+    assert logic.process(ct).status is RunStatus.OK
 
 
 def test_results_that_fail_to_load_put_the_users_segments_back(scene, ct, user_edits, temp_dir,
                                                                 monkeypatch):
-    from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
+    # Loading fails after the segments were read into the user's node.
+    def no_overlay(*args):
+        raise RuntimeError("no memory for the overlay")
 
-    # An engine whose report lacks the lesion's colour: loading fails after the first segment.
-    labels = [dict(label) for label in LABELS]
-    del labels[-1]["color"]
-    table = json.dumps({"labels": labels, "uncertain_region": UNCERTAIN_REGION})
-    logic = fake_engine_logic(monkeypatch, mode="ok", FAKE_ENGINE_LABELS=table)
+    monkeypatch.setattr(scene_results, "add_uncertainty_volume", no_overlay)
+    logic = fake_engine_logic(monkeypatch, mode="ok")
     nodes_before = scene.node_ids()
-    with pytest.raises(EngineFailed, match="Could not load the engine's results"):
+    with pytest.raises(EngineFailed, match="Could not load the engine's results: no memory"):
         logic.process(ct, outputSegmentation=user_edits[0], replace=True)
     assert scene.node_ids() == nodes_before
     assert_edits_untouched(user_edits, ct)
@@ -189,8 +190,8 @@ def test_full_disk_while_the_real_engine_writes(scene, example_ct, random_bundle
     logic.engineCommand = [sys.executable, "-c", FULL_DISK_ENGINE]
     out_dir = tmp_path / "out"
     with pytest.raises(EngineFailed, match="could not write its outputs") as failure:
-        logic.process(volume, outputSegmentation=node, replace=True, model=random_bundle,
-                      device="cpu", fast=True, outputDir=out_dir)
+        logic.process(volume, outputSegmentation=node, replace=True, outputDir=out_dir,
+                      parameters=Parameters(model=str(random_bundle), device="cpu", fast=True))
     assert FULL_DISK in str(failure.value) and failure.value.exit_code == 1
     assert list(out_dir.iterdir()) == []  # not even the engine's temporaries
     assert list(temp_dir.iterdir()) == []
@@ -202,8 +203,8 @@ def test_input_removed_while_the_engine_runs_stops_it(scene, ct, user_edits, tem
                                                       monkeypatch):
     logic = fake_engine_logic(monkeypatch, mode="slow")
     workers = []
-    logic.process(ct, wait=False, onProgress=lambda p: workers.extend(
-        [p.raw["worker_pid"]] if "worker_pid" in p.raw else []))
+    logic.process(ct, wait=False, onProgress=lambda record: workers.extend(
+        [slow_engine_pids(record)[0]] if slow_engine_pids(record) else []))
     deadline = time.monotonic() + DEADLINE_S
     while not workers:  # the engine is busy segmenting
         assert logic.poll() is None and time.monotonic() < deadline
@@ -212,7 +213,7 @@ def test_input_removed_while_the_engine_runs_stops_it(scene, ct, user_edits, tem
     scene.scene.RemoveNode(ct)
 
     outcome = logic.poll()  # the next timer tick
-    assert outcome is not None and outcome.status == "error"
+    assert outcome is not None and outcome.status is RunStatus.ERROR
     assert "'CT' was removed from the scene" in outcome.message
     assert gone(workers[0]) and not logic.isRunning()
     assert scene.node_ids() == expected_nodes
@@ -227,7 +228,7 @@ def test_input_removed_just_before_the_results_load(scene, ct, temp_dir, monkeyp
     expected_nodes = [i for i in scene.node_ids() if i != ct.GetID()]
     scene.scene.RemoveNode(ct)
     outcome = poll_until_done(logic)
-    assert outcome.status == "error" and "was removed from the scene" in outcome.message
+    assert outcome.status is RunStatus.ERROR and "was removed from the scene" in outcome.message
     assert scene.node_ids() == expected_nodes
     assert list(temp_dir.iterdir()) == []
 
@@ -238,7 +239,7 @@ def test_target_segmentation_removed_during_the_run_gets_a_new_node(scene, ct, m
     logic.process(ct, outputSegmentation=first, wait=False)
     scene.scene.RemoveNode(first)
     outcome = poll_until_done(logic)
-    assert outcome.status == "ok"
+    assert outcome.status is RunStatus.OK
     assert outcome.segmentationNode is not first
     assert outcome.segmentationNode.GetScene() is scene.scene
     assert outcome.segmentationNode.GetSegmentation().GetNumberOfSegments() == 3

@@ -14,8 +14,9 @@ import pytest
 import SimpleITK as sitk
 import slicerio
 
-from slicer_harness import (MODULE_DIR, ct, fake_engine_logic,  # noqa: F401 (fixtures)
-                            install_module_stubs, scene)
+from slicer_harness import ct_fixture, scene_fixture  # noqa: F401 (fixtures "ct", "scene")
+from slicer_harness import (MODULE_DIR, fake_engine_logic, install_module_stubs,
+                            slow_engine_pids)
 
 install_module_stubs()
 import slicer  # noqa: E402
@@ -168,12 +169,6 @@ def test_centre_views_on_a_region(scene, ct, logic):
     assert red.GetSliceOffset() == pytest.approx(row["centroid_ras_mm"][2], abs=1e-3)
 
 
-def worker_pid(record):
-    """The slow fake engine's worker process id, from its progress message."""
-    found = re.match(r"worker (\d+) of engine (\d+)", record.message)
-    return (int(found.group(1)), int(found.group(2))) if found else None
-
-
 def test_cancel_kills_the_process_tree_and_leaves_the_scene_unchanged(scene, ct, logic,
                                                                       monkeypatch):
     monkeypatch.setenv("FAKE_ENGINE_MODE", "slow")
@@ -181,8 +176,8 @@ def test_cancel_kills_the_process_tree_and_leaves_the_scene_unchanged(scene, ct,
     workers = []
 
     def on_progress(record):
-        if worker_pid(record):
-            workers.append(worker_pid(record)[0])
+        if slow_engine_pids(record):
+            workers.append(slow_engine_pids(record)[0])
             logic.cancel()
 
     outcome = logic.process(ct, onProgress=on_progress)

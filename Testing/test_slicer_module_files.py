@@ -1,5 +1,6 @@
-"""The module's Slicer-facing files: the .ui has every widget the Widget uses, the extension's
-CMake files name files that exist, the icons are 128×128, and the module class describes itself."""
+"""The module's Slicer-facing files: the .ui has every widget the panel uses, of a class Slicer
+provides and offering the members the panel calls; the extension's CMake files name files that
+exist, the icons are 128×128, and the module class describes itself."""
 
 from __future__ import annotations
 
@@ -17,12 +18,86 @@ import PancreasSSLSeg as module  # noqa: E402
 REPO = MODULE_DIR.parent
 
 
-def test_ui_has_every_widget_the_widget_code_uses():
-    tree = ET.parse(MODULE_DIR / "Resources" / "UI" / "PancreasSSLSeg.ui")
-    names = {w.get("name") for w in tree.iter("widget")}
-    used = set(re.findall(r"self\.ui\.(\w+)", (MODULE_DIR / "PancreasSSLSeg.py").read_text(encoding="utf-8")))
-    assert used, "the Widget should use widgets from the .ui"
+UI_FILE = MODULE_DIR / "Resources" / "UI" / "PancreasSSLSeg.ui"
+WIDGET_CODE = [MODULE_DIR / "PancreasSSLSeg.py",
+               MODULE_DIR / "PancreasSSLSegModuleLib" / "widget.py"]
+# Widget classes a stock Slicer provides to a .ui (Qt, CTK and qMRML designer plugins), written
+# out from their documentation; a class not here needs checking before it is used.
+QT_CLASSES = {"QWidget", "QFrame", "QLabel", "QPushButton", "QToolButton", "QCheckBox",
+              "QRadioButton", "QComboBox", "QLineEdit", "QSpinBox", "QDoubleSpinBox", "QSlider",
+              "QProgressBar", "QPlainTextEdit", "QTextEdit", "QTableWidget", "QListWidget",
+              "QTreeWidget", "QGroupBox", "QTabWidget", "QStackedWidget", "QScrollArea",
+              "QSplitter"}
+QT_LAYOUTS = {"QVBoxLayout", "QHBoxLayout", "QFormLayout", "QGridLayout"}
+SLICER_CUSTOM_CLASSES = {"ctkCollapsibleButton", "ctkPathLineEdit", "ctkSliderWidget",
+                         "ctkRangeWidget", "ctkCheckBox", "ctkComboBox", "ctkDirectoryButton",
+                         "ctkDoubleSpinBox", "ctkMenuButton", "ctkSearchBox",
+                         "ctkColorPickerButton", "qMRMLWidget", "qMRMLNodeComboBox",
+                         "qMRMLCheckableNodeComboBox", "qMRMLSegmentSelectorWidget",
+                         "qMRMLSubjectHierarchyTreeView", "qSlicerWidget"}
+# Members each class offers (Qt 5 / CTK / qMRML documentation: properties, signals, slots and
+# methods), for those the panel calls; QWidget's are every widget's.
+QWIDGET_MEMBERS = {"setEnabled", "enabled", "setVisible", "visible", "styleSheet", "toolTip"}
+MEMBERS = {
+    "QPushButton": {"clicked", "text"},
+    "QCheckBox": {"checked", "toggled", "text"},
+    "QComboBox": {"addItem", "addItems", "clear", "currentIndex", "currentIndexChanged",
+                  "currentText"},
+    "QLabel": {"text"},
+    "QProgressBar": {"value"},
+    "QPlainTextEdit": {"appendPlainText", "plainText"},
+    "QTableWidget": {"clearContents", "setRowCount", "setItem", "selectRow", "selectedItems",
+                     "itemSelectionChanged"},
+    "ctkPathLineEdit": {"currentPath", "currentPathChanged"},
+    "ctkSliderWidget": {"value", "valueChanged", "minimum", "maximum"},
+    "qMRMLNodeComboBox": {"currentNode", "setCurrentNode", "currentNodeChanged",
+                          "setMRMLScene"},
+}
+
+
+def ui_widgets() -> dict[str, str]:
+    """name → class of every widget in the .ui."""
+    return {w.get("name"): w.get("class") for w in ET.parse(UI_FILE).iter("widget")}
+
+
+def used_members() -> set[tuple[str, str]]:
+    """(widget name, member) of every ``self.ui.<name>.<member>`` in the panel's code."""
+    return {pair for path in WIDGET_CODE
+            for pair in re.findall(r"self\.ui\.(\w+)\.(\w+)", path.read_text(encoding="utf-8"))}
+
+
+def test_ui_has_every_widget_the_panel_uses():
+    names = set(ui_widgets())
+    used = {name for name, _ in used_members()}
+    code = "".join(path.read_text(encoding="utf-8") for path in WIDGET_CODE)
+    assert used == set(re.findall(r"self\.ui\.(\w+)", code)), "reach widgets as self.ui.x.y"
+    assert len(used) > 20, "the panel should use the widgets of the .ui"
     assert used <= names, f"missing in the .ui: {sorted(used - names)}"
+
+
+def test_ui_classes_are_ones_slicer_provides_and_custom_ones_are_declared():
+    tree = ET.parse(UI_FILE)
+    classes = set(ui_widgets().values())
+    layouts = {layout.get("class") for layout in tree.iter("layout")}
+    assert classes <= QT_CLASSES | SLICER_CUSTOM_CLASSES, classes - QT_CLASSES
+    assert layouts <= QT_LAYOUTS
+    declared = {c.findtext("class"): c.findtext("header") for c in tree.iter("customwidget")}
+    assert set(declared) == classes & SLICER_CUSTOM_CLASSES
+    assert all(header == f"{name}.h" for name, header in declared.items())
+    assert tree.getroot().find("widget").get("class") == "qMRMLWidget"  # setMRMLScene
+
+
+def test_the_panel_calls_only_members_of_each_widgets_class():
+    widgets = ui_widgets()
+    unknown = sorted((name, widgets[name], member) for name, member in used_members()
+                     if member not in MEMBERS.get(widgets[name], set()) | QWIDGET_MEMBERS)
+    assert not unknown, f"not a member of the widget's class (check its documentation): {unknown}"
+
+
+def test_ui_connections_join_widgets_that_exist():
+    names = set(ui_widgets())
+    for connection in ET.parse(UI_FILE).iter("connection"):
+        assert {connection.findtext("sender"), connection.findtext("receiver")} <= names
 
 
 def test_cmake_files_name_existing_files_and_register_tests():
@@ -32,7 +107,8 @@ def test_cmake_files_name_existing_files_and_register_tests():
                 "DEPENDS"):
         assert f"set(EXTENSION_{key} " in top
     inner = (MODULE_DIR / "CMakeLists.txt").read_text(encoding="utf-8")
-    assert "WITH_GENERIC_TESTS" in inner and "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in inner
+    assert "WITH_GENERIC_TESTS" in inner
+    assert "slicer_add_python_unittest(SCRIPT ${MODULE_NAME}.py)" in inner
     for resource in re.findall(r"(Resources/\S+/)\$\{MODULE_NAME\}(\.\w+)", inner):
         assert (MODULE_DIR / f"{resource[0]}PancreasSSLSeg{resource[1]}").is_file(), resource
     for screenshot in re.findall(r"Resources/Screenshots/(\S+?\.png)", top):
@@ -51,6 +127,11 @@ def test_module_describes_itself():
     module.PancreasSSLSeg(parent)
     assert parent.title and parent.categories == ["Segmentation"]
     assert "uncertain" in parent.helpText and "NIH Pancreas-CT" in parent.acknowledgementText
+    # this project's methods, not ones it does not use
+    for method in ("signed-distance-map regression", "random-convolution views",
+                   "structure-guided contrastive", "uncertain-band restoration", "PolyCL"):
+        assert method in parent.acknowledgementText
+    assert "mean teacher" not in parent.acknowledgementText.lower()
 
 
 def test_module_loads_in_a_slicer_without_the_engine_dependencies(monkeypatch):
@@ -58,7 +139,7 @@ def test_module_loads_in_a_slicer_without_the_engine_dependencies(monkeypatch):
     import importlib
     import sys
 
-    for name in ("torch", "monai", "scipy", "psutil", "slicerio", "safetensors"):
+    for name in ("torch", "monai", "scipy", "psutil", "slicerio", "safetensors", "tqdm"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails
     for name in list(sys.modules):
         if name.startswith(("PancreasSSLSeg", "PancreasSSLSegModuleLib")):

@@ -2,13 +2,15 @@
 uncertainty overlay) and a 3-D view of the segment surfaces (VTK off-screen through EGL).
 
 Here the content comes from the fake engine (the example CT's reference pancreas with an
-uncertainty band along its outline), so the test checks the rendering, not a model; the pictures
+uncertainty band along its outline, colours from the shipped bundle), so the test checks the
+rendering, not a model; the pictures
 in Resources/Screenshots/ are real model output made by Testing/render_screenshots.py.
 Set PANCREAS_SSL_SCREENSHOTS=<folder> to keep the two PNGs this test renders.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -19,13 +21,16 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from slicer_harness import (SlicerTestScene, fake_engine_logic, install_module_stubs,  # noqa: E402
-                            render_segments_3d_png, render_slice_png)
+from slicer_harness import (MODULE_DIR, SlicerTestScene, fake_engine_logic,  # noqa: E402
+                            install_module_stubs, render_segments_3d_png, render_slice_png)
 
 install_module_stubs()
 import slicer  # noqa: E402
 
-from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION  # noqa: E402
+METADATA = json.loads((MODULE_DIR.parent / "Resources" / "Models" / "pancreas-demo"
+                       / "metadata.json").read_text(encoding="utf-8"))
+PANCREAS_RGB = next(label["color"] for label in METADATA["labels"] if label["value"] == 1)
+REVIEW_RGB = METADATA["uncertain_region"]["color"]
 
 
 def pixels_near(image: np.ndarray, rgb, tolerance=40) -> int:
@@ -38,10 +43,11 @@ def result(monkeypatch, example_ct, shared_data):
     volume = scene.load_volume(example_ct, "example_ct")
     logic = fake_engine_logic(
         monkeypatch, "reference",
-        FAKE_ENGINE_REFERENCE=str(shared_data / "ct-abdomen-3mm" / "example_seg_fast_force_split.nii.gz"),
+        FAKE_ENGINE_REFERENCE=str(shared_data / "ct-abdomen-3mm"
+                                  / "example_seg_fast_force_split.nii.gz"),
         FAKE_ENGINE_REFERENCE_VALUE="7")
     outcome = logic.process(volume)
-    assert outcome.status == "ok"
+    assert outcome.status == "ok" and outcome.report["regions"]
     return scene, volume, outcome
 
 
@@ -61,10 +67,11 @@ def test_slice_view_shows_ct_segments_and_uncertainty(result, tmp_path):
                             tmp_path / "slice_view.png", offset, opacity=0.6)
     image = np.asarray(Image.open(path).convert("RGB"))
     assert image.shape == (512, 512, 3)
-    assert pixels_near(image, LABELS[1]["color"]) > 200        # pancreas, from the bundle colour
-    without = np.asarray(Image.open(render_slice_png(scene, volume, labelmap, None,
-                                                     tmp_path / "no_overlay.png", offset)).convert("RGB"))
-    warmer = image[..., 0].astype(int) - image[..., 2] - (without[..., 0].astype(int) - without[..., 2])
+    assert pixels_near(image, PANCREAS_RGB) > 200             # pancreas, from the bundle colour
+    without = np.asarray(Image.open(render_slice_png(
+        scene, volume, labelmap, None, tmp_path / "no_overlay.png", offset)).convert("RGB"))
+    warmer = (image[..., 0].astype(int) - image[..., 2]
+              - (without[..., 0].astype(int) - without[..., 2]))
     assert (warmer > 40).sum() > 50                            # the uncertainty overlay, heat colours
     keep(path)
 
@@ -76,8 +83,8 @@ def test_3d_view_shows_the_segment_surfaces(result, tmp_path):
     opacity = node.GetDisplayNode().GetSegmentOpacity3D(uncertain)  # as the module set it
     path = render_segments_3d_png(node, tmp_path / "3d_view.png", see_through={uncertain: opacity})
     image = np.asarray(Image.open(path).convert("RGB"))
-    assert pixels_near(image, LABELS[1]["color"], tolerance=90) > 2000
-    assert pixels_near(image, UNCERTAIN_REGION["color"], tolerance=90) > 200
+    assert pixels_near(image, PANCREAS_RGB, tolerance=90) > 2000
+    assert pixels_near(image, REVIEW_RGB, tolerance=90) > 200
     keep(path)
 
 

@@ -2,7 +2,7 @@
 likely: a banner in the status colour with score and reasons (the Logic's ``qualityBanner()``,
 put on the .ui's ``qualityBannerLabel`` by the Widget), the rank-1 region selected and the views
 centred on it when results load, and ``segmentFiles`` leaving ``summary.csv``/``.json``. Real MRML
-scene (slicer-core), fake engine CLI (``slicer_harness.py``)."""
+scene (slicer-core), fake engine (``slicer_harness.py``: the real CLI around made-up arrays)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import SimpleITK as sitk
 import vtk
 
-from slicer_harness import (MODULE_DIR, ct, fake_engine_logic,  # noqa: F401 (fixtures)
-                            install_module_stubs, scene)
+from slicer_harness import ct_fixture, scene_fixture  # noqa: F401 (fixtures "ct", "scene")
+from slicer_harness import MODULE_DIR, fake_engine_logic, install_module_stubs
 
 install_module_stubs()
 
@@ -48,7 +48,7 @@ def test_banner_shows_status_score_and_reasons_in_the_status_colour(ct, monkeypa
 
 
 def test_a_report_without_a_verdict_gets_a_grey_banner(ct, monkeypatch):
-    logic = fake_engine_logic(monkeypatch)  # the fake's report has no "quality"
+    logic = fake_engine_logic(monkeypatch, FAKE_ENGINE_QUALITY="null")  # an older engine's
     logic.process(ct)
     banner = logic.qualityBanner()
     assert banner.status is None and "no verdict" in banner.text
@@ -75,15 +75,15 @@ def test_banner_label_heads_the_review_panel():
 
 
 def test_review_starts_at_the_rank_1_region_with_the_views_centred_on_it(scene, ct, monkeypatch):
-    logic = fake_engine_logic(monkeypatch, FAKE_ENGINE_RANKS="reverse")  # rank 1 = region id 2
+    logic = fake_engine_logic(monkeypatch)
     outcome = logic.process(ct)
     first = min(outcome.report["regions"], key=lambda row: row["rank"])
-    assert (first["rank"], first["id"]) == (1, 2)
-    assert logic.review.current_region_id == 2
-    assert [row["id"] for row in logic.review.region_table] == [2, 1]
+    assert first["rank"] == 1 and len(outcome.report["regions"]) == 2
+    assert logic.review.current_region_id == first["id"]
+    assert [row["rank"] for row in logic.review.region_table] == [1, 2]
 
-    # The centre of region 2 from its voxels, through the volume's own IJK-to-RAS matrix.
-    k, j, i = np.argwhere(logic.review.regions == 2).mean(axis=0)
+    # The centre of the region from its voxels, through the volume's own IJK-to-RAS matrix.
+    k, j, i = np.argwhere(logic.review.regions == first["id"]).mean(axis=0)
     vtk_matrix = vtk.vtkMatrix4x4()
     ct.GetIJKToRASMatrix(vtk_matrix)
     matrix = np.array([[vtk_matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
@@ -112,7 +112,7 @@ def test_segment_files_writes_the_batch_summary(scene, monkeypatch, example_ct, 
                 "c": verdict("check", 0.4, ["unsure", "small"])}
     logic = fake_engine_logic(monkeypatch, FAKE_ENGINE_QUALITY=json.dumps(verdicts))
     out = tmp_path / "out"
-    missing = tmp_path / "missing.nrrd"  # last: the fake engine dies on it, after the others
+    missing = tmp_path / "missing.nrrd"  # the engine cannot read it: one failed case
     reports = logic.segmentFiles([*paths, missing], out)
     assert sorted(reports) == ["a", "b", "c"]
     rows = read_csv(out / "summary.csv")

@@ -15,12 +15,13 @@ import numpy as np
 import slicer
 from PancreasSSLSegLib.case_names import safe_case_name
 from PancreasSSLSegLib.corrections import write_correction_case
+from PancreasSSLSegLib.labels import LESION, PANCREAS
 
-from .review import LESION, PANCREAS
 from .volume_io import sitk_from_array, volume_to_sitk
 
 
-def corrected_labels(segmentation_node, reference_volume, segment_ids: dict[int, str]) -> np.ndarray:
+def corrected_labels(segmentation_node, reference_volume,
+                     segment_ids: dict[int, str]) -> np.ndarray:
     """(k, j, i) uint8 label map from the Pancreas and Pancreatic lesion segments (lesion wins)."""
     labels = np.zeros(slicer.util.arrayFromVolume(reference_volume).shape, np.uint8)
     for value in (PANCREAS, LESION):
@@ -36,7 +37,8 @@ def export_case(root, case: str, volume_node, segmentation_node, segment_ids: di
     """Write the case folder (``case`` made folder-safe); returns it."""
     case = safe_case_name(case)
     image = volume_to_sitk(volume_node)
-    labels = sitk_from_array(corrected_labels(segmentation_node, volume_node, segment_ids), volume_node)
+    labels = sitk_from_array(corrected_labels(segmentation_node, volume_node, segment_ids),
+                             volume_node)
     return write_correction_case(root, case, image, labels, model_name=model_name,
                                  model_version=model_version,
                                  edited_segments=sorted(edited_segments))

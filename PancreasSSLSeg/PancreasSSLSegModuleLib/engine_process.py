@@ -1,5 +1,8 @@
 """Run the engine CLI in a background process: start, poll its JSON progress lines, cancel.
 
+The lines are read with the engine's own parser (``PancreasSSLSegLib.progress``: the protocol's
+one home).
+
 The GUI stays responsive because nothing here blocks: ``EngineProcess.poll()`` drains what the
 process printed so far (a reader thread fills a queue) and returns at once. Cancel kills the whole
 process tree (the engine may start workers), so nothing keeps writing after the user said stop.
@@ -10,7 +13,6 @@ elsewhere the run ends anyway once the pipes stayed open ``ORPHAN_GRACE_S`` afte
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
@@ -18,11 +20,21 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from enum import Enum
 
 from PancreasSSLSegLib.errors import PancreasSSLSegError
+from PancreasSSLSegLib.progress import RUN_ERROR, RUN_OK, ProgressRecord, parse_line
 
-RUNNING, OK, ERROR, CANCELLED = "running", "ok", "error", "cancelled"
+
+class RunStatus(str, Enum):
+    """A run's state; a ``str`` so that ``status == "ok"`` reads as before in the console."""
+
+    RUNNING = "running"
+    OK = "ok"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+
 STDERR_TAIL_LINES = 20
 ORPHAN_GRACE_S = 5.0
 
@@ -34,30 +46,6 @@ class EngineFailed(PancreasSSLSegError):
     def __init__(self, message: str, exit_code: int | None = None):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass
-class Progress:
-    """One ``{"stage", "fraction", "message"}`` line of the engine's ``--progress json`` output."""
-    stage: str
-    fraction: float
-    message: str = ""
-    raw: dict = field(default_factory=dict)
-
-
-def parse_progress_line(line: str) -> Progress | None:
-    """The progress record in ``line``, or None for any other output (plain log text)."""
-    line = line.strip()
-    if not line.startswith("{"):
-        return None
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    if not isinstance(record, dict) or "stage" not in record:
-        return None
-    return Progress(str(record["stage"]), float(record.get("fraction", 0.0)),
-                    str(record.get("message", "")), record)
 
 
 def kill_process_tree(pid: int) -> None:
@@ -88,12 +76,12 @@ class EngineProcess:
     """One background run of ``command`` (an argument list; never a shell string)."""
 
     def __init__(self, command: Sequence[str], env: dict[str, str] | None = None,
-                 on_progress: Callable[[Progress], None] | None = None,
+                 on_progress: Callable[[ProgressRecord], None] | None = None,
                  on_log: Callable[[str], None] | None = None):
         self.command = [str(part) for part in command]
-        self.status = RUNNING
+        self.status = RunStatus.RUNNING
         self.exit_code: int | None = None
-        self.final: dict | None = None  # the engine's last ("done") progress record
+        self.final: ProgressRecord | None = None  # the engine's last line (the run's end)
         self.log_lines: list[str] = []
         self._stderr_tail: list[str] = []
         self._on_progress = on_progress
@@ -113,19 +101,21 @@ class EngineProcess:
     def pid(self) -> int:
         return self._process.pid
 
-    def poll(self) -> str:
+    def poll(self) -> RunStatus:
         """Handle the output printed so far; returns the status (``RUNNING`` until it ended)."""
         self._drain()
-        if self.status == RUNNING and self._open_streams and self._process.poll() is not None:
+        running = self.status is RunStatus.RUNNING
+        if running and self._open_streams and self._process.poll() is not None:
             self._end_orphans()
-        if self.status == RUNNING and self._open_streams == 0:
+        if running and self._open_streams == 0:
             self.exit_code = self._process.wait()
-            self.status = OK if self.exit_code == 0 and self._final_ok() else ERROR
+            self.status = (RunStatus.OK if self.exit_code == 0 and self._final_ok()
+                           else RunStatus.ERROR)
         return self.status
 
-    def wait(self, interval_s: float = 0.1) -> str:
+    def wait(self, interval_s: float = 0.1) -> RunStatus:
         """Block until the process ended or was cancelled (console and tests)."""
-        while self.poll() == RUNNING:
+        while self.poll() is RunStatus.RUNNING:
             try:
                 self._handle(*self._lines.get(timeout=interval_s))
             except queue.Empty:
@@ -133,20 +123,20 @@ class EngineProcess:
         return self.status
 
     def cancel(self) -> None:
-        if self.status != RUNNING:
+        if self.status is not RunStatus.RUNNING:
             return
         kill_process_tree(self._process.pid)
         self._process.wait()
         self.exit_code = self._process.returncode
-        self.status = CANCELLED
+        self.status = RunStatus.CANCELLED
         self._log("Cancelled: the engine process and its children were stopped.")
 
     def error_message(self) -> str:
         """Why the run failed, in one paragraph: the engine's own message, else its stderr tail."""
-        if self.status == CANCELLED:
+        if self.status is RunStatus.CANCELLED:
             return "Cancelled by the user."
-        if self.final and self.final.get("status") == "error" and self.final.get("message"):
-            return str(self.final["message"])
+        if self.final and self.final.status == RUN_ERROR and self.final.message:
+            return self.final.message
         tail = "\n".join(self._stderr_tail[-STDERR_TAIL_LINES:]).strip()
         if self.exit_code is not None and self.exit_code < 0:
             return (f"The segmentation engine was killed by signal {_signal_name(-self.exit_code)} "
@@ -167,8 +157,8 @@ class EngineProcess:
             self._open_streams = 0  # stop waiting for pipes an unkillable orphan holds
 
     def _final_ok(self) -> bool:
-        # A process that exits 0 without its "done" line was cut short: treat as a failure.
-        return bool(self.final) and self.final.get("status") == "ok"
+        # A process that exits 0 without the run's last line was cut short: a failure.
+        return self.final is not None and self.final.status == RUN_OK
 
     def _drain(self) -> None:
         while True:
@@ -182,18 +172,18 @@ class EngineProcess:
         if line is None:
             self._open_streams -= 1
             return
-        if self.status == CANCELLED:
+        if self.status is RunStatus.CANCELLED:
             return
-        progress = parse_progress_line(line) if tag == "out" else None
-        if progress is None:
+        record = parse_line(line) if tag == "out" else None
+        if record is None:
             if tag == "err":
                 self._stderr_tail = (self._stderr_tail + [line])[-STDERR_TAIL_LINES:]
             self._log(line)
             return
-        if progress.stage == "done":
-            self.final = progress.raw
+        if record.is_run_end:
+            self.final = record
         if self._on_progress:
-            self._on_progress(progress)
+            self._on_progress(record)
 
     def _log(self, line: str) -> None:
         self.log_lines.append(line)

@@ -6,15 +6,24 @@ Slicer's segment editor undo history first, so ``undo()`` restores the segmentat
 
 from __future__ import annotations
 
+from enum import Enum
+
 import numpy as np
 
 import slicer
+from PancreasSSLSegLib.labels import LESION, PANCREAS
 
 from .scene_results import UNCERTAIN_SEGMENT_VALUE
 from .volume_io import ijk_to_ras, sitk_from_array
 
-PANCREAS, LESION = 1, 2
-ACCEPT_AS_PANCREAS, MARK_AS_LESION, DISCARD = "accept", "lesion", "discard"
+
+class ReviewAction(str, Enum):
+    """What the user decides about one uncertain region (the value is shown in the table)."""
+
+    ACCEPT_AS_PANCREAS = "accept"
+    MARK_AS_LESION = "lesion"
+    DISCARD = "discard"
+
 
 
 class RegionReview:
@@ -28,7 +37,7 @@ class RegionReview:
         self.segment_ids = segment_ids
         self.regions = regions
         self.region_table = sorted(region_table, key=lambda row: row["rank"])
-        self.reviewed: dict[int, str] = {}
+        self.reviewed: dict[int, ReviewAction] = {}
         self.current_region_id: int | None = None  # the region the panel shows (select())
         self._history: list[int] = []  # region IDs in the order they were reviewed, for undo
         self.edited_segments: set[str] = set()
@@ -57,15 +66,15 @@ class RegionReview:
             self.reference_volume)
         self.edited_segments.add(self.segment_ids[value])
 
-    def apply(self, region_id: int, action: str) -> None:
+    def apply(self, region_id: int, action: ReviewAction) -> None:
         """Accept the region as pancreas, mark it as lesion, or discard it (see module doc)."""
-        if action not in (ACCEPT_AS_PANCREAS, MARK_AS_LESION, DISCARD):
-            raise ValueError(f"unknown review action {action!r}")
+        action = ReviewAction(action)  # ValueError for anything else
         region = self.region_mask(region_id)
         if not region.any():
             raise ValueError(f"region {region_id} is not in the region map")
         self._editor.SaveStateForUndo()
-        keep_as = {ACCEPT_AS_PANCREAS: PANCREAS, MARK_AS_LESION: LESION, DISCARD: None}[action]
+        keep_as = {ReviewAction.ACCEPT_AS_PANCREAS: PANCREAS, ReviewAction.MARK_AS_LESION: LESION,
+                   ReviewAction.DISCARD: None}[action]
         for value in (PANCREAS, LESION, UNCERTAIN_SEGMENT_VALUE):
             current = self._segment(value)
             if current is None:
@@ -140,4 +149,5 @@ class RegionReview:
                 "largest_lesion_diameter_mm": max((item["diameter_mm"] for item in lesions),
                                                   default=0.0),
                 "regions_left": len(self.region_table) - len(self.reviewed),
-                "uncertain_volume_ml": 0.0 if remaining is None else float(remaining.sum()) * voxel_ml}
+                "uncertain_volume_ml": (0.0 if remaining is None
+                                        else float(remaining.sum()) * voxel_ml)}

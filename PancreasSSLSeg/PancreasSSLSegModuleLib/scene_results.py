@@ -1,7 +1,7 @@
 """Engine outputs → MRML: the segmentation node and the uncertainty overlay.
 
-Segment names, colours and terminology come only from the engine report's ``segments`` and
-``uncertain_region`` entries (which the engine copies from the bundle metadata).
+The segments come as the engine wrote them into ``<case>.seg.nrrd`` (names, colours, terminology
+from the bundle metadata), loaded by Slicer's own segmentation reader; nothing is rebuilt here.
 """
 
 from __future__ import annotations
@@ -22,55 +22,33 @@ UNCERTAIN_SEGMENT_VALUE = -1     # key of the review segment in ``segment_ids``
 UNCERTAIN_OPACITY_3D = 0.35
 
 
-def _code(entry: dict | None) -> str:
-    entry = entry or {}
-    return "^".join(str(entry.get(key, "")) for key in ("scheme", "code", "meaning"))
-
-
-def terminology_entry(terminology: dict) -> str:
-    """Slicer's terminology string, the same entry the engine writes into ``.seg.nrrd``:
-    context~category~type~type modifier~anatomic context~region~region modifier."""
-    # imported here: the engine's writer needs slicerio, which Slicer may not have yet
-    from PancreasSSLSegLib.outputs import ANATOMIC_CONTEXT, CODED_FIELDS, TERMINOLOGY_CONTEXT
-
-    category, type_, modifier, region, region_modifier = (_code(terminology.get(field))
-                                                          for field in CODED_FIELDS)
-    return "~".join([TERMINOLOGY_CONTEXT, category, type_, modifier, ANATOMIC_CONTEXT, region,
-                     region_modifier])
-
-
-def _add_segment(segmentation, spec: dict) -> str:
-    colour = [c / 255.0 for c in spec["color"]]
-    segment_id = segmentation.AddEmptySegment(spec["name"], spec["name"], colour)
-    if spec.get("terminology"):
-        segmentation.GetSegment(segment_id).SetTerminology(terminology_entry(spec["terminology"]))
-    return segment_id
-
-
-def segment_specs(report: dict) -> list[dict]:
-    """Foreground segments (label value > 0) as the report lists them."""
-    return [spec for spec in report["segments"] if int(spec["value"]) > 0]
-
-
-def fill_segmentation(segmentation_node, reference_volume, labels: np.ndarray,
-                      regions: np.ndarray | None, report: dict) -> dict[int, str]:
-    """Replace ``segmentation_node``'s segments with the engine's; returns value → segment ID."""
+def load_segmentation(segmentation_node, seg_nrrd_path, reference_volume, report: dict,
+                      with_regions: bool) -> dict[int, str]:
+    """Replace ``segmentation_node``'s segments with those of the engine's ``.seg.nrrd``;
+    returns label value → segment ID (the report's ``segments`` and ``uncertain_region`` name
+    them; the review segment under ``UNCERTAIN_SEGMENT_VALUE``, dropped when the run made no
+    regions, ``with_regions`` False)."""
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(seg_nrrd_path))
+    if not storage.ReadData(segmentation_node):
+        raise RuntimeError(f"Slicer could not read the engine's segmentation {seg_nrrd_path}")
     segmentation = segmentation_node.GetSegmentation()
-    segmentation.RemoveAllSegments()
     segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume)
+    named = {int(spec["value"]): spec["name"] for spec in report["segments"]
+             if int(spec["value"]) > 0}
+    named[UNCERTAIN_SEGMENT_VALUE] = report["uncertain_region"]["name"]
     segment_ids = {}
-    for spec in segment_specs(report):
-        segment_ids[int(spec["value"])] = _add_segment(segmentation, spec)
-    if regions is not None and report.get("uncertain_region"):
-        segment_ids[UNCERTAIN_SEGMENT_VALUE] = _add_segment(segmentation,
-                                                            report["uncertain_region"])
-    for value, segment_id in segment_ids.items():
-        mask = (regions > 0) if value == UNCERTAIN_SEGMENT_VALUE else (labels == value)
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), segmentation_node,
-                                                         segment_id, reference_volume)
+    for value, name in named.items():
+        segment_id = segmentation.GetSegmentIdBySegmentName(name)
+        if not segment_id:
+            raise RuntimeError(f"{seg_nrrd_path}: no segment named '{name}'")
+        segment_ids[value] = segment_id
+    if not with_regions:
+        segmentation.RemoveSegment(segment_ids.pop(UNCERTAIN_SEGMENT_VALUE))
+    segmentation_node.CreateDefaultDisplayNodes()
     segmentation_node.CreateClosedSurfaceRepresentation()  # 3-D surfaces on
     display = segmentation_node.GetDisplayNode()
-    if display is not None and UNCERTAIN_SEGMENT_VALUE in segment_ids:
+    if UNCERTAIN_SEGMENT_VALUE in segment_ids:
         # the review region wraps the organ: see-through, so the pancreas stays visible in 3-D
         display.SetSegmentOpacity3D(segment_ids[UNCERTAIN_SEGMENT_VALUE], UNCERTAIN_OPACITY_3D)
     segmentation_node.SetAttribute(ATTR_SOURCE_VOLUME, reference_volume.GetID())
@@ -106,9 +84,9 @@ def was_edited(segmentation_node) -> bool:
     return loaded != segmentation_fingerprint(segmentation_node)
 
 
-def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray,
-                           name: str):
-    """A scalar volume on the input's grid holding ``uncertainty`` (0..1), with a heat colour map."""
+def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray, name: str):
+    """A scalar volume on the input's grid holding ``uncertainty`` (0..1), in a heat colour
+    map."""
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     node.CopyOrientation(reference_volume)
     slicer.util.updateVolumeFromArray(node, uncertainty.astype(np.float32))
