@@ -29,8 +29,9 @@ from test_cli import FakeSegment
 from test_outputs import fake_result, write_fake_preview
 
 from PancreasSSLSegLib import cli, cli_exit, cli_segment, outputs
-from PancreasSSLSegLib.outputs import (OUTPUT_SUFFIXES, TEMPORARY_PREFIX, case_is_complete,
-                                       output_paths, write_case_outputs)
+from PancreasSSLSegLib.outputs import (OUTPUT_SUFFIXES, case_is_complete, output_paths,
+                                       write_case_outputs)
+from PancreasSSLSegLib.temporaries import TEMPORARY_PREFIX
 
 CASES = ("case0", "case1", "case2", "case3")
 # New each run (so CI's random kills land at new moments); printed by every test that uses it,
@@ -337,7 +338,8 @@ def test_concurrent_writes_of_one_case_always_show_one_writers_files(tmp_path):
 
     writers = [subprocess.Popen([sys.executable, "-c", REPEATED_WRITER, str(tmp_path), str(n),
                                  str(WRITES_PER_PROCESS), str(Path(__file__).parent)],
-                                stderr=subprocess.PIPE, text=True, encoding="utf-8") for n in range(2)]
+                                stderr=subprocess.PIPE, text=True, encoding="utf-8")
+               for n in range(2)]
     observations = 0
     while any(writer.poll() is None for writer in writers):
         descriptor = os.open(tmp_path, os.O_RDONLY)

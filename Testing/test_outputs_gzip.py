@@ -9,7 +9,8 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.outputs import TEMPORARY_PREFIX, _gzip_nifti, _remove_stale_temporaries
+from PancreasSSLSegLib.outputs import _gzip_nifti, _remove_stale_temporaries
+from PancreasSSLSegLib.temporaries import TEMPORARY_PREFIX
 
 
 def _image(array: np.ndarray) -> sitk.Image:

@@ -21,12 +21,12 @@ import csv
 import io
 import json
 import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .temporaries import is_temporary, remove_stale, temporary_path, writer_token
 
 SUMMARY_STEM = "summary"
 REPORT_SUFFIX = "_report.json"
@@ -43,7 +43,6 @@ ORDER = ("run errors first, then quality failed, check, no verdict, ok; within e
          "ascending score, then case name")
 # Sort rank of a row: run error, then the verdict's status (None: the report has no verdict).
 _RANK = {"error": 0, "failed": 1, "check": 2, None: 3, "ok": 4}
-_TEMPORARY_PREFIX = ".partial-"  # as the case outputs' temporaries (outputs.TEMPORARY_PREFIX)
 
 
 def summary_stem(num_parts: int = 1, part_id: int = 0) -> str:
@@ -170,10 +169,10 @@ def write_summary(out_dir: str | Path, rows: list[dict[str, Any]],
     out_dir = Path(out_dir)
     texts = dict(zip(("csv", "json"), summary_text(rows)))
     paths = {kind: out_dir / f"{stem}.{kind}" for kind in texts}
-    _remove_stale_temporaries(out_dir, stem)
+    for path in paths.values():
+        remove_stale(out_dir, path.name)
     for kind, text in texts.items():
-        temporary = out_dir / f"{_TEMPORARY_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}-" \
-                              f"{paths[kind].name}"
+        temporary = temporary_path(paths[kind], writer_token())
         try:
             with open(temporary, "w", encoding="utf-8", newline="") as stream:
                 stream.write(text)
@@ -182,16 +181,6 @@ def write_summary(out_dir: str | Path, rows: list[dict[str, Any]],
             temporary.unlink(missing_ok=True)
             raise
     return paths
-
-
-def _remove_stale_temporaries(out_dir: Path, stem: str) -> None:
-    import psutil
-
-    for kind in ("csv", "json"):
-        for stale in out_dir.glob(f"{_TEMPORARY_PREFIX}*-{stem}.{kind}"):
-            owner = stale.name[len(_TEMPORARY_PREFIX):].split("-", 1)[0]
-            if not (owner.isdigit() and psutil.pid_exists(int(owner))):
-                stale.unlink(missing_ok=True)
 
 
 def folder_rows(out_dir: str | Path) -> list[dict[str, Any]]:
@@ -204,7 +193,7 @@ def folder_rows(out_dir: str | Path) -> list[dict[str, Any]]:
         raise InputError(f"{out_dir}: not a folder (expected the output folder of a segment run)")
     rows = [read_row(out_dir, path.name[:-len(REPORT_SUFFIX)])
             for path in sorted(out_dir.glob(f"*{REPORT_SUFFIX}"))
-            if not path.name.startswith(_TEMPORARY_PREFIX)]
+            if not is_temporary(path)]
     reported = {row["case"] for row in rows}
     for path in sorted(out_dir.glob(f"{SUMMARY_STEM}*.json")):
         try:

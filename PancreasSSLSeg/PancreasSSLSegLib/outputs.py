@@ -9,9 +9,8 @@ and it records the SHA-256 of the five other files (``outputs``), so a killed ru
 report beside files it does not describe.
 
 Several processes may write into one folder at once (two CLI runs, the Slicer module beside a
-batch): temporary names carry the writer's process id and a random token, only temporaries whose
-process is gone are removed as stale, and on POSIX the rename step holds an exclusive ``flock`` on
-the folder, so one case's six files always come from one writer.
+batch): temporaries are named and cleaned as :mod:`.temporaries` says, and on POSIX the rename step
+holds an exclusive ``flock`` on the folder, so one case's six files always come from one writer.
 
 The preview (matplotlib, about half of the writing time) is drawn in a worker thread while this
 thread writes the volumes and the Slicer segmentation, whose SimpleITK and zlib work releases the
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import SimpleITK as sitk
 
 from .hashing import sha256_of
 from .seg_nrrd import write_seg_nrrd
+from .temporaries import remove_stale, temporary_path, writer_token
 
 try:
     import fcntl
@@ -63,7 +61,6 @@ BESIDE = ("preview",)
 # Written only for DICOM series input (see the module docstring); not needed for a case to count
 # as finished unless its report lists it.
 DICOM_SEG_KEY, DICOM_SEG_SUFFIX = "dicom_seg", "_seg.dcm"
-TEMPORARY_PREFIX = ".partial-"
 
 
 def output_paths(out_dir: str | Path, case: str) -> dict[str, Path]:
@@ -106,10 +103,9 @@ def write_case_outputs(result, out_dir: str | Path, case: str,
     if segmentation is not None:  # before the report, which is renamed last
         final = {DICOM_SEG_KEY: dicom_seg_path(out_dir, case), **final}
     _remove_stale_temporaries({**final, DICOM_SEG_KEY: dicom_seg_path(out_dir, case)})
-    owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    token = writer_token()
     # The temporary name keeps the real suffix: the writers pick the format from it.
-    temporary = {key: path.with_name(f"{TEMPORARY_PREFIX}{owner}-{path.name}")
-                 for key, path in final.items()}
+    temporary = {key: temporary_path(path, token) for key, path in final.items()}
     writers = {
         "labels": lambda path: _write_volume(result, result.labels, sitk.sitkUInt8, path),
         "uncertainty": lambda path: _write_volume(result, result.uncertainty, sitk.sitkFloat32,
@@ -174,19 +170,12 @@ def _rename_into_place(temporary: dict[str, Path], final: dict[str, Path]) -> No
 
 
 def _remove_stale_temporaries(final: dict[str, Path]) -> None:
-    """Temporaries a killed run left behind (the Slicer module cancels by killing the process);
-    those of a writer still running (another process on this machine) are left alone."""
+    """Temporaries of these files that a killed run left behind, the uncompressed NIfTI beside a
+    ``.nii.gz`` (``_gzip_nifti``) included."""
     for path in final.values():
         names = [path.name] + ([_raw_name(path.name)] if path.name.endswith(".nii.gz") else [])
         for name in names:
-            for stale in path.parent.glob(f"{TEMPORARY_PREFIX}*-{name}"):
-                if not _writer_is_running(stale.name):
-                    stale.unlink(missing_ok=True)
-
-
-def _writer_is_running(temporary_name: str) -> bool:
-    owner = temporary_name[len(TEMPORARY_PREFIX):].split("-", 1)[0]
-    return owner.isdigit() and psutil.pid_exists(int(owner))
+            remove_stale(path.parent, name)
 
 
 @contextmanager
