@@ -40,7 +40,8 @@ class FakeSegment:
         centre = tuple(slice(s // 3, max(s // 3 + 1, 2 * s // 3)) for s in shape)
         labels[centre] = 1
         uncertainty_map = labels.astype(np.float32) * 0.6
-        report = {"case": None, "input": {"size": list(image.GetSize())}, "model": {"name": model.name, "version": model.version},
+        report = {"case": None, "input": {"size": list(image.GetSize())},
+                  "model": {"name": model.name, "version": model.version},
                   "segments": model.labels, "uncertain_region": model.metadata["uncertain_region"],
                   "warnings": ["from segment"]}
         return FakeResult(image, labels, uncertainty_map, (uncertainty_map > 0.5).astype(np.int32),
@@ -157,7 +158,8 @@ def test_final_line_counts_cases_per_run_status_and_verdict(progress, capsys, tm
 
 
 @pytest.mark.parametrize("kind", ["missing", "text_named_nii_gz", "truncated_gzip", "2d", "4d",
-                                  "rgb", "empty_folder", "constant", "all_nan", "zero_spacing_nifti"])
+                                  "rgb", "empty_folder", "constant", "all_nan",
+                                  "zero_spacing_nifti"])
 def test_bad_input_exit_2_one_line_no_outputs(kind, capsys, tmp_path, example_ct, random_bundle,
                                               fake_segment):
     make, message = BAD_INPUTS[kind]

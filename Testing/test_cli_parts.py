@@ -94,9 +94,9 @@ def test_bad_part_arguments_exit_2(argv, message, capsys, tmp_path):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("fake_segment")
 def test_two_parts_running_at_once_into_one_folder_complete_every_case(capsys, tmp_path,
-                                                                       random_bundle,
-                                                                       fake_segment):
+                                                                       random_bundle):
     inputs = write_cases(tmp_path / "in", 5)
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "PancreasSSLSeg")}
