@@ -17,10 +17,15 @@ def voxel_volume_ml(image: sitk.Image) -> float:
     return float(np.prod(image.GetSpacing())) / 1000.0
 
 
+def index_to_lps_mm(image: sitk.Image, index_zyx) -> list[float]:
+    """Continuous array index (z, y, x) of ``image`` → physical LPS point in mm."""
+    return list(image.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_zyx[::-1]]))
+
+
 def index_to_ras_mm(image: sitk.Image, index_zyx) -> list[float]:
     """Continuous array index (z, y, x) of ``image`` → physical RAS point in mm."""
-    lps = image.TransformContinuousIndexToPhysicalPoint([float(i) for i in index_zyx[::-1]])
-    return [-lps[0], -lps[1], lps[2]]
+    x, y, z = index_to_lps_mm(image, index_zyx)
+    return [-x, -y, z]
 
 
 def max_feret_diameter_mm(points_mm: np.ndarray) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from .geometry import bounding_box, index_to_lps_mm, voxel_volume_ml
 from .labels import LESION, PANCREAS
 from .postprocess import CONNECTIVITY_26
 
@@ -94,7 +95,7 @@ def _within(organ: np.ndarray, spacing_zyx, distance_mm: float) -> np.ndarray:
     every voxel outside it is farther than that, and inside it the nearest organ voxel, hence
     the distance, is the one the whole grid would give (the fine box is several times larger:
     0.2 of 0.4 s on the 512x512x224 CT, benchmarks/NOTES.md)."""
-    box = ndimage.find_objects(organ.view(np.uint8))[0]
+    box = bounding_box(organ)
     grow = [int(np.ceil(distance_mm / float(s))) + 1 for s in spacing_zyx]
     crop = tuple(slice(max(0, b.start - g), min(n, b.stop + g))
                  for b, g, n in zip(box, grow, organ.shape))
@@ -118,7 +119,7 @@ def quality_signals(fine_labels: np.ndarray, fine_probabilities: np.ndarray,
     spacing = fine_grid.GetSpacing()
     voxels = int(np.count_nonzero(organ))
     p_organ = 1.0 - fine_probabilities[0]
-    signals["volume_ml"] = voxels * float(np.prod(spacing)) / 1000.0
+    signals["volume_ml"] = voxels * voxel_volume_ml(fine_grid)
     signals["largest_area_cm2"] = float(
         organ.reshape(organ.shape[0], -1).sum(axis=1).max() * spacing[0] * spacing[1] / 100.0)
     near = _within(organ, spacing[::-1], near_mm)
@@ -132,9 +133,7 @@ def quality_signals(fine_labels: np.ndarray, fine_probabilities: np.ndarray,
         coarse_on_fine(coarse_probabilities, coarse_grid, fine_grid), organ)
     signals["components"] = int(ndimage.label(organ, structure=CONNECTIVITY_26)[1])
     signals["lesion_fraction"] = float(np.count_nonzero(fine_labels == LESION) / voxels)
-    centroid_zyx = np.argwhere(organ).mean(axis=0)
-    point = fine_grid.TransformContinuousIndexToPhysicalPoint(
-        [float(v) for v in centroid_zyx[::-1]])
+    point = index_to_lps_mm(fine_grid, np.argwhere(organ).mean(axis=0))
     position = body_position(coarse_grid, np.asarray(point))
     signals["left_right"], signals["anterior_posterior"] = position or (None, None)
     return signals
