@@ -60,6 +60,7 @@ def main(argv=None) -> int:
         review: node.GetDisplayNode().GetSegmentOpacity3D(review)})
     print(f"pancreas {outcome.report['pancreas']['volume_ml']:.1f} mL on slice {k}; "
           f"pictures in {args.out}")
+    scene.close()  # detach the logics first: left to interpreter exit, VTK may crash (rc 139)
     return 0
 
 
