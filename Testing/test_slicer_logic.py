@@ -107,35 +107,29 @@ def test_without_uncertainty_there_is_no_review(scene, ct, logic):
     assert outcome.uncertaintyNode is None and logic.review is None
 
 
-@pytest.mark.parametrize("action, keeps_as", [(ReviewAction.ACCEPT_AS_PANCREAS, 0),
-                                               (ReviewAction.MARK_AS_LESION, 1),
-                                               (ReviewAction.DISCARD, None)])
-def test_review_changes_exactly_the_region_voxels_and_undo_restores(ct, logic, tmp_path, action,
-                                                                    keeps_as):
+def test_review_changes_exactly_the_region_voxels_and_undo_restores(ct, logic, tmp_path):
     outcome = logic.process(ct, outputDir=tmp_path)
     regions = engine_arrays(tmp_path)[2]
     node = outcome.segmentationNode
     ids = [node.GetSegmentation().GetNthSegmentID(i) for i in range(3)]
     before = segment_arrays(node, ct)
     region = regions == 1
+    # each action, then undone: the segment that keeps the region (index), the others lose it
+    for action, keeps_as in ((ReviewAction.ACCEPT_AS_PANCREAS, 0),
+                             (ReviewAction.MARK_AS_LESION, 1), (ReviewAction.DISCARD, None)):
+        logic.review.apply(1, action)
+        after = segment_arrays(node, ct)
+        for index, segment_id in enumerate(ids):
+            assert np.array_equal(after[segment_id][~region], before[segment_id][~region])
+            assert after[segment_id][region].all() == (index == keeps_as)
+            assert not after[segment_id][region].any() or index == keeps_as
+        assert logic.review.reviewed == {1: action}
+        assert logic.review.next_region()["id"] == 2
 
-    logic.review.apply(1, action)
-    after = segment_arrays(node, ct)
-    for index, segment_id in enumerate(ids):
-        assert np.array_equal(after[segment_id][~region], before[segment_id][~region])
-        assert after[segment_id][region].all() == (index == keeps_as)
-        assert not after[segment_id][region].any() or index == keeps_as
-    assert logic.review.reviewed == {1: action}
-    assert logic.review.next_region()["id"] == 2
-
-    logic.review.undo()
-    restored = segment_arrays(node, ct)
-    assert all(np.array_equal(restored[i], before[i]) for i in ids)
-    assert logic.review.reviewed == {}
-
-
-def test_an_unknown_review_action_is_refused(ct, logic):
-    logic.process(ct)
+        logic.review.undo()
+        restored = segment_arrays(node, ct)
+        assert all(np.array_equal(restored[i], before[i]) for i in ids)
+        assert logic.review.reviewed == {}
     with pytest.raises(ValueError, match="ReviewAction"):
         logic.review.apply(1, "maybe")
 

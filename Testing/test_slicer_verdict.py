@@ -28,23 +28,34 @@ def verdict(status: str, score: float, reasons: list[str]) -> dict:
     return {"status": status, "score": score, "reasons": reasons, "signals": {}}
 
 
-@pytest.mark.parametrize("status, score", [("ok", 0.81), ("check", 0.42), ("failed", 0.07)])
-def test_banner_shows_status_score_and_reasons_in_the_status_colour(ct, monkeypatch, status,
-                                                                    score):
-    reasons = ["largest cross-section 0.4 cm^2 is < 1 cm^2", "lesions make up 70% of the organ"]
-    logic = fake_engine_logic(monkeypatch,
-                              FAKE_ENGINE_QUALITY=json.dumps(verdict(status, score, reasons)))
-    assert logic.qualityBanner() is None  # nothing segmented yet: the Widget hides the label
-    outcome = logic.process(ct)
-    banner = logic.qualityBanner()
-    assert (banner.status, banner.score, banner.reasons) == (status, score, tuple(reasons))
+REASONS = ["largest cross-section 0.4 cm^2 is < 1 cm^2", "lesions make up 70% of the organ"]
+
+
+def assert_banner_shows(banner, status, score):
+    assert (banner.status, banner.score, banner.reasons) == (status, score, tuple(REASONS))
     assert banner.background_rgb == COLOURS[status]
     r, g, b = COLOURS[status]
     assert f"background-color: rgb({r}, {g}, {b})" in banner.style_sheet
     assert f"Quality: {status.upper()} · score {score:.2f}" in banner.text
     assert "cm^2 is &lt; 1 cm^2" in banner.text  # the reasons, escaped for rich text
     assert "lesions make up 70% of the organ" in banner.text
-    assert f"quality {status} (score {score:.2f})" in outcome.message
+
+
+def test_the_logic_shows_the_reports_verdict_in_its_banner_and_message(ct, monkeypatch):
+    logic = fake_engine_logic(monkeypatch,
+                              FAKE_ENGINE_QUALITY=json.dumps(verdict("check", 0.42, REASONS)))
+    assert logic.qualityBanner() is None  # nothing segmented yet: the Widget hides the label
+    outcome = logic.process(ct)
+    assert_banner_shows(logic.qualityBanner(), "check", 0.42)
+    assert "quality check (score 0.42)" in outcome.message
+
+
+@pytest.mark.parametrize("status, score", [("ok", 0.81), ("check", 0.42), ("failed", 0.07)])
+def test_banner_shows_status_score_and_reasons_in_the_status_colour(status, score):
+    from PancreasSSLSegModuleLib.verdict_banner import verdict_banner
+
+    assert_banner_shows(verdict_banner({"quality": verdict(status, score, REASONS)}), status,
+                        score)
 
 
 def test_a_report_without_a_verdict_gets_a_grey_banner(ct, monkeypatch):
