@@ -33,7 +33,7 @@ class FakeSegment:
         image = as_image(path)
         self.calls.append({"size": image.GetSize(), "device": device, "fast": fast,
                            "uncertainty": uncertainty, "threshold": uncertainty_threshold})
-        for index, stage in enumerate(("coarse", "fine", "done")):
+        for index, stage in enumerate(("coarse", "fine", "case_done")):
             progress(stage, index / 2, f"{stage} stage")
         shape = image.GetSize()[::-1]
         labels = np.zeros(shape, np.uint8)
@@ -95,7 +95,7 @@ def test_dicom_folder_and_json_progress(capsys, tmp_path, shared_data, random_bu
     assert code == 0, err
     assert_case_outputs(tmp_path, "ct-dicom-series", as_image(folder))
     records = [json.loads(line) for line in out.splitlines()]
-    # the pipeline's own "done" is renamed: "done" is only the run's last line
+    # a case ends with "case_done"; "done" is only the run's last line
     assert [r["stage"] for r in records] == ["coarse", "fine", "case_done", "done"]
     assert all(set(r) >= {"stage", "fraction"} and 0 <= r["fraction"] <= 1 for r in records)
     assert records[0]["case"] == "ct-dicom-series"

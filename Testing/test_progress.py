@@ -28,7 +28,7 @@ def test_json_lines_one_object_per_line_flushed_with_done_last():
     reporter = make_progress("json", stream, case="ct1")
     reporter("read", 0.0, "reading")
     reporter("coarse", 1.7, "clamped")
-    reporter("done", 1.0, "case finished")
+    reporter("case_done", 1.0, "case finished")
     reporter.close("ok")
     reporter.finish("ok", cases_ok=1, cases_failed=0)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]

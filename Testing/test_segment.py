@@ -99,7 +99,7 @@ def test_example_ct_path_with_random_bundle(example_ct, coarse_bundle):
     image = sitk.ReadImage(str(example_ct))
     _same_geometry(result, image)
     fractions = [fraction for _, fraction in calls]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and calls[-1][0] == "done"
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and calls[-1][0] == "case_done"
     report = result.report
     assert 0.0 <= result.uncertainty.min() and result.uncertainty.max() <= 1.0
     assert report["model"] == {"name": coarse_bundle.name, "version": coarse_bundle.version}

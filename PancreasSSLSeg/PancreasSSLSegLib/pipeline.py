@@ -34,6 +34,7 @@ from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_la
                       run_coarse, run_fine)
 from .inference import select_device
 from .memory import GridGuard, check_fine_box
+from .progress import CASE_DONE
 from .preprocessing import resample_onto, to_canonical
 from .quality import quality_signals, quality_thresholds, verdict
 from .report import build_report
@@ -282,7 +283,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
                           peak_memory_mb=peak_memory_mb())
     report["timings_s"]["report"] = time.perf_counter() - started
     report["timings_s"]["total"] = time.perf_counter() - total_started
-    progress("done", 1.0, "finished")
+    progress(CASE_DONE, 1.0, "finished")
     if keep_probabilities and probabilities is None:  # nothing found: certain background
         probabilities = np.zeros((len(bundle.labels), *size_zyx), np.float32)
         probabilities[0] = 1.0

@@ -101,10 +101,6 @@ class JsonLinesProgress(NoProgress):
         self.context = context
 
     def __call__(self, stage: str, fraction: float, message: str = "") -> None:
-        # pipeline.segment() still calls a case's end "done": on a line that is CASE_DONE, as
-        # RUN_DONE marks the run's end (until the pipeline reports CASE_DONE itself).
-        if stage == RUN_DONE:
-            stage = CASE_DONE
         self._write({"stage": stage, "fraction": _clamp(fraction), "message": message,
                      **self.context})
 
