@@ -35,9 +35,11 @@ def case(example_ct, shared_data):
     node = scene.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
     ids = {}
-    for value, name, mask in ((1, "Pancreas", pancreas & ~lesion), (2, "Pancreatic lesion", lesion)):
+    for value, name, mask in ((1, "Pancreas", pancreas & ~lesion),
+                              (2, "Pancreatic lesion", lesion)):
         ids[value] = node.GetSegmentation().AddEmptySegment(name, name, [1, 0, 0])
-        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, ids[value], volume)
+        slicer.util.updateSegmentBinaryLabelmapFromArray(mask.astype(np.uint8), node, ids[value],
+                                                         volume)
     expected = np.where(lesion, 2, np.where(pancreas, 1, 0)).astype(np.uint8)
     return scene, volume, node, ids, expected
 

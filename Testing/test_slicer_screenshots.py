@@ -72,7 +72,7 @@ def test_slice_view_shows_ct_segments_and_uncertainty(result, tmp_path):
         scene, volume, labelmap, None, tmp_path / "no_overlay.png", offset)).convert("RGB"))
     warmer = (image[..., 0].astype(int) - image[..., 2]
               - (without[..., 0].astype(int) - without[..., 2]))
-    assert (warmer > 40).sum() > 50                            # the uncertainty overlay, heat colours
+    assert (warmer > 40).sum() > 50  # the uncertainty overlay, in heat colours
     keep(path)
 
 
