@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 	@echo "Outputs (labels, uncertainty, regions, .seg.nrrd, report, preview) are in $(DEMO_OUT)/"
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 benchmark: $(VENV)/.installed

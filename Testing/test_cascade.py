@@ -55,7 +55,8 @@ def test_small_box_grows_to_the_patch_within_the_image(random_bundle):
     spec = load_bundle(random_bundle).stage("fine")  # 64 px at 1.5 mm = 96 mm in x and y
     canonical = _image(np.zeros((30, 200, 120)), spacing=(1.0, 1.0, 3.0))
     lo, hi = grown_to_patch(([50, 90, 10], [60, 100, 12]), canonical, spec)
-    assert [h - l for l, h in zip(lo, hi)] == [96, 96, 2]  # z is not slid over by a 2-D stage
+    # z is not slid over by a 2-D stage
+    assert [top - low for low, top in zip(lo, hi)] == [96, 96, 2]
     assert lo[0] <= 50 and hi[0] >= 60 and lo[1] <= 90 and hi[1] >= 100
     lo, hi = grown_to_patch(([0, 0, 0], [10, 10, 1]), canonical, spec)  # at the corner
     assert lo[:2] == [0, 0] and hi[:2] == [96, 96]
@@ -92,7 +93,8 @@ def test_coarse_stage_normalises_with_the_bundles_reference(monkeypatch, random_
     np.testing.assert_allclose(seen["coarse"], expected, atol=1e-5)
 
 
-def test_coarse_keeps_its_largest_component_and_those_the_bundle_asks_for(monkeypatch, random_bundle):
+def test_coarse_keeps_its_largest_component_and_those_the_bundle_asks_for(monkeypatch,
+                                                                          random_bundle):
     def two_blobs(bundle, stage_name, volume, device, **kwargs):
         organ = np.zeros(volume.shape, np.float32)
         organ[1:3, 2:4, 2:4] = 1.0      # 8 voxels
@@ -215,7 +217,8 @@ def test_accurate_mode_averages_rescaled_copies_on_the_fine_grid(monkeypatch, ra
     fine = cascade.run_fine(image, ([0, 0, 0], [120, 120, 4]), bundle, torch.device("cpu"),
                             coarse, tta, overlap=0.25)
     # fine spacing 1.5 mm: 80 px across at scale 1, 100 at 0.8 (1.2 mm), 64 at 1.25 (1.875 mm)
-    assert sorted(s[1] for s in shapes) == [64, 80, 100] and fine.probabilities.shape[2:] == (80, 80)
+    assert sorted(s[1] for s in shapes) == [64, 80, 100]
+    assert fine.probabilities.shape[2:] == (80, 80)
     np.testing.assert_allclose(fine.probabilities.sum(axis=0), 1.0, atol=1e-5)
     inside = fine.probabilities[1][:, 30:50, 25:55]  # well inside the bright block at every scale
     assert inside.min() > 0.99 and fine.probabilities[1][:, :15, :15].max() < 0.01

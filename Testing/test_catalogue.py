@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO_ROOT, write_random_bundle
-from test_cli import fake_segment, run  # noqa: F401 (fixture)
+from test_cli import fake_segment_fixture, run  # noqa: F401 (fixture)
 
 from PancreasSSLSegLib import catalogue
 

@@ -48,8 +48,8 @@ class FakeSegment:
                           report)
 
 
-@pytest.fixture
-def fake_segment(monkeypatch) -> FakeSegment:
+@pytest.fixture(name="fake_segment")  # other modules import fake_segment_fixture to use it
+def fake_segment_fixture(monkeypatch) -> FakeSegment:
     fake = FakeSegment()
     monkeypatch.setattr(cli_segment, "_segment", fake)
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)

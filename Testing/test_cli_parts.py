@@ -19,7 +19,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import REPO_ROOT
 
-from test_cli import fake_segment, run  # noqa: F401 (fixture)
+from test_cli import fake_segment_fixture, run  # noqa: F401 (fixture)
 
 from PancreasSSLSegLib import cli, cli_segment
 from PancreasSSLSegLib.outputs import case_is_complete

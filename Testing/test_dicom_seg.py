@@ -45,7 +45,8 @@ class PatternSegment:
         image = as_image(path)
         self.bundle = model
         labels = pattern_labels(image.GetSize()[::-1])
-        report = {"case": None, "input": {}, "model": {"name": model.name, "version": model.version},
+        report = {"case": None, "input": {},
+                  "model": {"name": model.name, "version": model.version},
                   "segments": model.labels, "uncertain_region": model.metadata["uncertain_region"],
                   "warnings": []}
         return FakeResult(image, labels, labels * np.float32(0.3), np.zeros_like(labels, np.int32),
@@ -181,7 +182,8 @@ def test_resume_needs_the_seg_and_a_later_run_without_one_removes_the_old(tmp_pa
     monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
     write_ct_series(tmp_path / "a", phantom_hu(SHAPE))
     out = tmp_path / "out"
-    paths = outputs.write_case_outputs(_result_on(tmp_path / "a"), out, "c", dicom_folder=tmp_path / "a")
+    paths = outputs.write_case_outputs(_result_on(tmp_path / "a"), out, "c",
+                                       dicom_folder=tmp_path / "a")
     assert paths["dicom_seg"] == out / "c_seg.dcm" and paths["dicom_seg"].is_file()
     assert outputs.case_is_complete(out, "c")
     paths["dicom_seg"].unlink()  # the report lists it: the case is no longer finished

@@ -1,4 +1,5 @@
-"""Calibration: ECE separates calibrated from over-confident probabilities; error–uncertainty overlap."""
+"""Calibration: ECE separates calibrated from over-confident probabilities; error-uncertainty
+overlap."""
 
 from __future__ import annotations
 

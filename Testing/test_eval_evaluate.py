@@ -1,4 +1,5 @@
-"""run_evaluation: a checkpoint or bundle on real NIH slices and a real CT volume; files and rows."""
+"""run_evaluation: a checkpoint or bundle on real NIH slices and a real CT volume; files and
+rows."""
 
 from __future__ import annotations
 

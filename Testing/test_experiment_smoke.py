@@ -1,6 +1,7 @@
-"""The experiment runner end to end on its CI preset (training/experiments/single_source_smoke.yaml):
-the stop rule halts after the baseline, then the whole pipeline writes every table and plot.
-It checks the pipeline, not the science (3 iterations of tiny networks)."""
+"""The experiment runner end to end on its CI preset
+(training/experiments/single_source_smoke.yaml): the stop rule halts after the baseline, then
+the whole pipeline writes every table and plot. It checks the pipeline, not the science
+(3 iterations of tiny networks)."""
 
 from __future__ import annotations
 

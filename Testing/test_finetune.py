@@ -22,7 +22,8 @@ def corrections(shared_data, tmp_path_factory):
     as the module's Export corrected case writes them."""
     folder = shared_data / "ct-abdomen-3mm"
     image = sitk.ReadImage(str(folder / "example_ct.nii.gz"), sitk.sitkFloat32)
-    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "example_seg_fast_force_split.nii.gz")))
+    seg = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(folder / "example_seg_fast_force_split.nii.gz")))
     labels = sitk.GetImageFromArray((seg == 7).astype(np.uint8))
     labels.CopyInformation(image)
     z, y, x = np.nonzero(seg == 7)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
-import SimpleITK as sitk
 import torch
 import yaml
 
@@ -19,7 +17,8 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 def config_on_shared_data(name: str, shared_data: Path, out: Path) -> Path:
     """A shipped config with its ``../shared/data`` paths pointed at the fixture's folder."""
-    text = (CONFIG_DIR / name).read_text(encoding="utf-8").replace("../shared/data", str(shared_data))
+    text = (CONFIG_DIR / name).read_text(encoding="utf-8")
+    text = text.replace("../shared/data", str(shared_data))
     out.write_text(text, encoding="utf-8")
     return out
 

@@ -19,7 +19,8 @@ def markdown_table(result: dict) -> str:
              f"({result['model']['kind']}).",
              f"Machine: {machine['cpu_model']}, {machine['usable_cores']} cores, "
              f"{machine['memory_gb']} GB RAM, torch {machine['torch']} ({machine['torch_threads']} "
-             f"threads; measured steps: {result['step_threads']}), GPU: {machine['cuda'] or 'none'}; load average at start "
+             f"threads; measured steps: {result['step_threads']}), "
+             f"GPU: {machine['cuda'] or 'none'}; load average at start "
              f"{machine['load_average_start']}, at end {result['load_average_end']}.", "",
              _row(["step", "wall time (s)", "peak memory (MB)", "baseline / this", "notes"]),
              _row(["---", "---:", "---:", "---:", "---"])]

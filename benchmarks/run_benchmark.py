@@ -26,7 +26,8 @@ from machine import describe_machine, load_average  # noqa: E402
 from measure import run_measured  # noqa: E402
 from report import TARGETS, markdown_table  # noqa: E402
 
-DEFAULT_SOURCE = BENCH_DIR.parent.parent / "shared" / "data" / "ct-abdomen-3mm" / "example_ct.nii.gz"
+DEFAULT_SOURCE = (BENCH_DIR.parent.parent / "shared" / "data" / "ct-abdomen-3mm"
+                  / "example_ct.nii.gz")
 
 
 def resolve_model(requested: Path | None, work_dir: Path) -> dict:

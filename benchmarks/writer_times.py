@@ -27,7 +27,8 @@ def timed(write, path: Path, repeats: int) -> dict:
         start = time.perf_counter()
         write(path)
         seconds.append(time.perf_counter() - start)
-    return {"median_s": round(statistics.median(seconds), 3), "mb": round(path.stat().st_size / 1e6, 3)}
+    return {"median_s": round(statistics.median(seconds), 3),
+            "mb": round(path.stat().st_size / 1e6, 3)}
 
 
 def main(argv=None) -> None:
@@ -63,7 +64,7 @@ def main(argv=None) -> None:
             for key, (array, pixel) in volumes.items():
                 image = sitk.Cast(result.to_sitk(array), pixel)
                 figures["writers"][f"{key}.nii.gz level {level}"] = timed(
-                    lambda path, i=image: sitk.WriteImage(i, str(path), True, level),
+                    lambda path, i=image, lv=level: sitk.WriteImage(i, str(path), True, lv),
                     out / f"{key}-{level}.nii.gz", args.repeats)
         seconds = []
         for index in range(args.repeats):

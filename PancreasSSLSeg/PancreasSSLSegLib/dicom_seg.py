@@ -123,7 +123,8 @@ def segment_descriptions(report: dict[str, Any]) -> list:
         if "category" not in terminology or "type" not in terminology:
             raise DicomSegUnavailable(f"the model's label {value} ({label['name']}) has no "
                                       "category and type codes; a SEG segment needs them")
-        regions = [_code(terminology["anatomicRegion"])] if "anatomicRegion" in terminology else None
+        regions = ([_code(terminology["anatomicRegion"])] if "anatomicRegion" in terminology
+                   else None)
         color = label.get("color")
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=value, segment_label=str(label["name"])[:64],
@@ -168,7 +169,8 @@ def build_dicom_seg(result, folder: str | Path):
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions, series_instance_uid=hd.UID(),
             series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,
-            manufacturer="PancreasSSLSeg", manufacturer_model_name=str(model.get("name", "unknown")),
+            manufacturer="PancreasSSLSeg",
+            manufacturer_model_name=str(model.get("name", "unknown")),
             software_versions=f"PancreasSSLSeg {__version__}, model {model.get('version', '?')}",
             device_serial_number="none", series_description=SERIES_DESCRIPTION,
             content_description="Pancreas and pancreatic lesion (research use)",

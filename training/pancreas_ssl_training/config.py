@@ -2,10 +2,11 @@
 
 Sections: ``data`` (defaults for every stage's slice sources), ``network`` (the engine's
 ``build_network`` config; SSL heads are added from the active methods), ``methods``
-(``{name: {enabled, weight | weights, params}}``), ``optim``, ``train``, ``stages`` (``coarse`` and/or
-``fine``: spacing, patch, their own ``data``, ``network`` and ``train`` overrides), ``export`` (bundle metadata), and optional
-``init_encoder`` (a PolyCL checkpoint whose encoder initialises every stage) or ``init_weights``
-(a fit checkpoint whose stages initialise the same stages here: continued training).
+(``{name: {enabled, weight | weights, params}}``), ``optim``, ``train``, ``stages``
+(``coarse`` and/or ``fine``: spacing, patch, their own ``data``, ``network`` and ``train``
+overrides), ``export`` (bundle metadata), and optional ``init_encoder`` (a PolyCL checkpoint
+whose encoder initialises every stage) or ``init_weights`` (a fit checkpoint whose stages
+initialise the same stages here: continued training).
 
 ``extends: other.yaml`` (relative to the config's folder) starts from another config and lays
 this one over it, so a method's config states only what differs from ``baseline.yaml``

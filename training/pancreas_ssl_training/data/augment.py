@@ -5,7 +5,8 @@ on non-contrast and contrast-enhanced CT: the enhancement of soft tissue and ves
 unenhanced baseline is scaled (0.3× ≈ non-contrast, 1.3× ≈ strong arterial), then the contrast
 around soft tissue is stretched or compressed (the NIH 8-bit slices carry per-patient display
 windows that one global HU mapping cannot undo: this covers slopes 0.7–1.5× the fitted one), a
-global HU shift, a gamma curve inside the HU window, Gaussian noise and blur. Works on 2-D and 3-D arrays.
+global HU shift, a gamma curve inside the HU window, Gaussian noise and blur. Works on 2-D and 3-D
+arrays.
 Spatial augmentation (flips, small rotations, zoom) uses MONAI dictionary transforms, applied to
 image and label together on channel-first arrays.
 """

@@ -40,7 +40,8 @@ def region_channels(labels: np.ndarray, regions: Mapping[str, Sequence[int]]) ->
 def case_metrics(pred_labels: np.ndarray, true_labels: np.ndarray,
                  voxel_spacing_mm: Sequence[float],
                  regions: Mapping[str, Sequence[int]] = DEFAULT_REGIONS,
-                 surface_tolerance_mm: float = DEFAULT_SURFACE_TOLERANCE_MM) -> list[dict[str, Any]]:
+                 surface_tolerance_mm: float = DEFAULT_SURFACE_TOLERANCE_MM,
+                 ) -> list[dict[str, Any]]:
     """Dice, 95 % Hausdorff distance (mm) and normalised surface Dice of one case, per region.
 
     ``pred_labels``/``true_labels``: integer label arrays of the same shape (2-D slice or 3-D

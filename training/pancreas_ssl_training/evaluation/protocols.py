@@ -60,7 +60,8 @@ def leave_one_source_out_splits(samples: Iterable[Any]) -> list[Split]:
 
 
 def patient_range(first: int, last: int) -> list[str]:
-    """Zero-padded NIH patient ids ``first..last`` inclusive: ``patient_range(4, 6)`` → 0004…0006."""
+    """Zero-padded NIH patient ids ``first..last`` inclusive: ``patient_range(4, 6)`` →
+    0004…0006."""
     return [f"{number:04d}" for number in range(first, last + 1)]
 
 

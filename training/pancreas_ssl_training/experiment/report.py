@@ -196,10 +196,12 @@ def write_report(experiment: dict[str, Any], runs: list, targets: list[Target],
     verdict = ("passed" if rule["passed"] else
                "**not passed: no comparison between arms is reported** (the other arms were "
                "not trained)")
+    overrides = experiment["recipe_overrides"]
+    with_overrides = f" with overrides {json.dumps(overrides)}" if overrides else ""
     text = [f"# Experiment `{name}`", "",
             f"Source: NIH 8-bit slices of patients {experiment['source']['patients'][0]:04d}–"
             f"{experiment['source']['patients'][1]:04d}; recipe `{Path(experiment['recipe']).name}`"
-            f"{' with overrides ' + json.dumps(experiment['recipe_overrides']) if experiment['recipe_overrides'] else ''}. "
+            f"{with_overrides}. "
             f"Arms: {', '.join(experiment['arms'])}. Seeds: "
             f"{', '.join(map(str, experiment['seeds']))}.", "",
             f"**Stop rule**: `{rule['arm']}` mean Dice on `{rule['target']}` = "
