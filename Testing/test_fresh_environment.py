@@ -28,10 +28,9 @@ import torch
 from slicer_harness import MODULE_DIR, install_module_stubs
 
 install_module_stubs()
-from PancreasSSLSeg import ENGINE_ARGS  # noqa: E402
-
 from PancreasSSLSegLib.outputs import output_paths  # noqa: E402
 from PancreasSSLSegModuleLib.dependencies import REQUIREMENTS  # noqa: E402
+from PancreasSSLSegModuleLib.logic import ENGINE_ARGS  # noqa: E402
 
 # The torch build this machine installs (on this project's machines a local CPU wheel; the same
 # pin as the Makefile's TORCH_SPEC), without its local label ("2.13.0+cpu" → "2.13.0").
