@@ -160,35 +160,40 @@ class _PathEdit:
 
 
 def test_slicer_model_list_is_the_catalogue(capsys, models_env):
-    """The Widget's model list (its real methods, on stand-in Qt widgets) shows the bundles the
+    """The panel's model list (its real methods, on stand-in Qt widgets) shows the bundles the
     CLI lists, readable ones only, then "Bundle folder..."; choosing one passes its path."""
     from slicer_harness import install_module_stubs
 
     install_module_stubs()
     import PancreasSSLSeg as module
+    from PancreasSSLSegModuleLib.widget import PancreasSSLSegPanel
 
     code, out, err = run(capsys, "models", "--json")
     readable = [e for e in json.loads(out) if e["problem"] is None]
-    widget = types.SimpleNamespace(logic=module.PancreasSSLSegLogic(), ui=types.SimpleNamespace(
-        modelComboBox=_Combo(), modelPathLineEdit=_PathEdit(),
+    checked = types.SimpleNamespace(checked=False)
+    panel = types.SimpleNamespace(logic=module.PancreasSSLSegLogic(), ui=types.SimpleNamespace(
+        modelComboBox=_Combo(), modelPathLineEdit=_PathEdit(), deviceComboBox=_Combo(),
+        fastCheckBox=checked, uncertaintyCheckBox=checked,
         uncertaintyThresholdSlider=types.SimpleNamespace(value=None)))
-    for name in ("populateModels", "onModelChoice", "selectedModel"):
-        setattr(widget, name, getattr(module.PancreasSSLSegWidget, name).__get__(widget))
-    widget.populateModels()
-    combo = widget.ui.modelComboBox
+    panel.ui.deviceComboBox.currentIndex = 0
+    for name in ("populateModels", "onModelChoice", "readParameters"):
+        setattr(panel, name, getattr(PancreasSSLSegPanel, name).__get__(panel))
+    panel.populateModels()
+    combo = panel.ui.modelComboBox
     assert combo.items == [f"{e['name']} {e['version']} ({e['source']})" for e in readable] + [
         "Bundle folder..."]
     # the shipped model is selected first; the path field only serves "Bundle folder..."
     assert combo.items[combo.currentIndex].startswith("pancreas-demo ")
-    assert not widget.ui.modelPathLineEdit.enabled
-    assert Path(widget.selectedModel()).resolve() == SHIPPED.resolve()
+    assert not panel.ui.modelPathLineEdit.enabled
+    assert Path(panel.readParameters().model).resolve() == SHIPPED.resolve()
     # the slider starts at the shipped bundle's threshold, not a constant
     shipped_threshold = json.loads((SHIPPED / "metadata.json").read_text(encoding="utf-8"))[
         "inference"]["uncertainty_threshold"]
-    assert widget.ui.uncertaintyThresholdSlider.value == shipped_threshold
+    assert panel.ui.uncertaintyThresholdSlider.value == shipped_threshold
     combo.currentIndex = 2
-    assert widget.selectedModel() == readable[2]["path"]
+    assert panel.readParameters().model == readable[2]["path"]
     combo.currentIndex = len(combo.items) - 1
     combo.currentIndexChanged.slots[0](combo.currentIndex)
-    widget.ui.modelPathLineEdit.currentPath = "/some/bundle"
-    assert widget.ui.modelPathLineEdit.enabled and widget.selectedModel() == "/some/bundle"
+    panel.ui.modelPathLineEdit.currentPath = "/some/bundle"
+    assert panel.ui.modelPathLineEdit.enabled
+    assert panel.readParameters().model == "/some/bundle"
