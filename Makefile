@@ -9,7 +9,7 @@ DEMO_OUT ?= demo_output
 
 .PHONY: demo test benchmark clean
 
-$(VENV)/.installed: pyproject.toml PancreasSSLSeg/PancreasSSLSegLib/requirements.txt
+$(VENV)/.installed: pyproject.toml PancreasSSLSeg/pancreas_ssl_seg/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"

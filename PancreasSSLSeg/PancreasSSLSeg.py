@@ -1,7 +1,7 @@
 """3D Slicer module: pancreas and pancreatic lesion segmentation in CT, with uncertainty review.
 
-The module class, a thin Widget and the self-test. The engine (``PancreasSSLSegLib``) runs as a
-background process; the module's own code lives in ``PancreasSSLSegModuleLib``, one job per file:
+The module class, a thin Widget and the self-test. The engine (``pancreas_ssl_seg``) runs as a
+background process; the module's own code lives in ``PancreasSSLSegLib``, one job per file:
 ``logic`` (``PancreasSSLSegLogic``, the console API), ``widget`` (the panel), ``parameters`` (the
 run settings), ``engine_process``, ``scene_results``, ``review``, ``batch``,
 ``corrections_export``, ``verdict_banner``, ``volume_io``, ``dependencies``.
@@ -13,10 +13,10 @@ import vtk, qt, ctk, slicer  # noqa: E401,F401 (the standard Slicer module impor
 from slicer.ScriptedLoadableModule import *  # noqa: F401,F403
 from slicer.i18n import tr as _
 
-from PancreasSSLSegModuleLib.engine_process import RunStatus
-from PancreasSSLSegModuleLib.logic import PancreasSSLSegLogic
-from PancreasSSLSegModuleLib.parameters import Parameters
-from PancreasSSLSegModuleLib.widget import PancreasSSLSegPanel
+from PancreasSSLSegLib.engine_process import RunStatus
+from PancreasSSLSegLib.logic import PancreasSSLSegLogic
+from PancreasSSLSegLib.parameters import Parameters
+from PancreasSSLSegLib.widget import PancreasSSLSegPanel
 
 MODULE_DIR = Path(__file__).resolve().parent
 
@@ -44,7 +44,7 @@ class PancreasSSLSeg(ScriptedLoadableModule):  # noqa: F405
 
 
 class PancreasSSLSegWidget(ScriptedLoadableModuleWidget):  # noqa: F405
-    """Loads the .ui and hands it to the panel (``PancreasSSLSegModuleLib.widget``)."""
+    """Loads the .ui and hands it to the panel (``PancreasSSLSegLib.widget``)."""
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)  # noqa: F405

@@ -17,7 +17,7 @@ TINY_2D = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
 
 
 def tiny_metadata(name: str = "tiny-random", coarse_dims: int = 2, fine_dims: int = 2) -> dict:
-    from PancreasSSLSegLib.bundle_metadata import default_metadata
+    from pancreas_ssl_seg.bundle_metadata import default_metadata
 
     def stage(dims: int, spacing: list[float], patch: int) -> dict:
         return {"network": {**TINY_2D, "spatial_dims": dims}, "spacing_mm": spacing,
@@ -33,8 +33,8 @@ def write_random_bundle(out_dir: Path, seed: int = 0, **metadata_kwargs) -> Path
     """A valid bundle whose networks have random weights (deterministic for ``seed``)."""
     import torch
 
-    from PancreasSSLSegLib.bundle import save_bundle
-    from PancreasSSLSegLib.networks import build_network
+    from pancreas_ssl_seg.bundle import save_bundle
+    from pancreas_ssl_seg.networks import build_network
 
     torch.manual_seed(seed)
     metadata = tiny_metadata(**metadata_kwargs)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.networks import build_network
 
 
 def tiny_network(spatial_dims: int = 2, heads: tuple[str, ...] = (), seed: int = 0):

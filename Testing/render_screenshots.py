@@ -27,7 +27,7 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 
 import PancreasSSLSeg as module  # noqa: E402
-from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
+from PancreasSSLSegLib.parameters import Parameters  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

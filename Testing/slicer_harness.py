@@ -7,7 +7,7 @@
   as the application does (see ../shared/SLICER_CORE.md), plus three slice views.
 - ``render_slice_png``: a slice view rendered by Slicer's own ``vtkMRMLSliceLogic``.
 - Run as a script (``python slicer_harness.py segment INPUT -o OUT ...``) it is a fake engine:
-  the real CLI (``PancreasSSLSegLib.cli``) with the pipeline and the network loading replaced, so
+  the real CLI (``pancreas_ssl_seg.cli``) with the pipeline and the network loading replaced, so
   the arguments, progress lines, exit codes, the six files (``outputs.write_case_outputs``) and
   the report (``report.build_report``, regions by ``uncertainty.rank_uncertain_regions``) are the
   engine's own; only the arrays are made up (``fake_arrays``). ``FAKE_ENGINE_MODE`` = ok | slow
@@ -162,7 +162,7 @@ def fake_engine_logic(monkeypatch, mode: str = "ok", **environment: str):
     import json
 
     import PancreasSSLSeg
-    from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
+    from pancreas_ssl_seg.labels import LABELS, UNCERTAIN_REGION
 
     monkeypatch.setenv("FAKE_ENGINE_MODE", mode)
     monkeypatch.setenv("FAKE_ENGINE_LABELS", json.dumps({"labels": LABELS,
@@ -323,12 +323,12 @@ def _fake_segment(path, *, model, device, uncertainty, progress, fast, uncertain
 
     import numpy as np
 
-    from PancreasSSLSegLib import __version__, progress as stages
-    from PancreasSSLSegLib.case_names import case_name
-    from PancreasSSLSegLib.geometry import voxel_volume_ml
-    from PancreasSSLSegLib.image_io import as_image
-    from PancreasSSLSegLib.report import build_report
-    from PancreasSSLSegLib.uncertainty import REGIONS_SCORE, rank_uncertain_regions
+    from pancreas_ssl_seg import __version__, progress as stages
+    from pancreas_ssl_seg.case_names import case_name
+    from pancreas_ssl_seg.geometry import voxel_volume_ml
+    from pancreas_ssl_seg.image_io import as_image
+    from pancreas_ssl_seg.report import build_report
+    from pancreas_ssl_seg.uncertainty import REGIONS_SCORE, rank_uncertain_regions
 
     mode = os.environ.get("FAKE_ENGINE_MODE", "ok")
     progress(stages.READING, 0.0, "reading the input")
@@ -377,8 +377,8 @@ def _fake_load_model(model):
     a bundle the catalogue cannot read is the real CLI's ``BundleError`` (exit 2)."""
     import json
 
-    from PancreasSSLSegLib.catalogue import list_models, read_entry, resolve_model
-    from PancreasSSLSegLib.errors import BundleError
+    from pancreas_ssl_seg.catalogue import list_models, read_entry, resolve_model
+    from pancreas_ssl_seg.errors import BundleError
 
     folder = resolve_model(model) or next(e.path for e in list_models() if e.source == "shipped")
     entry = read_entry(Path(folder), "given")
@@ -389,7 +389,7 @@ def _fake_load_model(model):
 
 def fake_engine_main(argv: list[str]) -> int:
     """The real CLI with the pipeline and the network loading replaced (see above)."""
-    from PancreasSSLSegLib import cli, cli_segment
+    from pancreas_ssl_seg import cli, cli_segment
 
     for name in ("_segment", "load_model"):  # the seams this fake replaces must exist
         assert hasattr(cli_segment, name), f"cli_segment.{name} is gone: update the fake engine"

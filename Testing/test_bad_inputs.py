@@ -26,11 +26,11 @@ from bad_inputs import INPUTS, metaimage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib import cascade, cli, cli_exit, memory
-from PancreasSSLSegLib.errors import InputError, PancreasSSLSegError, ResourceError
-from PancreasSSLSegLib.image_io import as_image
-from PancreasSSLSegLib.outputs import OUTPUT_SUFFIXES
-from PancreasSSLSegLib.pipeline import segment
+from pancreas_ssl_seg import cascade, cli, cli_exit, memory
+from pancreas_ssl_seg.errors import InputError, PancreasSSLSegError, ResourceError
+from pancreas_ssl_seg.image_io import as_image
+from pancreas_ssl_seg.outputs import OUTPUT_SUFFIXES
+from pancreas_ssl_seg.pipeline import segment
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,8 @@ def finds_nothing_bundle(tmp_path_factory) -> Path:
     import torch
     from conftest import tiny_metadata
 
-    from PancreasSSLSegLib.bundle import save_bundle
-    from PancreasSSLSegLib.networks import build_network
+    from pancreas_ssl_seg.bundle import save_bundle
+    from pancreas_ssl_seg.networks import build_network
 
     torch.manual_seed(0)
     metadata = tiny_metadata(name="finds-nothing")
@@ -234,7 +234,7 @@ def test_cli_subprocess_batch_of_bad_inputs_one_line_each(tmp_path, example_ct, 
         paths.append(INPUTS[name][1](tmp_path / name, example_ct))
     out_dir = tmp_path / "out"
     completed = subprocess.run(
-        [sys.executable, "-m", "PancreasSSLSegLib.cli", "segment", *map(str, paths),
+        [sys.executable, "-m", "pancreas_ssl_seg", "segment", *map(str, paths),
          "-o", str(out_dir), "--model", str(random_bundle), "--device", "cpu",
          "--progress", "none"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "OMP_NUM_THREADS": "1"}, encoding="utf-8")

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib import batch_summary, cli, cli_exit
+from pancreas_ssl_seg import batch_summary, cli, cli_exit
 
 STATUS_ORDER = {"failed": 1, "check": 2, "ok": 3}
 OUTPUT_FILE_COLUMNS = {"report_file": "_report.json", "preview_file": "_preview.png",

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib.preprocessing import resample_to_spacing
+from pancreas_ssl_seg.preprocessing import resample_to_spacing
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))

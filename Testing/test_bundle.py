@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.errors import BundleError
-from PancreasSSLSegLib.hashing import sha256_of
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.errors import BundleError
+from pancreas_ssl_seg.hashing import sha256_of
 
 
 def copy_bundle(src, tmp_path):

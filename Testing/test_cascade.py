@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib import InputError, cascade, segment
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.cascade import (box_around, grown_to_patch, lesion_operating_point,
+from pancreas_ssl_seg import InputError, cascade, segment
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.cascade import (box_around, grown_to_patch, lesion_operating_point,
                                        run_coarse, slice_references)
 
 
@@ -171,7 +171,7 @@ def test_a_single_slice_is_refused_by_a_bundle_with_3d_stages(tmp_path):
 
 
 def test_cli_segments_a_2d_file_into_one_slice_outputs(tmp_path, random_bundle):
-    from PancreasSSLSegLib import cli
+    from pancreas_ssl_seg import cli
 
     image = sitk.GetImageFromArray(_slice_hu())
     image.SetSpacing((0.8, 0.7))
@@ -230,7 +230,7 @@ def test_bundle_refuses_unreasonable_tta_scales(random_bundle, tmp_path, scales)
     import json
     import shutil
 
-    from PancreasSSLSegLib import BundleError
+    from pancreas_ssl_seg import BundleError
 
     folder = tmp_path / "bundle"
     shutil.copytree(random_bundle, folder)

@@ -1,4 +1,4 @@
-"""Case names (``PancreasSSLSegLib.case_names``): from input paths, from free text, checked."""
+"""Case names (``pancreas_ssl_seg.case_names``): from input paths, from free text, checked."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from PancreasSSLSegLib.case_names import case_name, check_case_name, safe_case_name
-from PancreasSSLSegLib.errors import InputError
+from pancreas_ssl_seg.case_names import case_name, check_case_name, safe_case_name
+from pancreas_ssl_seg.errors import InputError
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO_ROOT, write_random_bundle
 from test_cli import fake_segment_fixture, run  # noqa: F401 (fixture)
 
-from PancreasSSLSegLib import catalogue
+from pancreas_ssl_seg import catalogue
 
 SHIPPED = REPO_ROOT / "Resources" / "Models" / "pancreas-demo"
 
@@ -166,7 +166,7 @@ def test_slicer_model_list_is_the_catalogue(capsys, models_env):
 
     install_module_stubs()
     import PancreasSSLSeg as module
-    from PancreasSSLSegModuleLib.widget import PancreasSSLSegPanel
+    from PancreasSSLSegLib.widget import PancreasSSLSegPanel
 
     code, out, err = run(capsys, "models", "--json")
     readable = [e for e in json.loads(out) if e["problem"] is None]

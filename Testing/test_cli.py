@@ -15,9 +15,9 @@ import SimpleITK as sitk
 from test_image_io import BAD_INPUTS
 from test_outputs import FakeResult, same_grid, write_fake_preview
 
-from PancreasSSLSegLib import cli, cli_segment, outputs
-from PancreasSSLSegLib.errors import DeviceError
-from PancreasSSLSegLib.image_io import as_image
+from pancreas_ssl_seg import cli, cli_segment, outputs
+from pancreas_ssl_seg.errors import DeviceError
+from pancreas_ssl_seg.image_io import as_image
 
 OUTPUT_NAMES = ("{}_labels.nii.gz", "{}_uncertainty.nii.gz", "{}_regions.nii.gz", "{}.seg.nrrd",
                 "{}_report.json", "{}_preview.png")
@@ -302,8 +302,8 @@ def coarse_random_bundle(tmp_path_factory) -> Path:
     import torch
     from conftest import tiny_metadata
 
-    from PancreasSSLSegLib.bundle import save_bundle
-    from PancreasSSLSegLib.networks import build_network
+    from pancreas_ssl_seg.bundle import save_bundle
+    from pancreas_ssl_seg.networks import build_network
 
     torch.manual_seed(0)
     metadata = tiny_metadata(name="tiny-coarse")

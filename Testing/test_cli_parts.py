@@ -21,8 +21,8 @@ from conftest import REPO_ROOT
 
 from test_cli import fake_segment_fixture, run  # noqa: F401 (fixture)
 
-from PancreasSSLSegLib import cli, cli_segment
-from PancreasSSLSegLib.outputs import case_is_complete
+from pancreas_ssl_seg import cli, cli_segment
+from pancreas_ssl_seg.outputs import case_is_complete
 
 TESTING = Path(__file__).resolve().parent
 # One CLI process with the stand-in pipeline: the real argument parsing, split, skip and writing.
@@ -31,7 +31,7 @@ import sys
 sys.path[:0] = [{str(TESTING)!r}]
 from test_cli import FakeSegment
 from test_outputs import write_fake_preview
-from PancreasSSLSegLib import cli, cli_segment, outputs
+from pancreas_ssl_seg import cli, cli_segment, outputs
 cli_segment._segment = FakeSegment()
 outputs._write_preview = write_fake_preview
 sys.exit(cli.main(sys.argv[1:]))

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib import corrections
-from PancreasSSLSegLib.corrections import read_correction_record, write_correction_case
-from PancreasSSLSegLib.errors import InputError
+from pancreas_ssl_seg import corrections
+from pancreas_ssl_seg.corrections import read_correction_record, write_correction_case
+from pancreas_ssl_seg.errors import InputError
 
 ENGINE_DIR = Path(corrections.__file__).resolve().parents[1]
 
@@ -143,7 +143,7 @@ WRITER = textwrap.dedent("""
     sys.modules["pancreas_ssl_training"] = None  # the writer needs no training package
     sys.modules["torch"] = None                  # nor torch
     import numpy as np, SimpleITK as sitk
-    from PancreasSSLSegLib.corrections import write_correction_case
+    from pancreas_ssl_seg.corrections import write_correction_case
     image, labels = sitk.ReadImage(sys.argv[2]), sitk.ReadImage(sys.argv[3])
     lesion = sitk.GetArrayFromImage(labels)
     lesion[10:14, 18:22, 18:22] = 2
@@ -228,8 +228,8 @@ def test_needs_neither_training_nor_torch(case, tmp_path):
         sys.modules["pancreas_ssl_training"] = None
         sys.modules["torch"] = None
         import SimpleITK as sitk
-        from PancreasSSLSegLib.corrections import write_correction_case
-        from PancreasSSLSegLib.errors import InputError
+        from pancreas_ssl_seg.corrections import write_correction_case
+        from pancreas_ssl_seg.errors import InputError
         image = sitk.ReadImage(sys.argv[2])
         labels = sitk.Cast(image > 0, sitk.sitkUInt8)
         write_correction_case(sys.argv[1], "ok", image, labels, "m", "1", ["Pancreas"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.errors import InputError
+from pancreas_ssl_seg.errors import InputError
 from pancreas_ssl_training.data.slices import (axial_slices_from_volume, load_nih_8bit_slices,
                                                load_nih_hu_slices, remap_labels)
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.corrections import read_correction_record, write_correction_case
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.corrections import read_correction_record, write_correction_case
 from pancreas_ssl_training.data.datasets import build_slice_sources
 from pancreas_ssl_training.data.volumes import (read_corrections, read_decathlon,
                                                 read_image_label_folders, read_nih_pancreas_ct,

@@ -20,9 +20,9 @@ import SimpleITK as sitk
 from dicom_series import phantom_hu, read_headers, write_ct_series
 from test_outputs import FakeResult, report_segments, write_fake_preview
 
-from PancreasSSLSegLib import cli, cli_segment, outputs
-from PancreasSSLSegLib.dicom_seg import DicomSegUnavailable, source_slices
-from PancreasSSLSegLib.image_io import as_image
+from pancreas_ssl_seg import cli, cli_segment, outputs
+from pancreas_ssl_seg.dicom_seg import DicomSegUnavailable, source_slices
+from pancreas_ssl_seg.image_io import as_image
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 SHAPE = (6, 24, 32)  # z, y, x

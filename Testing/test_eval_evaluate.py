@@ -11,12 +11,12 @@ import SimpleITK as sitk
 import torch
 
 from conftest import TINY_2D
-from PancreasSSLSegLib.errors import BundleError
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.errors import BundleError
+from pancreas_ssl_seg.networks import build_network
 from pancreas_ssl_training.checkpoint import save_checkpoint
 from pancreas_ssl_training.config import resolve_config
 from pancreas_ssl_training.evaluation import run_evaluation
-from PancreasSSLSegLib import segment
+from pancreas_ssl_seg import segment
 from pancreas_ssl_training.data.slices import load_nih_8bit_slices
 from pancreas_ssl_training.evaluation.evaluate import load_model, predict
 from pancreas_ssl_training.evaluation.tables import read_csv

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.errors import BundleError
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.errors import BundleError
+from pancreas_ssl_seg.networks import build_network
 from pancreas_ssl_training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from pancreas_ssl_training.config import resolve_config
 from pancreas_ssl_training.export import export_bundle

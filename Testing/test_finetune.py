@@ -10,8 +10,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.corrections import LABELS_FILE, write_correction_case
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.corrections import LABELS_FILE, write_correction_case
 from pancreas_ssl_training.cli import main as train_main
 from pancreas_ssl_training.finetune import finetune
 

@@ -28,9 +28,9 @@ import torch
 from slicer_harness import MODULE_DIR, install_module_stubs
 
 install_module_stubs()
-from PancreasSSLSegLib.outputs import output_paths  # noqa: E402
-from PancreasSSLSegModuleLib.dependencies import REQUIREMENTS  # noqa: E402
-from PancreasSSLSegModuleLib.logic import ENGINE_ARGS  # noqa: E402
+from pancreas_ssl_seg.outputs import output_paths  # noqa: E402
+from PancreasSSLSegLib.dependencies import REQUIREMENTS  # noqa: E402
+from PancreasSSLSegLib.logic import ENGINE_ARGS  # noqa: E402
 
 # The torch build this machine installs (on this project's machines a local CPU wheel; the same
 # pin as the Makefile's TORCH_SPEC), without its local label ("2.13.0+cpu" → "2.13.0").
@@ -50,7 +50,7 @@ class PyTorchUtilsLogic:
 
 INSTALL = textwrap.dedent("""
     import json, sys
-    from PancreasSSLSegModuleLib import dependencies
+    from PancreasSSLSegLib import dependencies
     before = dependencies.missing_packages()
     ok = dependencies.ensure_installed(lambda question: True)
     print(json.dumps({"before": before, "ok": ok, "after": dependencies.missing_packages()}))

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib.bundle import ModelBundle, load_bundle
-from PancreasSSLSegLib.errors import BundleError
-from PancreasSSLSegLib.hashing import sha256_of
+from pancreas_ssl_seg.bundle import ModelBundle, load_bundle
+from pancreas_ssl_seg.errors import BundleError
+from pancreas_ssl_seg.hashing import sha256_of
 
 EXAMPLES = 150
 FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=3000, database=None,

@@ -22,9 +22,9 @@ import SimpleITK as sitk
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from PancreasSSLSegLib.errors import PancreasSSLSegError
-from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
-from PancreasSSLSegLib.image_io import as_image
+from pancreas_ssl_seg.errors import PancreasSSLSegError
+from pancreas_ssl_seg.ct_plausibility import check_ct_intensities
+from pancreas_ssl_seg.image_io import as_image
 
 FORMATS = (".nii", ".nii.gz", ".nrrd", ".mha")
 EXAMPLES = 150

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.geometry import bounding_box, index_range_on, max_feret_diameter_mm
+from pancreas_ssl_seg.geometry import bounding_box, index_range_on, max_feret_diameter_mm
 
 
 def test_bounding_box_of_the_union_of_masks():

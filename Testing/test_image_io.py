@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
-from PancreasSSLSegLib.image_io import as_image, read_image
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.ct_plausibility import check_ct_intensities
+from pancreas_ssl_seg.image_io import as_image, read_image
 
 
 @pytest.fixture(scope="module")

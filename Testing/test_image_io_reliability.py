@@ -20,9 +20,9 @@ import pytest
 import SimpleITK as sitk
 from bad_inputs import write_dicom_series
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
-from PancreasSSLSegLib.image_io import as_image
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.ct_plausibility import check_ct_intensities
+from pancreas_ssl_seg.image_io import as_image
 
 FILL_HU = -1024.0  # documented value for non-finite voxels (air)
 
@@ -107,7 +107,7 @@ def test_dicom_series_goes_through_the_same_checks(shared_data):
 
 
 def run_cli(*args, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "PancreasSSLSegLib.cli", "segment",
+    return subprocess.run([sys.executable, "-m", "pancreas_ssl_seg", "segment",
                            *map(str, args), "--device", "cpu", "--progress", "none"],
                           capture_output=True, text=True, encoding="utf-8", timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from conftest import write_random_bundle
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib import inference
-from PancreasSSLSegLib.errors import DeviceError
-from PancreasSSLSegLib.inference import predict_stage, select_device
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg import inference
+from pancreas_ssl_seg.errors import DeviceError
+from pancreas_ssl_seg.inference import predict_stage, select_device
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from PancreasSSLSegLib.errors import InputError
+from pancreas_ssl_seg.errors import InputError
 from pancreas_ssl_training.data.intensity_mapping import (GreyMapping, body_mask, fit_grey_mapping,
                                                           measure_mappings,
                                                           pancreas_mean_hu_error,

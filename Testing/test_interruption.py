@@ -28,10 +28,10 @@ import slicerio
 from test_cli import FakeSegment
 from test_outputs import fake_result, write_fake_preview
 
-from PancreasSSLSegLib import cli, cli_exit, cli_segment, outputs
-from PancreasSSLSegLib.outputs import (OUTPUT_SUFFIXES, case_is_complete, output_paths,
+from pancreas_ssl_seg import cli, cli_exit, cli_segment, outputs
+from pancreas_ssl_seg.outputs import (OUTPUT_SUFFIXES, case_is_complete, output_paths,
                                        write_case_outputs)
-from PancreasSSLSegLib.temporaries import TEMPORARY_PREFIX
+from pancreas_ssl_seg.temporaries import TEMPORARY_PREFIX
 
 CASES = ("case0", "case1", "case2", "case3")
 # New each run (so CI's random kills land at new moments); printed by every test that uses it,
@@ -62,7 +62,7 @@ def inputs_dir(tmp_path_factory) -> Path:
 # land between the renames of one case.
 SLOW_RENAMES_CLI = """
 import os, sys, time
-from PancreasSSLSegLib.cli import main
+from pancreas_ssl_seg.cli import main
 real_replace = os.replace
 def slow_replace(source, target):
     real_replace(source, target)
@@ -74,7 +74,7 @@ sys.exit(main())
 
 def start_cli(inputs: list[Path], out_dir: Path, bundle: Path, *extra: str,
               slow_renames: bool = False) -> subprocess.Popen:
-    program = ["-c", SLOW_RENAMES_CLI] if slow_renames else ["-m", "PancreasSSLSegLib.cli"]
+    program = ["-c", SLOW_RENAMES_CLI] if slow_renames else ["-m", "pancreas_ssl_seg"]
     command = [sys.executable, *program, "segment", *map(str, inputs), "-o", str(out_dir),
                "--model", str(bundle), "--device", "cpu", "--fast", "--progress", "json", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -316,7 +316,7 @@ import sys
 sys.path.insert(0, sys.argv[4])
 import test_outputs
 from test_outputs import fake_result, write_fake_preview
-from PancreasSSLSegLib import outputs
+from pancreas_ssl_seg import outputs
 outputs._write_preview = write_fake_preview
 # The bundle's label table needs torch to import: a stand-in keeps this process light.
 test_outputs.report_segments = lambda: ([{"value": 1, "name": "Pancreas"}],

@@ -7,8 +7,8 @@ import sys
 
 from slicerio.segmentation import terminology_entry_to_string
 
-from PancreasSSLSegLib.bundle import default_bundle_path
-from PancreasSSLSegLib.labels import (LABEL_VALUES_TEXT, LABELS, LESION, PANCREAS,
+from pancreas_ssl_seg.bundle import default_bundle_path
+from pancreas_ssl_seg.labels import (LABEL_VALUES_TEXT, LABELS, LESION, PANCREAS,
                                       UNCERTAIN_REGION, slicer_terminology)
 
 
@@ -45,8 +45,8 @@ def test_terminology_becomes_slicers_terminology_entry():
 
 def test_small_contracts_import_without_numpy_or_torch():
     """The Slicer module and the CLI's parser read these before the engine's packages exist."""
-    code = ("import sys; import PancreasSSLSegLib.labels, PancreasSSLSegLib.devices, "
-            "PancreasSSLSegLib.bundle_format; "
+    code = ("import sys; import pancreas_ssl_seg.labels, pancreas_ssl_seg.devices, "
+            "pancreas_ssl_seg.bundle_format; "
             "print(sorted({'numpy', 'torch', 'SimpleITK'} & set(sys.modules)))")
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                timeout=60, check=True)

@@ -8,7 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib.bundle import load_bundle
+from pancreas_ssl_seg.bundle import load_bundle
 from pancreas_ssl_training.evaluation.lesion_detection import (MIN_DIAMETER_MM, SliceCase,
                                                                choose_operating_point,
                                                                insert_variant_lesion,

@@ -1,4 +1,4 @@
-"""Memory of the grids a run allocates (issue 12, item 2): ``PancreasSSLSegLib.memory``.
+"""Memory of the grids a run allocates (issue 12, item 2): ``pancreas_ssl_seg.memory``.
 
 The issue's case: a file a few hundred kB on disk whose header (400^3 voxels of 15 mm) passes
 the input-size guard but would make the coarse stage resample a 6 m cube at 3 mm; before the
@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib import memory
-from PancreasSSLSegLib.bundle import ModelBundle, default_bundle_path, load_bundle
-from PancreasSSLSegLib.errors import ResourceError
-from PancreasSSLSegLib.image_io import read_image
-from PancreasSSLSegLib.pipeline import segment
+from pancreas_ssl_seg import memory
+from pancreas_ssl_seg.bundle import ModelBundle, default_bundle_path, load_bundle
+from pancreas_ssl_seg.errors import ResourceError
+from pancreas_ssl_seg.image_io import read_image
+from pancreas_ssl_seg.pipeline import segment
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_cli_refuses_a_small_file_with_enormous_grids(tmp_path, shipped):
     out_dir = tmp_path / "out"
     started = time.perf_counter()
     completed = subprocess.run(
-        [sys.executable, "-m", "PancreasSSLSegLib.cli", "segment", str(path), "-o", str(out_dir),
+        [sys.executable, "-m", "pancreas_ssl_seg", "segment", str(path), "-o", str(out_dir),
          "--progress", "none", "--device", "cpu"], capture_output=True, text=True,
         encoding="utf-8", timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     elapsed = time.perf_counter() - started
@@ -143,7 +143,7 @@ def test_estimate_bounds_the_peak_memory_of_a_real_run(shared_data, shipped, tmp
     resident memory stays below the estimate made from the headers."""
     series = shared_data / "ct-dicom-series"
     # VmHWM, not ru_maxrss: the latter keeps the (large) pytest parent's peak across exec
-    code = ("import sys; from PancreasSSLSegLib.cli import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from pancreas_ssl_seg.cli import main; code = main(sys.argv[1:]); "
             "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]); "
             "sys.exit(code)")
     completed = subprocess.run(

@@ -4,7 +4,7 @@ import pytest
 import torch
 from method_fixtures import blob_batch, tiny_network
 
-from PancreasSSLSegLib.networks import KNOWN_HEADS
+from pancreas_ssl_seg.networks import KNOWN_HEADS
 from pancreas_ssl_training.methods import Method, build_methods
 
 

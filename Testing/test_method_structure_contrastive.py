@@ -7,7 +7,7 @@ from method_fixtures import blob_batch, blob_label, tiny_network
 from scipy import ndimage
 from skimage.morphology import skeletonize
 
-from PancreasSSLSegLib.labels import LESION, PANCREAS
+from pancreas_ssl_seg.labels import LESION, PANCREAS
 from pancreas_ssl_training.methods.structure_contrastive import (
     RING, StructureContrastiveMethod, structure_points, supervised_nt_xent)
 

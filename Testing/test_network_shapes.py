@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from PancreasSSLSegLib.networks import build_network, state_shapes
+from pancreas_ssl_seg.networks import build_network, state_shapes
 
 CONFIGS = [
     # the shipped model's stages
@@ -36,7 +36,7 @@ def test_shapes_are_the_built_network_s(config):
 
 
 def test_checking_the_shipped_bundle_does_not_import_monai():
-    code = ("import sys; from PancreasSSLSegLib.bundle import load_bundle; b = load_bundle(); "
+    code = ("import sys; from pancreas_ssl_seg.bundle import load_bundle; b = load_bundle(); "
             "assert b.stage_weights['fine']; print('monai' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300, check=True).stdout

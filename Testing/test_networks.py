@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_metadata
-from PancreasSSLSegLib.bundle import load_bundle, save_bundle
-from PancreasSSLSegLib.networks import build_network, size_divisor
+from pancreas_ssl_seg.bundle import load_bundle, save_bundle
+from pancreas_ssl_seg.networks import build_network, size_divisor
 
 CONFIG = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "channels": [8, 16, 32],
           "strides": [2, 2], "heads": ["sdm", "projection", "restoration"]}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib import outputs
-from PancreasSSLSegLib.labels import LABELS, UNCERTAIN_REGION
-from PancreasSSLSegLib.outputs import case_is_complete, output_paths, write_case_outputs
+from pancreas_ssl_seg import outputs
+from pancreas_ssl_seg.labels import LABELS, UNCERTAIN_REGION
+from pancreas_ssl_seg.outputs import case_is_complete, output_paths, write_case_outputs
 
 
 def report_segments() -> tuple[list[dict], dict]:

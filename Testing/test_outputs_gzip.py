@@ -9,8 +9,8 @@ import os
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.outputs import _gzip_nifti, _remove_stale_temporaries
-from PancreasSSLSegLib.temporaries import TEMPORARY_PREFIX
+from pancreas_ssl_seg.outputs import _gzip_nifti, _remove_stale_temporaries
+from pancreas_ssl_seg.temporaries import TEMPORARY_PREFIX
 
 
 def _image(array: np.ndarray) -> sitk.Image:

@@ -18,6 +18,6 @@ def test_every_package_folder_is_listed_for_installation():
         for init in (ROOT / folder).rglob("__init__.py"):
             parts = init.parent.relative_to(ROOT / folder).parts
             on_disk.add(".".join((top, *parts)))
-    assert {"PancreasSSLSegLib", "pancreas_ssl_training.evaluation"} <= on_disk
+    assert {"pancreas_ssl_seg", "pancreas_ssl_training.evaluation"} <= on_disk
     assert sorted(on_disk - set(setuptools["packages"])) == []
     assert sorted(set(setuptools["packages"]) - on_disk) == []

@@ -21,9 +21,9 @@ import pytest
 import SimpleITK as sitk
 from bad_inputs import CT_SOP_CLASS
 
-from PancreasSSLSegLib.ct_plausibility import check_ct_intensities
-from PancreasSSLSegLib.image_io import as_image
-from PancreasSSLSegLib.pipeline import segment
+from pancreas_ssl_seg.ct_plausibility import check_ct_intensities
+from pancreas_ssl_seg.image_io import as_image
+from pancreas_ssl_seg.pipeline import segment
 
 
 @pytest.fixture(scope="module")

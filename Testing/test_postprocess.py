@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from PancreasSSLSegLib.postprocess import clean_labels, largest_component, major_components
+from pancreas_ssl_seg.postprocess import clean_labels, largest_component, major_components
 
 
 def test_keeps_largest_component_and_large_enough_others():

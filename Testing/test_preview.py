@@ -7,9 +7,9 @@ import SimpleITK as sitk
 from PIL import Image
 from scipy import ndimage
 
-from PancreasSSLSegLib.preview import verdict_lines, write_preview
-from PancreasSSLSegLib.report import build_report
-from PancreasSSLSegLib.pipeline import SegmentationResult
+from pancreas_ssl_seg.preview import verdict_lines, write_preview
+from pancreas_ssl_seg.report import build_report
+from pancreas_ssl_seg.pipeline import SegmentationResult
 
 LABELS = [{"value": 0, "name": "Background", "color": [0, 0, 0]},
           {"value": 1, "name": "Pancreas", "color": [230, 190, 90]},

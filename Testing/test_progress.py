@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from PancreasSSLSegLib.progress import (CASE_STAGES, BarProgress, JsonLinesProgress,
+from pancreas_ssl_seg.progress import (CASE_STAGES, BarProgress, JsonLinesProgress,
                                         NoProgress, default_progress_kind, make_progress,
                                         parse_line)
 

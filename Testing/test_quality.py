@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.pipeline import segment
-from PancreasSSLSegLib.quality import DEFAULT_QUALITY, quality_signals, verdict
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.pipeline import segment
+from pancreas_ssl_seg.quality import DEFAULT_QUALITY, quality_signals, verdict
 
 SHIPPED = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "pancreas-demo"
 GOOD = {"found": True, "scan_extent_z_mm": 300.0, "volume_ml": 60.0, "largest_area_cm2": 12.0,

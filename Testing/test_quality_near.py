@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from PancreasSSLSegLib.quality import _within
+from pancreas_ssl_seg.quality import _within
 
 
 @pytest.mark.parametrize("seed, spacing_zyx, distance_mm", [

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.geometry import index_to_ras_mm, max_feret_diameter_mm
-from PancreasSSLSegLib.report import build_report
+from pancreas_ssl_seg.geometry import index_to_ras_mm, max_feret_diameter_mm
+from pancreas_ssl_seg.report import build_report
 
 METADATA = {"name": "m", "version": "1", "labels": [{"value": 0, "name": "bg"}],
             "uncertain_region": {"name": "u"}}

@@ -9,7 +9,7 @@ import numpy as np
 import slicerio
 from test_outputs import fake_result
 
-from PancreasSSLSegLib.seg_nrrd import write_seg_nrrd
+from pancreas_ssl_seg.seg_nrrd import write_seg_nrrd
 
 
 def test_bundle_segments_terminology_and_review_region(tmp_path: Path):

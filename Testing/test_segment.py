@@ -8,9 +8,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib import CancelledError, DeviceError, ResourceError, segment
-from PancreasSSLSegLib import cascade, memory, pipeline
-from PancreasSSLSegLib.bundle import load_bundle
+from pancreas_ssl_seg import CancelledError, DeviceError, ResourceError, segment
+from pancreas_ssl_seg import cascade, memory, pipeline
+from pancreas_ssl_seg.bundle import load_bundle
 
 # Oblique, axis-permuted and flipped: nothing like the canonical LPS grid.
 ANGLE = np.deg2rad(20)
@@ -190,6 +190,6 @@ def test_fast_mode_and_uncertainty_off(monkeypatch, coarse_bundle):
 
 
 def test_package_exports_the_callable():
-    import PancreasSSLSegLib
-    assert callable(PancreasSSLSegLib.segment)
-    assert PancreasSSLSegLib.SegmentationResult is pipeline.SegmentationResult
+    import pancreas_ssl_seg
+    assert callable(pancreas_ssl_seg.segment)
+    assert pancreas_ssl_seg.SegmentationResult is pipeline.SegmentationResult

@@ -1,5 +1,5 @@
 """Export of a corrected case from the scene, in the layout the training package reads, by the
-engine's one writer (``PancreasSSLSegLib.corrections``) with or without the training package."""
+engine's one writer (``pancreas_ssl_seg.corrections``) with or without the training package."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from slicer_harness import SlicerTestScene, install_module_stubs
 install_module_stubs()
 import slicer  # noqa: E402
 
-from PancreasSSLSegLib.errors import InputError  # noqa: E402
-from PancreasSSLSegModuleLib import corrections_export  # noqa: E402
+from pancreas_ssl_seg.errors import InputError  # noqa: E402
+from PancreasSSLSegLib import corrections_export  # noqa: E402
 from pancreas_ssl_training.data.volumes import read_corrections  # noqa: E402
 
 

@@ -10,7 +10,7 @@ import pytest
 from slicer_harness import install_module_stubs
 
 install_module_stubs()
-from PancreasSSLSegModuleLib import dependencies  # noqa: E402
+from PancreasSSLSegLib import dependencies  # noqa: E402
 
 
 def only_missing(*names):
@@ -71,7 +71,7 @@ def engine_imports() -> set[str]:
                 names |= {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names.add(node.module.split(".")[0])
-    return {n for n in names if n not in sys.stdlib_module_names and n != "PancreasSSLSegLib"}
+    return {n for n in names if n not in sys.stdlib_module_names and n != "pancreas_ssl_seg"}
 
 
 def test_requirements_cover_every_package_the_engine_imports():

@@ -18,10 +18,10 @@ install_module_stubs()
 import slicer  # noqa: E402
 
 import PancreasSSLSeg as module  # noqa: E402
-from PancreasSSLSegLib import progress as protocol  # noqa: E402
-from PancreasSSLSegModuleLib.engine_process import EngineFailed, RunStatus  # noqa: E402
-from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
-from PancreasSSLSegModuleLib.review import ReviewAction  # noqa: E402
+from pancreas_ssl_seg import progress as protocol  # noqa: E402
+from PancreasSSLSegLib.engine_process import EngineFailed, RunStatus  # noqa: E402
+from PancreasSSLSegLib.parameters import Parameters  # noqa: E402
+from PancreasSSLSegLib.review import ReviewAction  # noqa: E402
 
 THRESHOLD = 0.3  # low, so that the random model surely yields review regions
 

@@ -25,9 +25,9 @@ install_module_stubs()
 import slicer  # noqa: E402
 
 import PancreasSSLSeg as module  # noqa: E402
-from PancreasSSLSegModuleLib import scene_results, volume_io  # noqa: E402
-from PancreasSSLSegModuleLib.engine_process import EngineFailed, RunStatus  # noqa: E402
-from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
+from PancreasSSLSegLib import scene_results, volume_io  # noqa: E402
+from PancreasSSLSegLib.engine_process import EngineFailed, RunStatus  # noqa: E402
+from PancreasSSLSegLib.parameters import Parameters  # noqa: E402
 
 DEADLINE_S = 30  # a run that has not ended by then hangs (the slow fake engine sleeps 600 s)
 FULL_DISK = os.strerror(errno.ENOSPC)
@@ -162,8 +162,8 @@ def test_results_that_fail_to_load_put_the_users_segments_back(scene, ct, user_e
 # The real engine CLI whose disk fills up while it writes the report (its last file).
 FULL_DISK_ENGINE = """
 import errno, os, sys
-from PancreasSSLSegLib import outputs
-from PancreasSSLSegLib.cli import main
+from pancreas_ssl_seg import outputs
+from pancreas_ssl_seg.cli import main
 
 def report_on_a_full_disk(report, path):
     path.write_text('{"case": ')

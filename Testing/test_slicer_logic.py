@@ -21,11 +21,11 @@ from slicer_harness import (MODULE_DIR, fake_engine_logic, install_module_stubs,
 install_module_stubs()
 import slicer  # noqa: E402
 
-from PancreasSSLSegLib import progress as protocol  # noqa: E402
-from PancreasSSLSegModuleLib import scene_results  # noqa: E402
-from PancreasSSLSegModuleLib.engine_process import EngineFailed, RunStatus  # noqa: E402
-from PancreasSSLSegModuleLib.parameters import Parameters  # noqa: E402
-from PancreasSSLSegModuleLib.review import ReviewAction  # noqa: E402
+from pancreas_ssl_seg import progress as protocol  # noqa: E402
+from PancreasSSLSegLib import scene_results  # noqa: E402
+from PancreasSSLSegLib.engine_process import EngineFailed, RunStatus  # noqa: E402
+from PancreasSSLSegLib.parameters import Parameters  # noqa: E402
+from PancreasSSLSegLib.review import ReviewAction  # noqa: E402
 
 # The bundle the fake engine runs when no model is given: the shipped one.
 SHIPPED_METADATA = json.loads((MODULE_DIR.parent / "Resources" / "Models" / "pancreas-demo"

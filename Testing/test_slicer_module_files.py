@@ -20,7 +20,7 @@ REPO = MODULE_DIR.parent
 
 UI_FILE = MODULE_DIR / "Resources" / "UI" / "PancreasSSLSeg.ui"
 WIDGET_CODE = [MODULE_DIR / "PancreasSSLSeg.py",
-               MODULE_DIR / "PancreasSSLSegModuleLib" / "widget.py"]
+               MODULE_DIR / "PancreasSSLSegLib" / "widget.py"]
 # Widget classes a stock Slicer provides to a .ui (Qt, CTK and qMRML designer plugins), written
 # out from their documentation; a class not here needs checking before it is used.
 QT_CLASSES = {"QWidget", "QFrame", "QLabel", "QPushButton", "QToolButton", "QCheckBox",
@@ -142,9 +142,9 @@ def test_module_loads_in_a_slicer_without_the_engine_dependencies(monkeypatch):
     for name in ("torch", "monai", "scipy", "psutil", "slicerio", "safetensors", "tqdm"):
         monkeypatch.setitem(sys.modules, name, None)  # import fails
     for name in list(sys.modules):
-        if name.startswith(("PancreasSSLSeg", "PancreasSSLSegModuleLib")):
+        if name.startswith(("PancreasSSLSeg", "PancreasSSLSegLib")):
             monkeypatch.delitem(sys.modules, name)
     loaded = importlib.import_module("PancreasSSLSeg")
     assert loaded.PancreasSSLSegLogic().engineCommand
-    from PancreasSSLSegModuleLib import dependencies
+    from PancreasSSLSegLib import dependencies
     assert "torch" in dependencies.missing_packages(lambda name: sys.modules.get(name, object()))

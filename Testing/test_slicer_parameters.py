@@ -12,8 +12,8 @@ from slicer_harness import MODULE_DIR, install_module_stubs
 install_module_stubs()
 import slicer  # noqa: E402
 
-from PancreasSSLSegLib.catalogue import list_models  # noqa: E402
-from PancreasSSLSegModuleLib.parameters import DEVICE_LABELS, Parameters  # noqa: E402
+from pancreas_ssl_seg.catalogue import list_models  # noqa: E402
+from PancreasSSLSegLib.parameters import DEVICE_LABELS, Parameters  # noqa: E402
 
 
 def test_defaults_leave_model_and_threshold_to_the_engine():
@@ -37,7 +37,7 @@ def test_for_model_takes_the_bundles_own_threshold():
 
 
 def test_the_panels_device_list_is_what_the_cli_accepts():
-    from PancreasSSLSegLib.cli_parser import build_parser
+    from pancreas_ssl_seg.cli_parser import build_parser
 
     segment = build_parser()._subparsers._group_actions[0].choices["segment"]
     device = next(action for action in segment._actions if "--device" in action.option_strings)

@@ -52,7 +52,7 @@ def test_the_logic_shows_the_reports_verdict_in_its_banner_and_message(ct, monke
 
 @pytest.mark.parametrize("status, score", [("ok", 0.81), ("check", 0.42), ("failed", 0.07)])
 def test_banner_shows_status_score_and_reasons_in_the_status_colour(status, score):
-    from PancreasSSLSegModuleLib.verdict_banner import verdict_banner
+    from PancreasSSLSegLib.verdict_banner import verdict_banner
 
     assert_banner_shows(verdict_banner({"quality": verdict(status, score, REASONS)}), status,
                         score)
@@ -67,8 +67,8 @@ def test_a_report_without_a_verdict_gets_a_grey_banner(ct, monkeypatch):
 
 
 def test_banner_colours_are_the_previews():
-    from PancreasSSLSegLib import preview
-    from PancreasSSLSegModuleLib import verdict_banner
+    from pancreas_ssl_seg import preview
+    from PancreasSSLSegLib import verdict_banner
 
     assert verdict_banner.STATUS_COLOURS == preview.STATUS_COLOURS == COLOURS
     assert verdict_banner.TEXT_COLOURS == preview.STATUS_TEXT_COLOURS

@@ -174,7 +174,7 @@ def test_resume_is_exact_with_the_real_slice_dataset_and_augmentation(tmp_path, 
 
 
 def test_init_weights_and_init_encoder_load_an_earlier_run(tmp_path):
-    from PancreasSSLSegLib.networks import build_network
+    from pancreas_ssl_seg.networks import build_network
     from pancreas_ssl_training.config import ConfigError
     from pancreas_ssl_training.trainer import load_encoder, load_stage_weights
 

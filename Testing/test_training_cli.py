@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from PancreasSSLSegLib.bundle import load_bundle
+from pancreas_ssl_seg.bundle import load_bundle
 from pancreas_ssl_training.cli import main
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"

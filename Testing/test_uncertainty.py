@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from PancreasSSLSegLib.uncertainty import normalised_entropy, rank_uncertain_regions
+from pancreas_ssl_seg.uncertainty import normalised_entropy, rank_uncertain_regions
 
 
 def test_entropy_is_zero_where_all_samples_agree_with_certainty():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from PancreasSSLSegLib.uncertainty import rank_uncertain_regions
+from pancreas_ssl_seg.uncertainty import rank_uncertain_regions
 
 
 def _ndimage_regions(uncertainty, labels, threshold, voxel_volume_ml, min_volume_ml):

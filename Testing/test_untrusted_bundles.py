@@ -15,11 +15,11 @@ import time
 import pytest
 import torch
 
-from PancreasSSLSegLib import cli
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.bundle_format import MAX_METADATA_BYTES, MAX_WEIGHTS_BYTES
-from PancreasSSLSegLib.errors import BundleError
-from PancreasSSLSegLib.hashing import sha256_of
+from pancreas_ssl_seg import cli
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.bundle_format import MAX_METADATA_BYTES, MAX_WEIGHTS_BYTES
+from pancreas_ssl_seg.errors import BundleError
+from pancreas_ssl_seg.hashing import sha256_of
 
 GIB = 1 << 30
 

@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.preprocessing import normalize_ct
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.preprocessing import normalize_ct
 from pancreas_ssl_training.data.volume_datasets import (VolumeDataset, labelled_region,
                                                         load_resampled_case)
 from pancreas_ssl_training.data.volumes import volume_cases_from_spec

@@ -26,8 +26,8 @@ from monai.data.utils import dense_patch_slices
 from monai.inferers import SlidingWindowInferer
 from monai.networks.nets import DynUNet
 
-from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW, DEFAULT_REFERENCE_HU
-from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing
+from pancreas_ssl_seg.hounsfield import DEFAULT_HU_WINDOW, DEFAULT_REFERENCE_HU
+from pancreas_ssl_seg.preprocessing import normalize_ct, resample_to_spacing
 
 BASELINE_SPACING_MM = (1.5, 1.5, 1.5)
 PATCH_SIZE = (128, 128, 128)

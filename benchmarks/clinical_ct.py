@@ -11,8 +11,8 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.hounsfield import OUTSIDE_SCAN_HU
-from PancreasSSLSegLib.preprocessing import resample_to_spacing
+from pancreas_ssl_seg.hounsfield import OUTSIDE_SCAN_HU
+from pancreas_ssl_seg.preprocessing import resample_to_spacing
 
 CLINICAL_SPACING_MM = (0.8, 0.8, 1.5)
 CLINICAL_MATRIX = 512

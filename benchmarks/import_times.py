@@ -1,7 +1,7 @@
 """Import time per top-level package of an engine command, from ``python -X importtime``.
 
 Run: ``python benchmarks/import_times.py [--repeats 3] [--module M] [-- CLI ARGS]``. Without CLI
-arguments it times ``from PancreasSSLSegLib.cli import main`` (what every command pays before it
+arguments it times ``from pancreas_ssl_seg.cli import main`` (what every command pays before it
 starts), or ``import M`` with ``--module``;
 with them (e.g. ``-- segment CT -o OUT --fast``) it runs that command under ``-X importtime``, so
 the lazy imports a ``segment`` run triggers are counted too. Prints, per top-level package, the
@@ -50,10 +50,10 @@ def run_once(cli_args: list[str], module: str | None = None
     if module:
         code = f"import {module}"
     elif cli_args:
-        code = ("import sys; from PancreasSSLSegLib.cli import main; "
+        code = ("import sys; from pancreas_ssl_seg.cli import main; "
                 f"sys.exit(main({cli_args!r}))")
     else:
-        code = "from PancreasSSLSegLib.cli import main"
+        code = "from pancreas_ssl_seg.cli import main"
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
                           text=True)
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
     own = ranked(0)
     print(json.dumps({
         "command": (f"import {args.module}" if args.module else
-                    args.cli_args or "from PancreasSSLSegLib.cli import main"),
+                    args.cli_args or "from pancreas_ssl_seg.cli import main"),
         "wall_s_median": round(statistics.median(r[2] for r in runs), 2),
         "imports_ms_total": sum(own.values()),
         "self_ms": dict(list(own.items())[:args.top]),

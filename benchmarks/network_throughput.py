@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.networks import build_network
 
 PLANNED_NETWORK = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
                    "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "dropout": 0.1}

@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime
 import torch
 
-from PancreasSSLSegLib.bundle import default_bundle_path, load_bundle
+from pancreas_ssl_seg.bundle import default_bundle_path, load_bundle
 
 
 def best_time_s(run, repeats: int) -> float:

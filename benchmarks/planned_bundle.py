@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from PancreasSSLSegLib.bundle import save_bundle
-from PancreasSSLSegLib.bundle_format import STAGES
-from PancreasSSLSegLib.bundle_metadata import default_metadata
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.bundle import save_bundle
+from pancreas_ssl_seg.bundle_format import STAGES
+from pancreas_ssl_seg.bundle_metadata import default_metadata
+from pancreas_ssl_seg.networks import build_network
 
 PLANNED_NETWORK = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3,
                    "channels": [16, 32, 64, 128], "strides": [2, 2, 2], "dropout": 0.1,

@@ -27,7 +27,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from PancreasSSLSegLib import segment
+    from pancreas_ssl_seg import segment
 
     profiler = cProfile.Profile()
     start = time.perf_counter()

@@ -32,8 +32,8 @@ DEFAULT_SOURCE = (BENCH_DIR.parent.parent / "shared" / "data" / "ct-abdomen-3mm"
 
 def resolve_model(requested: Path | None, work_dir: Path) -> dict:
     """The bundle to time: ``--model``, else the shipped default, else a planned random one."""
-    from PancreasSSLSegLib.bundle import default_bundle_path, load_bundle
-    from PancreasSSLSegLib.errors import BundleError
+    from pancreas_ssl_seg.bundle import default_bundle_path, load_bundle
+    from pancreas_ssl_seg.errors import BundleError
 
     if requested is not None:
         bundle = load_bundle(requested)
@@ -56,7 +56,7 @@ def resolve_model(requested: Path | None, work_dir: Path) -> dict:
 def engine_cli() -> list[str]:
     """The installed console script, so the timing includes interpreter start and imports."""
     script = Path(sys.executable).parent / "pancreas-ssl-seg"
-    return [str(script)] if script.is_file() else [sys.executable, "-m", "PancreasSSLSegLib.cli"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "pancreas_ssl_seg"]
 
 
 def step_env(threads: int | None) -> dict[str, str]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib.preprocessing import resample_to_spacing
+from pancreas_ssl_seg.preprocessing import resample_to_spacing
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -59,7 +59,7 @@ def build_guard_ct(source: Path, out_path: Path) -> Path:
 def reference_workload():
     """A callable running the fixed reference workload (the shipped coarse network, fixed
     input); built once, outside the timing."""
-    from PancreasSSLSegLib.bundle import default_bundle_path, load_bundle
+    from pancreas_ssl_seg.bundle import default_bundle_path, load_bundle
 
     network = load_bundle(default_bundle_path()).load_network("coarse", torch.device("cpu"))
     batch = torch.randn(REFERENCE_SHAPE, generator=torch.Generator().manual_seed(0))
@@ -75,8 +75,8 @@ def reference_workload():
 def engine_workload(ct_path: Path):
     """A callable running ``segment()`` as users call it (model path, Fast, CPU). ``segment`` is
     looked up at each call, so a test can replace it."""
-    from PancreasSSLSegLib import pipeline
-    from PancreasSSLSegLib.bundle import default_bundle_path
+    from pancreas_ssl_seg import pipeline
+    from pancreas_ssl_seg.bundle import default_bundle_path
 
     def run():
         return pipeline.segment(str(ct_path), model=default_bundle_path(), device="cpu",

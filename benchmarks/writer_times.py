@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     parser.add_argument("--compression-levels", type=int, nargs="*", default=[])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from PancreasSSLSegLib import outputs, seg_nrrd, segment
+    from pancreas_ssl_seg import outputs, seg_nrrd, segment
 
     start = time.perf_counter()
     result = segment(str(args.ct), model=args.model, device="cpu", fast=args.fast)

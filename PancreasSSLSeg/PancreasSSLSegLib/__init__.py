@@ -1,20 +1,10 @@
-"""PancreasSSLSeg engine: CT in; pancreas and lesion labels, uncertainty and a report out.
+"""The Slicer module's own code, one job per file (as SlicerNNUnet's ``...Lib``).
 
-Importable without 3D Slicer. Entry point: :func:`segment`.
+``logic`` (``PancreasSSLSegLogic``: every decision, no Qt; the console API), ``widget`` (the
+panel: .ui widgets wired to the Logic), ``parameters`` (the run settings, their CLI options and
+their parameter node), ``results`` (typed run state and outcomes), ``engine_process`` (the engine
+CLI in the background: start, progress lines, cancel), ``batch`` (``segmentFiles``' reports and
+summary), ``scene_results`` (the engine's files into MRML nodes), ``review`` (the uncertain
+regions), ``verdict_banner``, ``corrections_export``, ``volume_io`` (MRML ↔ SimpleITK) and
+``dependencies`` (the engine's packages, installed with consent).
 """
-
-__version__ = "0.1.0"
-
-from .errors import (BundleError, CancelledError, DeviceError, InputError,  # noqa: E402
-                     PancreasSSLSegError, ResourceError)
-
-__all__ = ["segment", "SegmentationResult", "PancreasSSLSegError", "InputError", "BundleError",
-           "DeviceError", "ResourceError", "CancelledError", "__version__"]
-
-
-def __getattr__(name: str):
-    # segment() needs torch (seconds to import); load it on first use so `--help` stays instant.
-    if name in ("segment", "SegmentationResult"):
-        from . import pipeline
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,7 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from PancreasSSLSegLib.errors import PancreasSSLSegError
+from pancreas_ssl_seg.errors import PancreasSSLSegError
 
 NETWORKS_FILE, OPTIMIZER_FILE, STATE_FILE = "networks.safetensors", "optimizer.safetensors", \
     "state.json"

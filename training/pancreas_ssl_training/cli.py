@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from PancreasSSLSegLib.console import use_utf8_output
-from PancreasSSLSegLib.errors import PancreasSSLSegError
+from pancreas_ssl_seg.console import use_utf8_output
+from pancreas_ssl_seg.errors import PancreasSSLSegError
 
 from .config import STAGE_NAMES, ConfigError, enabled_methods, load_config
 

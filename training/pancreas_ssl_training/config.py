@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml
 
-from PancreasSSLSegLib.errors import PancreasSSLSegError
-from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW
-from PancreasSSLSegLib.networks import size_divisor, validate_network_config
+from pancreas_ssl_seg.errors import PancreasSSLSegError
+from pancreas_ssl_seg.hounsfield import DEFAULT_HU_WINDOW
+from pancreas_ssl_seg.networks import size_divisor, validate_network_config
 
 STAGE_NAMES = ("coarse", "fine")
 SECTIONS = ("name", "extends", "data", "network", "methods", "optim", "train", "stages", "export",

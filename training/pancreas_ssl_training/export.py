@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from PancreasSSLSegLib.bundle import ModelBundle, save_bundle
-from PancreasSSLSegLib.bundle_format import STAGES
-from PancreasSSLSegLib.bundle_metadata import default_metadata
-from PancreasSSLSegLib.errors import BundleError
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.bundle import ModelBundle, save_bundle
+from pancreas_ssl_seg.bundle_format import STAGES
+from pancreas_ssl_seg.bundle_metadata import default_metadata
+from pancreas_ssl_seg.errors import BundleError
+from pancreas_ssl_seg.networks import build_network
 
 from .checkpoint import Checkpoint, load_checkpoint
 from .config import resolve_config

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.bundle import ModelBundle, load_bundle, save_bundle
-from PancreasSSLSegLib.bundle_format import CARD_FILE
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.hashing import sha256_of
-from PancreasSSLSegLib.labels import PANCREAS
-from PancreasSSLSegLib.pipeline import segment
+from pancreas_ssl_seg.bundle import ModelBundle, load_bundle, save_bundle
+from pancreas_ssl_seg.bundle_format import CARD_FILE
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.hashing import sha256_of
+from pancreas_ssl_seg.labels import PANCREAS
+from pancreas_ssl_seg.pipeline import segment
 
 from .config import load_config, resolve_config
 from .data.datasets import build_slice_sources

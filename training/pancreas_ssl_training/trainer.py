@@ -27,9 +27,9 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.bundle_format import METADATA_FILE
-from PancreasSSLSegLib.networks import PancreasUNet, build_network
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.bundle_format import METADATA_FILE
+from pancreas_ssl_seg.networks import PancreasUNet, build_network
 
 from .checkpoint import Checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
 from .config import STAGE_NAMES, ConfigError, enabled_methods

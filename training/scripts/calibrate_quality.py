@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.labels import PANCREAS
-from PancreasSSLSegLib.pipeline import segment
-from PancreasSSLSegLib.quality import DEFAULT_QUALITY, verdict
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.labels import PANCREAS
+from pancreas_ssl_seg.pipeline import segment
+from pancreas_ssl_seg.quality import DEFAULT_QUALITY, verdict
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
 from pancreas_ssl_training.evaluation.metrics import mask_dice
 

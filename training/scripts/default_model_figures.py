@@ -44,11 +44,11 @@ import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from scipy import ndimage  # noqa: E402
 
-from PancreasSSLSegLib import segment  # noqa: E402
-from PancreasSSLSegLib.bundle import load_bundle  # noqa: E402
-from PancreasSSLSegLib.cascade import run_coarse  # noqa: E402
-from PancreasSSLSegLib.labels import LESION, PANCREAS  # noqa: E402
-from PancreasSSLSegLib.pipeline import onto_input_grid  # noqa: E402
+from pancreas_ssl_seg import segment  # noqa: E402
+from pancreas_ssl_seg.bundle import load_bundle  # noqa: E402
+from pancreas_ssl_seg.cascade import run_coarse  # noqa: E402
+from pancreas_ssl_seg.labels import LESION, PANCREAS  # noqa: E402
+from pancreas_ssl_seg.pipeline import onto_input_grid  # noqa: E402
 from pancreas_ssl_training.config import resolve_config  # noqa: E402
 from pancreas_ssl_training.data.datasets import ASSUMED_NIH_SPACING_MM  # noqa: E402
 from pancreas_ssl_training.data.intensity_mapping import estimate_grey_mapping, to_hu  # noqa: E402

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.bundle import load_bundle
-from PancreasSSLSegLib.corrections import write_correction_case
+from pancreas_ssl_seg.bundle import load_bundle
+from pancreas_ssl_seg.corrections import write_correction_case
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
 from pancreas_ssl_training.finetune import finetune, organ_dice
 

@@ -24,7 +24,7 @@ import torch
 from pancreas_ssl_training.config import load_config
 from pancreas_ssl_training.data.stage_data import default_dataset_factory
 from pancreas_ssl_training.trainer import batches, build_methods_for, stage_network_config
-from PancreasSSLSegLib.networks import build_network
+from pancreas_ssl_seg.networks import build_network
 
 # Functions of the item pipeline whose cumulative time is reported.
 STEPS = {"crop": "crop_biased_to_label", "synthetic lesion": "insert_synthetic_lesion",

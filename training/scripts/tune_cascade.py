@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from PancreasSSLSegLib.bundle import load_bundle
+from pancreas_ssl_seg.bundle import load_bundle
 from pancreas_ssl_training.evaluation.evaluate import EvaluatedModel, evaluate_case
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

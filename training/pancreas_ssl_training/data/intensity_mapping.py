@@ -43,9 +43,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.hounsfield import OUTSIDE_SCAN_HU
-from PancreasSSLSegLib.preprocessing import soft_tissue_reference
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.hounsfield import OUTSIDE_SCAN_HU
+from pancreas_ssl_seg.preprocessing import soft_tissue_reference
 
 from .slices import SliceSample, load_nih_8bit_slices, load_nih_hu_slices
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.preprocessing import to_canonical
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.preprocessing import to_canonical
 
 # The HU folder holds img_000..014: five consecutive slices of NIH cases 0001, 0002, 0003 in that
 # order (data README; checked by correlating them with the 8-bit slices of the same patients).

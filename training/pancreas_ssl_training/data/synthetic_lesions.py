@@ -16,7 +16,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from PancreasSSLSegLib.labels import LESION, PANCREAS
+from pancreas_ssl_seg.labels import LESION, PANCREAS
 
 DIAMETER_MM = (5.0, 30.0)
 CONTRAST_HU = (-80.0, -10.0)

@@ -25,9 +25,9 @@ import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset
 
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.hounsfield import DEFAULT_HU_WINDOW
-from PancreasSSLSegLib.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.hounsfield import DEFAULT_HU_WINDOW
+from pancreas_ssl_seg.preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
 
 from .augment import (apply_intensity_augmentation, build_spatial_augmentation,
                       sample_intensity_augmentation)

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from PancreasSSLSegLib.case_names import IMAGE_SUFFIXES, case_name
-from PancreasSSLSegLib.corrections import IMAGE_FILE, LABELS_FILE, read_correction_record
-from PancreasSSLSegLib.corrections import SOURCE as CORRECTIONS_SOURCE
-from PancreasSSLSegLib.errors import InputError
-from PancreasSSLSegLib.labels import LESION, PANCREAS
+from pancreas_ssl_seg.case_names import IMAGE_SUFFIXES, case_name
+from pancreas_ssl_seg.corrections import IMAGE_FILE, LABELS_FILE, read_correction_record
+from pancreas_ssl_seg.corrections import SOURCE as CORRECTIONS_SOURCE
+from pancreas_ssl_seg.errors import InputError
+from pancreas_ssl_seg.labels import LESION, PANCREAS
 
 from .slices import SliceSample, axial_slices_from_volume
 
@@ -167,7 +167,7 @@ def read_image_label_folders(root: str | Path, label_map: Mapping[int, int], sou
 
 def read_corrections(root: str | Path) -> list[VolumeCase]:
     """Every complete case of a corrections folder (the Slicer module's *Export corrected case*;
-    layout, checks and writer: ``PancreasSSLSegLib.corrections``); folders starting with '.' are
+    layout, checks and writer: ``pancreas_ssl_seg.corrections``); folders starting with '.' are
     being written."""
     root = Path(root)
     if not root.is_dir():

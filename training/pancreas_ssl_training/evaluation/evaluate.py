@@ -2,7 +2,7 @@
 
 One inference path: every case goes through the engine's own predictor. A model with both
 stages (a bundle folder, or a training checkpoint holding both) is run as users run it —
-``PancreasSSLSegLib.segment`` (resampling, the bundle's intensity reference, test-time flips,
+``pancreas_ssl_seg.segment`` (resampling, the bundle's intensity reference, test-time flips,
 cascade box, lesion operating point, clean-up, mapping back onto the input grid); NIH slices go
 in as single axial slices. A checkpoint holding one stage is run through the engine's fine-stage
 predictor on the whole image (``mode: "stage"``; e.g. the domain-shift experiment's models).
@@ -45,15 +45,15 @@ import SimpleITK as sitk
 import torch
 import yaml
 
-from PancreasSSLSegLib.bundle import ModelBundle, load_bundle
-from PancreasSSLSegLib.bundle_format import METADATA_FILE
-from PancreasSSLSegLib.cascade import (Box, CoarseResult, FineResult, TtaSettings,
+from pancreas_ssl_seg.bundle import ModelBundle, load_bundle
+from pancreas_ssl_seg.bundle_format import METADATA_FILE
+from pancreas_ssl_seg.cascade import (Box, CoarseResult, FineResult, TtaSettings,
                                        box_around, fine_labels, run_coarse, run_fine,
                                        slice_references)
-from PancreasSSLSegLib.errors import BundleError, InputError
-from PancreasSSLSegLib.inference import select_device
-from PancreasSSLSegLib.labels import PANCREAS
-from PancreasSSLSegLib.pipeline import onto_input_grid, segment
+from pancreas_ssl_seg.errors import BundleError, InputError
+from pancreas_ssl_seg.inference import select_device
+from pancreas_ssl_seg.labels import PANCREAS
+from pancreas_ssl_seg.pipeline import onto_input_grid, segment
 
 from ..checkpoint import STATE_FILE, load_checkpoint
 from ..config import STAGE_NAMES, resolve_config

@@ -25,11 +25,11 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from PancreasSSLSegLib.bundle import ModelBundle
-from PancreasSSLSegLib.cascade import (TtaSettings, box_around, fine_labels,
+from pancreas_ssl_seg.bundle import ModelBundle
+from pancreas_ssl_seg.cascade import (TtaSettings, box_around, fine_labels,
                                        run_coarse, run_fine)
-from PancreasSSLSegLib.labels import LESION
-from PancreasSSLSegLib.pipeline import onto_input_grid
+from pancreas_ssl_seg.labels import LESION
+from pancreas_ssl_seg.pipeline import onto_input_grid
 
 from ..data.synthetic_lesions import insert_synthetic_lesion
 

@@ -159,7 +159,7 @@ def evaluate_run(run: Run, targets: list[Target], target_folder: Path,
                  settings: dict[str, Any]) -> int:
     """Score the run's checkpoint on every target; one row per slice and region in
     ``evaluation/cases.csv``, one per slice in ``calibration.csv``. Returns slices scored."""
-    from PancreasSSLSegLib.inference import select_device
+    from pancreas_ssl_seg.inference import select_device
 
     from ..evaluation.evaluate import evaluate_case, load_model
     from ..evaluation.metrics import DEFAULT_SURFACE_TOLERANCE_MM

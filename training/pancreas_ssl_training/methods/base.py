@@ -2,7 +2,7 @@
 
 A method turns one batch and the network's outputs into UNWEIGHTED scalar loss terms named
 ``loss_*``; the trainer multiplies each by its weight and sums them. ``heads`` names the network
-heads (``PancreasSSLSegLib.networks.KNOWN_HEADS``) the method reads, so the trainer can enable them.
+heads (``pancreas_ssl_seg.networks.KNOWN_HEADS``) the method reads, so the trainer can enable them.
 
 ``methods_cfg`` is ``{name: {"enabled": bool, "weight": float | {term: float},
 "weights": {term: float}, ...params}}``; ``supervised`` is always on.
@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from PancreasSSLSegLib.networks import KNOWN_HEADS
+from pancreas_ssl_seg.networks import KNOWN_HEADS
 
 # name -> (module in this package, class); imported lazily so one method's imports never burden
 # another and the modules can import this one.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from PancreasSSLSegLib.labels import PANCREAS
+from pancreas_ssl_seg.labels import PANCREAS
 
 from .base import Method, zero_like_graph
 

@@ -17,7 +17,7 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 from torch import nn
 
-from PancreasSSLSegLib.labels import LESION, PANCREAS
+from pancreas_ssl_seg.labels import LESION, PANCREAS
 
 from .base import Method, zero_like_graph
 

@@ -11,7 +11,7 @@ from enum import Enum
 import numpy as np
 
 import slicer
-from PancreasSSLSegLib.labels import LESION, PANCREAS
+from pancreas_ssl_seg.labels import LESION, PANCREAS
 
 from .scene_results import UNCERTAIN_SEGMENT_VALUE
 from .volume_io import ijk_to_ras, sitk_from_array
@@ -130,10 +130,10 @@ class RegionReview:
 
     def summary(self) -> dict:
         """Pancreas volume, lesion count/volume and largest lesion diameter, as edited now, by
-        the engine's own definitions (``PancreasSSLSegLib.report``: the pancreas counts labels 1
+        the engine's own definitions (``pancreas_ssl_seg.report``: the pancreas counts labels 1
         and 2, lesions are 26-connected, diameters are maximum Feret), so an unedited result
         reads as the engine's report does."""
-        from PancreasSSLSegLib.report import lesion_items
+        from pancreas_ssl_seg.report import lesion_items
 
         voxel_ml = float(np.prod(self.reference_volume.GetSpacing())) / 1000.0
         labels = np.zeros(self.regions.shape, np.uint8)

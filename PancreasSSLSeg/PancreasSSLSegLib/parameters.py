@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PancreasSSLSegLib.devices import DEVICE_CHOICES
+from pancreas_ssl_seg.devices import DEVICE_CHOICES
 
 # The panel's list: the engine's --device values in their order, with the names users read.
 DEVICE_LABELS = {choice: {"auto": "Auto", "cpu": "CPU", "cuda": "GPU"}[choice]

@@ -2,7 +2,7 @@
 leave ``summary.csv``/``summary.json`` in the output folder.
 
 Cases whose outputs already exist are skipped by the engine unless ``--overwrite`` (a batch
-resumes). The engine writes the summary for a batch (``PancreasSSLSegLib.batch_summary``); for a
+resumes). The engine writes the summary for a batch (``pancreas_ssl_seg.batch_summary``); for a
 single case it writes none, and ``collect`` does.
 """
 
@@ -17,8 +17,8 @@ def collect(process, paths, output_dir, log) -> dict[str, dict]:
     """Wait for ``process`` (an ``EngineProcess`` segmenting ``paths`` into ``output_dir``);
     returns ``{case: report}`` for every case with complete outputs; raises ``EngineFailed``
     when there is none (e.g. a bad bundle). ``log(text)`` gets what the user should read."""
-    from PancreasSSLSegLib.case_names import case_name
-    from PancreasSSLSegLib.outputs import case_is_complete, output_paths
+    from pancreas_ssl_seg.case_names import case_name
+    from pancreas_ssl_seg.outputs import case_is_complete, output_paths
 
     status = process.wait()
     final = process.final.fields if process.final else {}
@@ -43,7 +43,7 @@ def collect(process, paths, output_dir, log) -> dict[str, dict]:
 def write_summary(output_dir, cases, listed, reports, error_message, log) -> None:
     """summary.csv/json of ``cases`` (the engine's ``listed`` statuses when it gave them); a
     folder that cannot take them is logged, the cases' outputs stand."""
-    from PancreasSSLSegLib import batch_summary
+    from pancreas_ssl_seg import batch_summary
 
     statuses = {entry["case"]: entry for entry in listed}
     rows = []

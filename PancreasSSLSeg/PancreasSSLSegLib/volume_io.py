@@ -11,7 +11,7 @@ import SimpleITK as sitk
 import vtk
 
 import slicer
-from PancreasSSLSegLib.errors import InputError
+from pancreas_ssl_seg.errors import InputError
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 

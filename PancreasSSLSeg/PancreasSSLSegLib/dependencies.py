@@ -1,6 +1,6 @@
 """Check the engine's Python packages in Slicer's Python; install them only after the user agrees.
 
-The list is the engine's ``PancreasSSLSegLib/requirements.txt``, the same file ``pyproject.toml``
+The list is the engine's ``pancreas_ssl_seg/requirements.txt``, the same file ``pyproject.toml``
 reads for the distribution's dependencies (one list: a package the engine imports cannot be
 missing here). torch goes through the PyTorch Utils extension when it is installed, because it
 picks the build that matches the machine's CUDA driver; everything else (and torch without
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "PancreasSSLSegLib" / "requirements.txt"
+REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "pancreas_ssl_seg" / "requirements.txt"
 # Distributions whose import name is not their own name (the others import as they are named).
 IMPORT_NAMES = {"pyyaml": "yaml", "scikit-image": "skimage", "pillow": "PIL"}
 _REQUIREMENT = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._\-]*)\s*(?:>=\s*([0-9][0-9.]*))?\s*$")

@@ -1,6 +1,6 @@
 """Run the engine CLI in a background process: start, poll its JSON progress lines, cancel.
 
-The lines are read with the engine's own parser (``PancreasSSLSegLib.progress``: the protocol's
+The lines are read with the engine's own parser (``pancreas_ssl_seg.progress``: the protocol's
 one home).
 
 The GUI stays responsive because nothing here blocks: ``EngineProcess.poll()`` drains what the
@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Sequence
 from enum import Enum
 
-from PancreasSSLSegLib.errors import PancreasSSLSegError
-from PancreasSSLSegLib.progress import RUN_ERROR, RUN_OK, ProgressRecord, parse_line
+from pancreas_ssl_seg.errors import PancreasSSLSegError
+from pancreas_ssl_seg.progress import RUN_ERROR, RUN_OK, ProgressRecord, parse_line
 
 
 class RunStatus(str, Enum):

@@ -1,7 +1,7 @@
 """Save a corrected case for fine-tuning: ``<root>/<case>/image.nii.gz``, ``labels.nii.gz``
 (uint8 0/1/2 on the CT grid) and ``correction.json``, the layout the training package reads.
 
-Written by the engine's one writer (``PancreasSSLSegLib.corrections``: atomic, checks the grid and
+Written by the engine's one writer (``pancreas_ssl_seg.corrections``: atomic, checks the grid and
 the label values), which needs no training package: a stock Slicer writes what a developer
 install writes.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 import slicer
-from PancreasSSLSegLib.case_names import safe_case_name
-from PancreasSSLSegLib.corrections import write_correction_case
-from PancreasSSLSegLib.labels import LESION, PANCREAS
+from pancreas_ssl_seg.case_names import safe_case_name
+from pancreas_ssl_seg.corrections import write_correction_case
+from pancreas_ssl_seg.labels import LESION, PANCREAS
 
 from .volume_io import sitk_from_array, volume_to_sitk
 

@@ -3,7 +3,7 @@ background process, loads its files into the scene, holds the review, exports co
 
 Console example (the Logic is also ``PancreasSSLSeg.PancreasSSLSegLogic``)::
 
-    from PancreasSSLSegModuleLib.parameters import Parameters
+    from PancreasSSLSegLib.parameters import Parameters
     logic = slicer.util.getModuleLogic("PancreasSSLSeg")
     outcome = logic.process(slicer.util.getNode("CT"))     # blocks; wait=False: poll()
     outcome = logic.process(volume, parameters=Parameters(device="cpu", fast=True))
@@ -31,9 +31,9 @@ from .results import ActiveRun, LoadedResult, SegmentationOutcome
 from .verdict_banner import verdict_banner
 
 MODULE_DIR = Path(__file__).resolve().parents[1]
-# The engine process: ``PythonSlicer -m PancreasSSLSegLib.cli ARGS`` (the CLI users run), with
+# The engine process: ``PythonSlicer -m pancreas_ssl_seg ARGS`` (the CLI users run), with
 # the module's folder on PYTHONPATH (engine_process.engine_environment).
-ENGINE_ARGS = ["-m", "PancreasSSLSegLib.cli"]
+ENGINE_ARGS = ["-m", "pancreas_ssl_seg"]
 
 
 class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):
@@ -60,9 +60,9 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def availableModels():
-        """Installed model bundles (``PancreasSSLSegLib.catalogue`` entries: ``label``, ``path``,
+        """Installed model bundles (``pancreas_ssl_seg.catalogue`` entries: ``label``, ``path``,
         ``source``, ...), the list the CLI's ``models`` command prints; metadata only, no torch."""
-        from PancreasSSLSegLib.catalogue import list_models
+        from pancreas_ssl_seg.catalogue import list_models
 
         return [entry for entry in list_models() if entry.problem is None]
 
@@ -98,7 +98,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):
             raise ValueError("process: an input volume is required")
         if self.isRunning():
             raise RuntimeError("process: a segmentation is already running; cancel it first")
-        from PancreasSSLSegLib.case_names import safe_case_name
+        from pancreas_ssl_seg.case_names import safe_case_name
         parameters = parameters or Parameters()
         case = safe_case_name(inputVolume.GetName())
         workDir, inputPath = self._writeEngineInput(inputVolume, case)
@@ -175,7 +175,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):
             self._run.process.cancel()
 
     def _loadResults(self, run: ActiveRun) -> SegmentationOutcome:
-        from PancreasSSLSegLib.outputs import output_paths
+        from pancreas_ssl_seg.outputs import output_paths
         files = output_paths(run.out_dir, run.case)
         inputVolume = run.input_volume
         report = json.loads(files["report"].read_text(encoding="utf-8"))

@@ -2,7 +2,7 @@
 report (``report["quality"]``), in the status colour.
 
 Plain data (no Qt): the Widget puts ``text`` (rich text) and ``style_sheet`` on its QLabel. The
-colours are the preview's (``PancreasSSLSegLib.preview.STATUS_COLOURS``; not imported, since that
+colours are the preview's (``pancreas_ssl_seg.preview.STATUS_COLOURS``; not imported, since that
 module switches matplotlib's backend; a test checks they agree).
 """
 

@@ -26,7 +26,7 @@ from .preprocessing import to_canonical  # noqa: E402
 SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
 UNCERTAINTY_SHOWN_FROM = 0.05  # lighter uncertainty would only tint the whole box
 # Verdict banner colours (RGB 0-255) and the text colour on each; the Slicer module's banner uses
-# the same (PancreasSSLSegModuleLib/verdict_banner.py). Chosen apart from the label colours.
+# the same (PancreasSSLSegLib/verdict_banner.py). Chosen apart from the label colours.
 STATUS_COLOURS = {"ok": (30, 150, 60), "check": (255, 176, 0), "failed": (204, 0, 0)}
 NO_VERDICT_COLOUR = (110, 110, 110)  # a report without a verdict (older engine)
 STATUS_TEXT_COLOURS = {"ok": "white", "check": "black", "failed": "white"}
