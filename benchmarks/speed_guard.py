@@ -11,7 +11,7 @@ sides see the same moments of a machine other jobs share; the ratio is the media
 ratios, after one warm-up round. Torch and ITK run on one thread each: multi-threaded steps lose
 more than single-threaded ones when other jobs hold the cores.
 
-``Testing/test_speed_guard.py`` fails when the ratio exceeds ``ALLOWED_GROWTH`` times the figure
+``Testing/robustness/test_speed_guard.py`` fails when the ratio exceeds ``ALLOWED_GROWTH`` times the figure
 committed in ``speed_guard.json``. Re-measure (and commit the file) after a deliberate change of
 the engine's cost, e.g. a new model:
 

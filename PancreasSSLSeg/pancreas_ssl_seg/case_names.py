@@ -25,7 +25,7 @@ from .errors import InputError
 # only ".gz".
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
 _SAFE_CHARACTER = r"A-Za-z0-9_.\-"
-_SAFE_CASE = re.compile(rf"^[A-Za-z0-9_\-][{_SAFE_CHARACTER}]*$")
+_SAFE_CASE = re.compile(rf"[A-Za-z0-9_\-][{_SAFE_CHARACTER}]*")
 
 
 def case_name(path: str | Path) -> str:
@@ -46,7 +46,7 @@ def safe_case_name(name: str) -> str:
 
 def check_case_name(case: str) -> str:
     """``case`` if it is a safe folder name (see the module docstring), else ``InputError``."""
-    if not isinstance(case, str) or not _SAFE_CASE.match(case):
+    if not isinstance(case, str) or not _SAFE_CASE.fullmatch(case):
         raise InputError(f"correction case name {case!r}: expected letters, digits, '_', '-', "
                          "'.' and no leading '.' (it becomes a folder name)")
     return case

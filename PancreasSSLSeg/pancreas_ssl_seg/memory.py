@@ -22,7 +22,7 @@ grid the pipeline allocates (``pipeline._run_cascade`` and ``inference.predict_s
   real box before it is resampled.
 
 Peak RSS measured with the shipped bundle (accurate mode, CPU) stays below the estimate: see
-``Testing/test_memory.py``.
+``Testing/engine/test_memory.py``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def test_the_module_gets_back_the_name_it_gave_the_engine(text: str):
     assert case_name(Path("/tmp/work") / f"{safe_case_name(text)}.nrrd") == safe_case_name(text)
 
 
-@pytest.mark.parametrize("case", ["", ".x", "a/b", "a b", "é", "..", None])
+@pytest.mark.parametrize("case", ["", ".x", "a/b", "a b", "é", "..", "abc\n", None])
 def test_unsafe_names_are_refused(case):
     with pytest.raises(InputError, match="it becomes a folder name"):
         check_case_name(case)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import REPO_ROOT
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH_DIR = REPO_ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import speed_guard  # noqa: E402

@@ -5,9 +5,9 @@ and a subpackage left off the list is missing only outside a developer's editabl
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
+from conftest import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 def test_every_package_folder_is_listed_for_installation():

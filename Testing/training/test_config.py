@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from pancreas_ssl_training.config import ConfigError, deep_merge, load_config, resolve_config
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
+from conftest import REPO_ROOT
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIG_DIR = REPO_ROOT / "training" / "configs"
 MINIMAL = {"stages": {"fine": {"patch_size": [64, 64]}}}
 
 

@@ -11,8 +11,9 @@ import yaml
 
 from pancreas_ssl_seg.bundle import load_bundle
 from pancreas_ssl_training.cli import main
+from conftest import REPO_ROOT
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIG_DIR = REPO_ROOT / "training" / "configs"
 
 
 def config_on_shared_data(name: str, shared_data: Path, out: Path) -> Path:

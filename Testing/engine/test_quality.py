@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +11,9 @@ import SimpleITK as sitk
 from pancreas_ssl_seg.bundle import load_bundle
 from pancreas_ssl_seg.pipeline import segment
 from pancreas_ssl_seg.quality import DEFAULT_QUALITY, quality_signals, verdict
+from conftest import REPO_ROOT
 
-SHIPPED = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "pancreas-demo"
+SHIPPED = REPO_ROOT / "Resources" / "Models" / "pancreas-demo"
 GOOD = {"found": True, "scan_extent_z_mm": 300.0, "volume_ml": 60.0, "largest_area_cm2": 12.0,
         "expected_dice": 0.9, "uncertain_outside_ratio": 0.0, "mean_uncertainty": 0.1,
         "coarse_fine_dice": 0.8, "components": 1, "lesion_fraction": 0.0, "left_right": 0.6,

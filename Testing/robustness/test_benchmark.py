@@ -6,16 +6,16 @@ The speed check itself is ``test_speed_guard.py`` (against a reference workload,
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from conftest import REPO_ROOT
 
 from pancreas_ssl_seg.preprocessing import resample_to_spacing
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH_DIR = REPO_ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH_DIR))
 
 import baseline  # noqa: E402
