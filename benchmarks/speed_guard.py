@@ -11,9 +11,9 @@ sides see the same moments of a machine other jobs share; the ratio is the media
 ratios, after one warm-up round. Torch and ITK run on one thread each: multi-threaded steps lose
 more than single-threaded ones when other jobs hold the cores.
 
-``Testing/robustness/test_speed_guard.py`` fails when the ratio exceeds ``ALLOWED_GROWTH`` times the figure
-committed in ``speed_guard.json``. Re-measure (and commit the file) after a deliberate change of
-the engine's cost, e.g. a new model:
+``Testing/robustness/test_speed_guard.py`` fails when the ratio exceeds ``ALLOWED_GROWTH`` times
+the figure committed in ``speed_guard.json``. Re-measure (and commit the file) after a
+deliberate change of the engine's cost, e.g. a new model:
 
     python benchmarks/speed_guard.py            # measure and print
     python benchmarks/speed_guard.py --write    # ... and store it in benchmarks/speed_guard.json

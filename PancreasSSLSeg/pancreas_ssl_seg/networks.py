@@ -145,9 +145,10 @@ def state_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     """Name and shape of every tensor of ``build_network(config).state_dict()``, from the config
     alone: what a bundle's weights must hold. Building the network (even on the meta device)
     imports MONAI (2-3 s, see the top of this file) just to check a bundle; the layout of the
-    MONAI blocks used above is written out here instead, and ``Testing/engine/test_network_shapes.py``
-    checks it against the built network for every kind of config (a MONAI version that names
-    or shapes its parameters differently fails there, not in users' hands)."""
+    MONAI blocks used above is written out here instead, and
+    ``Testing/engine/test_network_shapes.py`` checks it against the built network for every kind
+    of config (a MONAI version that names or shapes its parameters differently fails there, not
+    in users' hands)."""
     validate_network_config(config)
     dims = config["spatial_dims"]
     channels, strides = list(config["channels"]), list(config["strides"])
