@@ -23,7 +23,7 @@ from .dicom_folder import dicom_series_ids
 from .errors import BundleError, DeviceError, PancreasSSLSegError
 from .image_io import is_image_file
 from .outputs import DICOM_SEG_KEY, case_is_complete, write_case_outputs
-from .progress import default_progress_kind, make_progress
+from .progress import SKIPPED, default_progress_kind, make_progress
 
 if TYPE_CHECKING:
     from .bundle import ModelBundle
@@ -113,7 +113,7 @@ def _segment_cases(args: argparse.Namespace, kind: str) -> tuple[int, dict, str 
             outcome = {"case": case.name, "status": "skipped", "path": case.path}
             if kind == "json":
                 make_progress(kind, case=case.name)(
-                    "skipped", 1.0, f"{case.name}: outputs exist (--overwrite to redo)")
+                    SKIPPED, 1.0, f"{case.name}: outputs exist (--overwrite to redo)")
             else:
                 print(f"skipped {case.name}: outputs exist in {args.output} "
                       "(--overwrite to segment again)", file=sys.stderr)

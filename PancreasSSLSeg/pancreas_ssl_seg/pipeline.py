@@ -34,7 +34,7 @@ from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_la
                       run_coarse, run_fine)
 from .inference import select_device
 from .memory import GridGuard, check_fine_box
-from .progress import CASE_DONE
+from .progress import CASE_DONE, COARSE, FINE, MAPPING, POSTPROCESS, READING, REPORT
 from .preprocessing import resample_onto, to_canonical
 from .quality import quality_signals, quality_thresholds, verdict
 from .report import build_report
@@ -165,11 +165,11 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
                                                        "scan_extent_z_mm": extent_z_mm})
     check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle,
                    len(tta.flips) * len(tta.scales))
-    progress("fine", 0.35, "fine stage: segmenting the pancreas region")
+    progress(FINE, 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
     fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
     timings["fine"] = time.perf_counter() - started
-    progress("postprocess", 0.75, "cleaning up the labels")
+    progress(POSTPROCESS, 0.75, "cleaning up the labels")
     started = time.perf_counter()
     labels = fine_labels(fine, bundle)
     entropy = normalised_entropy(fine.probabilities)
@@ -213,7 +213,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     progress = progress or (lambda stage, fraction, message: None)
     total_started = started = time.perf_counter()
     timings: dict[str, float] = {}
-    progress("reading", 0.0, "reading the input")
+    progress(READING, 0.0, "reading the input")
     warnings: list[str] = []
     bundle = _resolve_bundle(model)
     # 2-D stages can segment one axial slice on its own; 3-D stages need a volume.
@@ -230,13 +230,13 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     tta = TtaSettings.of(bundle, fast)
     canonical = input_image if _is_canonical(input_image) else to_canonical(input_image)
     timings["read"] = time.perf_counter() - started
-    progress("coarse", 0.05, "coarse stage: locating the pancreas")
+    progress(COARSE, 0.05, "coarse stage: locating the pancreas")
     outputs, torch_device = _run_cascade_or_on_cpu(canonical, bundle, torch_device, tta=tta,
                                                    progress=progress, timings=timings,
                                                    warnings=warnings)
     del canonical  # a reoriented copy is a full-size volume: freed before the maps are made
 
-    progress("mapping", 0.85, "mapping the results onto the input grid")
+    progress(MAPPING, 0.85, "mapping the results onto the input grid")
     started = time.perf_counter()
     size_zyx = input_image.GetSize()[::-1]
     labels = np.zeros(size_zyx, np.uint8)
@@ -270,7 +270,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     quality = verdict(outputs.quality_signals, quality_thresholds(inference))
     timings["mapping"] = time.perf_counter() - started
 
-    progress("report", 0.95, "writing the report")
+    progress(REPORT, 0.95, "writing the report")
     started = time.perf_counter()
     report = build_report(image=input_image, labels=labels,
                           uncertainty=uncertainty_map if uncertainty else None, regions=regions,
