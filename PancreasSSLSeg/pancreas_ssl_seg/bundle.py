@@ -27,6 +27,7 @@ from .bundle_format import (BUNDLE_FILES, CARD_FILE, MAX_METADATA_BYTES, METADAT
                             WEIGHTS_FILE, bundle_error, require, short)
 from .bundle_metadata import validate_metadata
 from .bundle_weights import load_weights, parse_json, read_bounded
+from .catalogue import shipped_model_places
 from .hashing import sha256_of
 from .networks import PancreasUNet, build_network
 
@@ -175,16 +176,11 @@ def _default_permissions(folder: Path) -> None:
 
 
 def default_bundle_path() -> Path:
-    """The shipped model: ``$PANCREAS_SSL_SEG_MODEL`` if set, else ``Resources/Models/…``.
-
-    Looks beside the source tree (checkout, editable install, Slicer "additional module path")
-    and in the extension's installed share folder.
-    """
+    """The shipped model: ``$PANCREAS_SSL_SEG_MODEL`` if set, else ``Resources/Models/…`` in the
+    first of the catalogue's shipped-model places that holds it."""
     if os.environ.get(MODEL_PATH_ENV):
         return Path(os.environ[MODEL_PATH_ENV])
-    here = Path(__file__).resolve().parent
-    candidates = [here.parents[1] / "Resources" / "Models" / DEFAULT_BUNDLE_NAME,
-                  here.parent / "Resources" / "Models" / DEFAULT_BUNDLE_NAME]
+    candidates = [place / DEFAULT_BUNDLE_NAME for place in shipped_model_places()]
     for candidate in candidates:
         if candidate.is_dir():
             return candidate

@@ -66,12 +66,18 @@ def user_model_dirs() -> list[Path]:
     return [USER_MODELS_DIR.expanduser()]
 
 
-def shipped_model_dirs() -> list[Path]:
-    """``Resources/Models`` beside the source tree and beside the installed module."""
+def shipped_model_places() -> list[Path]:
+    """Where shipped models are looked for, existing or not: ``Resources/Models`` beside the
+    source tree (checkout, editable install, Slicer "additional module path"), then beside the
+    installed module (the extension's share folder)."""
     here = Path(__file__).resolve().parent
+    return [here.parents[1] / "Resources" / "Models", here.parent / "Resources" / "Models"]
+
+
+def shipped_model_dirs() -> list[Path]:
+    """The shipped models folders that exist (each once)."""
     found = []
-    for candidate in (here.parents[1] / "Resources" / "Models",
-                      here.parent / "Resources" / "Models"):
+    for candidate in shipped_model_places():
         if candidate.is_dir() and candidate.resolve() not in [f.resolve() for f in found]:
             found.append(candidate)
     return found
