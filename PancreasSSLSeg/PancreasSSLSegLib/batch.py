@@ -18,7 +18,7 @@ def collect(process, paths, output_dir, log) -> dict[str, dict]:
     returns ``{case: report}`` for every case with complete outputs; raises ``EngineFailed``
     when there is none (e.g. a bad bundle). ``log(text)`` gets what the user should read."""
     from pancreas_ssl_seg.case_names import case_name
-    from pancreas_ssl_seg.outputs import case_is_complete, output_paths
+    from pancreas_ssl_seg.case_files import case_is_complete, output_paths
 
     status = process.wait()
     final = process.final.fields if process.final else {}

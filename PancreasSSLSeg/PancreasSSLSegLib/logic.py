@@ -175,7 +175,7 @@ class PancreasSSLSegLogic(ScriptedLoadableModuleLogic):
             self._run.process.cancel()
 
     def _loadResults(self, run: ActiveRun) -> SegmentationOutcome:
-        from pancreas_ssl_seg.outputs import output_paths
+        from pancreas_ssl_seg.case_files import output_paths
         files = output_paths(run.out_dir, run.case)
         inputVolume = run.input_volume
         report = json.loads(files["report"].read_text(encoding="utf-8"))

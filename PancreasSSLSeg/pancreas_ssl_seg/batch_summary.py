@@ -25,16 +25,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .case_files import DICOM_SEG_KEY, OUTPUT_SUFFIXES, output_paths
 from .errors import InputError
 from .temporaries import is_temporary, remove_stale, temporary_path, writer_token
 
 SUMMARY_STEM = "summary"
-REPORT_SUFFIX = "_report.json"
+REPORT_SUFFIX = OUTPUT_SUFFIXES["report"]
 RUN_STATUSES = ("ok", "error", "skipped")
 QUALITY_STATUSES = ("ok", "check", "failed")  # quality.STATUSES (not imported: no scipy here)
-# Output files, most useful first; the keys of a report's "outputs" plus the report itself.
+# Output files, most useful first: a case's files (case_files) and its DICOM SEG.
 OUTPUT_KEYS = ("report", "preview", "segmentation", "labels", "uncertainty", "regions",
-               "dicom_seg")
+               DICOM_SEG_KEY)
 COLUMNS = ("case", "run_status", "quality_status", "quality_score", "quality_reasons",
            "pancreas_volume_ml", "lesion_count", "lesion_total_volume_ml",
            "largest_lesion_diameter_mm", "message", "input",
@@ -51,7 +52,7 @@ def summary_stem(num_parts: int = 1, part_id: int = 0) -> str:
 
 
 def report_path(out_dir: str | Path, case: str) -> Path:
-    return Path(out_dir) / f"{case}{REPORT_SUFFIX}"
+    return output_paths(out_dir, case)["report"]
 
 
 def _rounded(value: Any, digits: int) -> float | None:

@@ -22,7 +22,8 @@ from .cli_models import load_model
 from .dicom_folder import dicom_series_ids
 from .errors import BundleError, DeviceError, PancreasSSLSegError
 from .image_io import is_image_file
-from .outputs import DICOM_SEG_KEY, case_is_complete, write_case_outputs
+from .case_files import DICOM_SEG_KEY, case_is_complete
+from .outputs import write_case_outputs
 from .progress import SKIPPED, default_progress_kind, make_progress
 
 if TYPE_CHECKING:

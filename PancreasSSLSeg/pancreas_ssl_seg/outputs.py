@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from .case_files import (DICOM_SEG_KEY, dicom_seg_path,
+                         output_paths)
 from .hashing import sha256_of
 from .seg_nrrd import write_seg_nrrd
 from .temporaries import remove_stale, temporary_path, writer_token
@@ -46,45 +48,9 @@ try:
 except ImportError:  # Windows: no folder lock (see the module docstring)
     fcntl = None
 
-# Suffixes after the case name; the report last (see the module docstring).
-OUTPUT_SUFFIXES = {
-    "labels": "_labels.nii.gz",
-    "uncertainty": "_uncertainty.nii.gz",
-    "regions": "_regions.nii.gz",
-    "segmentation": ".seg.nrrd",
-    "preview": "_preview.png",
-    "report": "_report.json",
-}
 # Written by the worker thread (see the module docstring). The uncertainty volume there too
 # measured no faster (2 cores: zlib and matplotlib share them) and 250-300 MB more at the peak.
 BESIDE = ("preview",)
-# Written only for DICOM series input (see the module docstring); not needed for a case to count
-# as finished unless its report lists it.
-DICOM_SEG_KEY, DICOM_SEG_SUFFIX = "dicom_seg", "_seg.dcm"
-
-
-def output_paths(out_dir: str | Path, case: str) -> dict[str, Path]:
-    """Final path of each output of ``case``, keyed as in :data:`OUTPUT_SUFFIXES`."""
-    return {key: Path(out_dir) / f"{case}{suffix}" for key, suffix in OUTPUT_SUFFIXES.items()}
-
-
-def dicom_seg_path(out_dir: str | Path, case: str) -> Path:
-    """Final path of the DICOM SEG of ``case`` (written for DICOM series input only)."""
-    return Path(out_dir) / f"{case}{DICOM_SEG_SUFFIX}"
-
-
-def case_is_complete(out_dir: str | Path, case: str) -> bool:
-    """All six outputs of ``case`` exist, and every other file its report lists (the DICOM SEG):
-    a finished case, skipped when a batch resumes."""
-    paths = output_paths(out_dir, case)
-    if not all(path.is_file() for path in paths.values()):
-        return False
-    try:
-        listed = json.loads(paths["report"].read_text(encoding="utf-8")).get("outputs", {})
-        names = [record["file"] for record in listed.values()]
-    except (OSError, ValueError, AttributeError, TypeError, KeyError):
-        return False
-    return all((Path(out_dir) / Path(str(name)).name).is_file() for name in names)
 
 
 def write_case_outputs(result, out_dir: str | Path, case: str,

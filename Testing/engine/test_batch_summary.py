@@ -278,3 +278,11 @@ def test_rows_without_a_verdict_sort_between_check_and_ok():
         "broken", "failed", "check", "none", "ok-low", "ok-high"]
     record = batch_summary.csv_record(row("none", None, None))
     assert record["quality_status"] == "" and record["quality_reasons"] == ""
+
+
+def test_summary_columns_name_every_file_a_case_can_have():
+    """One file column per output the writer makes (case_files) plus the DICOM SEG, none other."""
+    from pancreas_ssl_seg.case_files import DICOM_SEG_KEY, OUTPUT_SUFFIXES
+
+    file_columns = {c[:-len("_file")] for c in batch_summary.COLUMNS if c.endswith("_file")}
+    assert file_columns == {*OUTPUT_SUFFIXES, DICOM_SEG_KEY}

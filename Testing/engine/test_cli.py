@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from test_image_io import BAD_INPUTS
 from test_outputs import FakeResult, same_grid, write_fake_preview
 
-from pancreas_ssl_seg import cli, cli_segment, outputs
+from pancreas_ssl_seg import case_files, cli, cli_segment, outputs
 from pancreas_ssl_seg.errors import DeviceError
 from pancreas_ssl_seg.image_io import as_image
 
@@ -187,7 +187,7 @@ def test_batch_with_one_bad_case_runs_the_others(capsys, tmp_path, example_ct, r
     assert code == 1
     assert err.splitlines() == [err.splitlines()[0]] and err.startswith("error: ")
     assert "broken.nii.gz" in err
-    assert outputs.case_is_complete(tmp_path / "out", "example_ct")
+    assert case_files.case_is_complete(tmp_path / "out", "example_ct")
     assert not any(p.name.startswith("broken") for p in (tmp_path / "out").iterdir())
 
 
@@ -202,7 +202,7 @@ def test_folder_of_images_expands_to_cases_and_resume_skips(capsys, tmp_path, ex
     out_dir = tmp_path / "out"
     assert run(capsys, "segment", inputs, "-o", out_dir, "--model", random_bundle)[0] == 0
     assert len(fake_segment.calls) == 2
-    assert outputs.case_is_complete(out_dir, "a") and outputs.case_is_complete(out_dir, "b")
+    assert case_files.case_is_complete(out_dir, "a") and case_files.case_is_complete(out_dir, "b")
     before = (out_dir / "a_labels.nii.gz").stat().st_mtime_ns
 
     code, out, err = run(capsys, "segment", inputs, "-o", out_dir, "--model", random_bundle,

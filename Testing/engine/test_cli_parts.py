@@ -22,7 +22,7 @@ from conftest import REPO_ROOT
 from test_cli import fake_segment_fixture, run  # noqa: F401 (fixture)
 
 from pancreas_ssl_seg import cli, cli_segment
-from pancreas_ssl_seg.outputs import case_is_complete
+from pancreas_ssl_seg.case_files import case_is_complete
 
 TESTING = Path(__file__).resolve().parent
 # One CLI process with the stand-in pipeline: the real argument parsing, split, skip and writing.

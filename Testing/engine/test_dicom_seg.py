@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from dicom_series import phantom_hu, read_headers, write_ct_series
 from test_outputs import FakeResult, report_segments, write_fake_preview
 
-from pancreas_ssl_seg import cli, cli_segment, outputs
+from pancreas_ssl_seg import case_files, cli, cli_segment, outputs
 from pancreas_ssl_seg.dicom_seg import DicomSegUnavailable, source_slices
 from pancreas_ssl_seg.image_io import as_image
 
@@ -165,7 +165,7 @@ def test_anonymised_real_series_warns_and_writes_the_other_outputs(capsys, tmp_p
     report = json.loads((tmp_path / "ct-dicom-series_report.json").read_text(encoding="utf-8"))
     assert report["warnings"] == [lines[0].split(": ", 2)[2]]
     assert "dicom_seg" not in report["outputs"] and len(report["outputs"]) == 5
-    assert outputs.case_is_complete(tmp_path, "ct-dicom-series")
+    assert case_files.case_is_complete(tmp_path, "ct-dicom-series")
 
 
 def _result_on(folder: Path) -> FakeResult:
@@ -185,12 +185,12 @@ def test_resume_needs_the_seg_and_a_later_run_without_one_removes_the_old(tmp_pa
     paths = outputs.write_case_outputs(_result_on(tmp_path / "a"), out, "c",
                                        dicom_folder=tmp_path / "a")
     assert paths["dicom_seg"] == out / "c_seg.dcm" and paths["dicom_seg"].is_file()
-    assert outputs.case_is_complete(out, "c")
+    assert case_files.case_is_complete(out, "c")
     paths["dicom_seg"].unlink()  # the report lists it: the case is no longer finished
-    assert not outputs.case_is_complete(out, "c")
+    assert not case_files.case_is_complete(out, "c")
 
     outputs.write_case_outputs(_result_on(tmp_path / "a"), out, "c", dicom_folder=tmp_path / "a")
-    assert outputs.case_is_complete(out, "c")
+    assert case_files.case_is_complete(out, "c")
     # Same grid, but the Study Instance UID blanked: no SEG can be made; the old one must go.
     write_ct_series(tmp_path / "b", phantom_hu(SHAPE), blank=("StudyInstanceUID",))
     result = _result_on(tmp_path / "b")
@@ -199,7 +199,7 @@ def test_resume_needs_the_seg_and_a_later_run_without_one_removes_the_old(tmp_pa
     assert result.report["warnings"] == [
         "DICOM SEG not written: b: the DICOM series lacks StudyInstanceUID (blank or missing, as "
         "in many anonymised exports); a SEG must reference them"]
-    assert outputs.case_is_complete(out, "c")
+    assert case_files.case_is_complete(out, "c")
 
 
 def test_a_failed_write_leaves_no_seg(tmp_path, monkeypatch):

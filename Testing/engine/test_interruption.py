@@ -29,8 +29,8 @@ from test_cli import FakeSegment
 from test_outputs import fake_result, write_fake_preview
 
 from pancreas_ssl_seg import cli, cli_exit, cli_segment, outputs
-from pancreas_ssl_seg.outputs import (OUTPUT_SUFFIXES, case_is_complete, output_paths,
-                                       write_case_outputs)
+from pancreas_ssl_seg.case_files import OUTPUT_SUFFIXES, case_is_complete, output_paths
+from pancreas_ssl_seg.outputs import write_case_outputs
 from pancreas_ssl_seg.temporaries import TEMPORARY_PREFIX
 
 CASES = ("case0", "case1", "case2", "case3")

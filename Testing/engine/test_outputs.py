@@ -12,7 +12,8 @@ import SimpleITK as sitk
 
 from pancreas_ssl_seg import outputs
 from pancreas_ssl_seg.labels import LABELS, UNCERTAIN_REGION
-from pancreas_ssl_seg.outputs import case_is_complete, output_paths, write_case_outputs
+from pancreas_ssl_seg.case_files import case_is_complete, output_paths
+from pancreas_ssl_seg.outputs import write_case_outputs
 
 
 def report_segments() -> tuple[list[dict], dict]:

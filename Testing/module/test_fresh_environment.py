@@ -28,7 +28,7 @@ import torch
 from slicer_harness import MODULE_DIR, install_module_stubs
 
 install_module_stubs()
-from pancreas_ssl_seg.outputs import output_paths  # noqa: E402
+from pancreas_ssl_seg.case_files import output_paths  # noqa: E402
 from PancreasSSLSegLib.dependencies import REQUIREMENTS  # noqa: E402
 from PancreasSSLSegLib.logic import ENGINE_ARGS  # noqa: E402
 

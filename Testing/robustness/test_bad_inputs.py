@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from pancreas_ssl_seg import cascade, cli, cli_exit, memory
 from pancreas_ssl_seg.errors import InputError, PancreasSSLSegError, ResourceError
 from pancreas_ssl_seg.image_io import as_image
-from pancreas_ssl_seg.outputs import OUTPUT_SUFFIXES
+from pancreas_ssl_seg.case_files import OUTPUT_SUFFIXES
 from pancreas_ssl_seg.pipeline import segment
 
 
