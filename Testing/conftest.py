@@ -65,3 +65,15 @@ def pytest_sessionfinish(session, exitstatus):
     harness = sys.modules.get("slicer_harness")
     if harness is not None:
         harness.close_all_scenes()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test (modules opt in with ``pytestmark``): the test machine's
+    cores are shared, and thread contention there costs 40x, not the model."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

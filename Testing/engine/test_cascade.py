@@ -15,12 +15,7 @@ from pancreas_ssl_seg.cascade import (box_around, grown_to_patch, lesion_operati
                                        run_coarse, slice_references)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bundle(random_bundle, **intensity):

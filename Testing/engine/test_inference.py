@@ -11,13 +11,7 @@ from pancreas_ssl_seg.errors import DeviceError
 from pancreas_ssl_seg.inference import predict_stage, select_device
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's cores are shared: thread contention costs 40x, not the model."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

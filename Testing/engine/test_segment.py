@@ -18,13 +18,7 @@ OBLIQUE = (np.array([[0, 0, -1], [np.cos(ANGLE), np.sin(ANGLE), 0],
                      [-np.sin(ANGLE), np.cos(ANGLE), 0]]).ravel().tolist())
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The test machine's cores are shared: thread contention costs 40x, not the model."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
