@@ -12,9 +12,7 @@ stored data size of scaled data and a missing orientation.
 from __future__ import annotations
 
 import gzip
-import math
 import re
-import struct
 import zlib
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .nifti_header import NIFTI1_SIZE, parse_nifti_header, read_nifti_header
 
 
 def check_header_before_itk(path: Path) -> None:
@@ -39,9 +38,6 @@ def check_header_before_itk(path: Path) -> None:
                 raise InputError(f"{path.name}: header NDims = {value}; expected 1 to 5")
 
 
-# NIfTI-1: ``sizeof_hdr`` 348, float32 fields; NIfTI-2: 540, float64. Byte offsets of pixdim
-# (8 values) and of quatern_b..qoffset_z + srow_x/y/z (18 values, contiguous).
-_NIFTI_LAYOUTS = {348: ("f", 76, 256), 540: ("d", 104, 352)}
 # Larger than any scanner's coordinates (mm): ITK hangs on values near 1e16.
 _MAX_NIFTI_GEOMETRY = 1e7
 
@@ -49,28 +45,14 @@ _MAX_NIFTI_GEOMETRY = 1e7
 def _check_nifti_header(path: Path) -> None:
     """Voxel size and orientation from the header. ITK replaces a zero voxel size by 1 mm
     (refuse instead) and hangs on infinite orientation values."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as stream:
-            header = stream.read(540)
-    except (EOFError, OSError, zlib.error):
-        return  # not readable as (compressed) NIfTI: the gzip check or ITK reports it
-    for order in "<>":
-        if len(header) < 348:
-            return
-        size = struct.unpack(order + "i", header[:4])[0]
-        if size in _NIFTI_LAYOUTS and len(header) >= size:
-            kind, pixdim_at, geometry_at = _NIFTI_LAYOUTS[size]
-            break
-    else:
-        return  # not a NIfTI header: ITK reports the problem when it reads the file
-    width = struct.calcsize(kind)
-    pixdim = struct.unpack(order + "8" + kind, header[pixdim_at:pixdim_at + 8 * width])[1:4]
+    header = read_nifti_header(path)
+    if header is None:
+        return  # unreadable or not NIfTI: the gzip check or ITK reports it
+    pixdim = header.pixdim
     if not min(pixdim) > 0:
         raise InputError(f"{path.name}: header voxel spacing (pixdim) {list(pixdim)} mm; expected "
                          "positive values")
-    geometry = np.array(struct.unpack(order + "18" + kind,
-                                      header[geometry_at:geometry_at + 18 * width]))
+    geometry = np.array(header.geometry)
     if not (np.all(np.isfinite(geometry)) and np.all(np.abs(geometry) < _MAX_NIFTI_GEOMETRY)
             and np.all(np.isfinite(pixdim)) and max(pixdim) < _MAX_NIFTI_GEOMETRY):
         raise InputError(f"{path.name}: header orientation (quatern/srow) or spacing holds "
@@ -104,10 +86,10 @@ def _raw_data_bytes_unchecked(path: Path) -> int | None:
     with open(path, "rb") as stream:
         head = stream.read(1 << 16)
     if lower.endswith(".nii"):
-        for order in "<>":
-            if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
-                return path.stat().st_size - int(struct.unpack(order + "f", head[108:112])[0])
-        return None  # NIfTI-2 or not NIfTI: ITK checks it
+        header = parse_nifti_header(head)
+        if header is None or header.size != NIFTI1_SIZE:
+            return None  # NIfTI-2 or not NIfTI: ITK checks it
+        return path.stat().st_size - header.vox_offset
     if lower.endswith((".mha", ".mhd")):
         text = head.decode("latin-1")
         if re.search(r"^\s*CompressedData\s*=\s*True", text, re.M | re.I):
@@ -134,51 +116,22 @@ def _raw_data_bytes_unchecked(path: Path) -> int | None:
     return None
 
 
-def _nifti_header(path: Path) -> tuple[str, int, bytes] | None:
-    """(byte order, header size 348 or 540, header bytes) of a NIfTI-1/2 file, else ``None``."""
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    try:
-        with opener(path, "rb") as stream:
-            header = stream.read(540)
-    except (EOFError, OSError, zlib.error):
-        return None
-    for order in "<>":
-        if len(header) >= 348:
-            size = struct.unpack(order + "i", header[:4])[0]
-            if size == 348 or (size == 540 and len(header) >= 540):
-                return order, size, header
-    return None
-
-
 def nifti_stored_bytes(path: Path) -> int | None:
     """Bytes of voxel data a NIfTI header declares in its stored type (dims x bitpix)."""
-    found = _nifti_header(path)
-    if found is None:
+    header = read_nifti_header(path)
+    if header is None:
         return None
-    order, size, header = found
-    if size == 348:
-        ndim, dims = struct.unpack(order + "h", header[40:42])[0], struct.unpack(order + "7h",
-                                                                                  header[42:56])
-        bitpix = struct.unpack(order + "h", header[72:74])[0]
-    else:
-        ndim, dims = struct.unpack(order + "q", header[16:24])[0], struct.unpack(order + "7q",
-                                                                                  header[24:80])
-        bitpix = struct.unpack(order + "h", header[14:16])[0]
-    if not 1 <= ndim <= 7 or min(dims[:ndim]) < 1 or bitpix <= 0 or bitpix % 8:
+    count, bitpix = header.voxel_count, header.bitpix
+    if count is None or bitpix <= 0 or bitpix % 8:
         return None
-    return math.prod(dims[:ndim]) * bitpix // 8
+    return count * bitpix // 8
 
 
 def nifti_orientation_notes(path: Path, image: sitk.Image) -> list[str]:
     """A note when a NIfTI header holds no orientation (qform_code = sform_code = 0, as ANALYZE
     conversions write): ITK then assumes an identity direction, and left/right may be swapped."""
-    found = _nifti_header(path)
-    if found is None:
-        return []
-    order, size, header = found
-    codes = (struct.unpack(order + "2h", header[252:256]) if size == 348
-             else struct.unpack(order + "2i", header[344:352]))
-    if any(codes):
+    header = read_nifti_header(path)
+    if header is None or any(header.orientation_codes):
         return []
     return [f"{path.name}: the NIfTI header holds no orientation (qform_code and sform_code are "
             f"0); read with direction {np.round(image.GetDirection(), 3).tolist()} and origin "

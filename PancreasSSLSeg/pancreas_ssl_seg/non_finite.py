@@ -11,8 +11,6 @@ find them (:func:`nifti_non_finite`) and they are put back after ITK's read
 from __future__ import annotations
 
 import gzip
-import math
-import struct
 import zlib
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .nifti_header import NIFTI2_SIZE, parse_nifti_header
 from .hounsfield import OUTSIDE_SCAN_HU
 
 
@@ -78,7 +77,7 @@ def nifti_non_finite(path: Path) -> np.ndarray | None:
     opener = gzip.open if compressed else open
     try:
         with opener(path, "rb") as stream:
-            layout = _nifti_data_layout(stream.read(540))
+            layout = _nifti_data_layout(stream.read(NIFTI2_SIZE))
             found = None
             if layout is not None:
                 dtype, offset, count = layout
@@ -97,27 +96,14 @@ def nifti_non_finite(path: Path) -> np.ndarray | None:
 
 def _nifti_data_layout(header: bytes) -> tuple[np.dtype, int, int] | None:
     """(voxel dtype, data offset, voxel count) of a float NIfTI-1/2 header, else ``None``."""
-    for order in "<>":
-        if len(header) < 348:
-            return None
-        size = struct.unpack(order + "i", header[:4])[0]
-        if size == 348:
-            ndim = struct.unpack(order + "h", header[40:42])[0]
-            dims = struct.unpack(order + "7h", header[42:56])
-            code = struct.unpack(order + "h", header[70:72])[0]
-            offset = int(struct.unpack(order + "f", header[108:112])[0])
-            break
-        if size == 540 and len(header) >= 540:
-            code = struct.unpack(order + "h", header[12:14])[0]
-            ndim = struct.unpack(order + "q", header[16:24])[0]
-            dims = struct.unpack(order + "7q", header[24:80])
-            offset = struct.unpack(order + "q", header[168:176])[0]
-            break
-    else:
+    parsed = parse_nifti_header(header)
+    if parsed is None or parsed.datatype not in _NIFTI_FLOAT_TYPES:
         return None
-    if code not in _NIFTI_FLOAT_TYPES or not 1 <= ndim <= 7 or min(dims[:ndim]) < 1:
+    count = parsed.voxel_count
+    if count is None:
         return None
-    return np.dtype(order + _NIFTI_FLOAT_TYPES[code]), max(offset, 0), math.prod(dims[:ndim])
+    dtype = np.dtype(parsed.order + _NIFTI_FLOAT_TYPES[parsed.datatype])
+    return dtype, max(parsed.vox_offset, 0), count
 
 
 def _scan_non_finite(stream, dtype: np.dtype, count: int) -> np.ndarray | None:
