@@ -26,7 +26,11 @@ METRIC_NAMES = ("dice", "hd95_mm", "surface_dice")
 
 
 def mask_dice(a: np.ndarray, b: np.ndarray, empty: float = math.nan) -> float:
-    """Dice of two boolean masks; ``empty`` when both are empty (NaN: nothing to score)."""
+    """Dice of two boolean masks; ``empty`` when both are empty (NaN: nothing to score).
+
+    Plain numpy, not MONAI's ``DiceMetric`` (which :func:`case_metrics` uses): callers score
+    single mask pairs in loops (quality calibration, fine-tuning) where one-hot tensors and the
+    metric's batch buffers cost more than the count, and the empty case must be explicit."""
     total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
     return 2.0 * int(np.count_nonzero(a & b)) / total if total else empty
 
