@@ -26,10 +26,8 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import SimpleITK as sitk
 from .case_names import check_case_name
 from .errors import InputError
 from .labels import LABEL_VALUES, LABEL_VALUES_TEXT
+from .temporaries import process_is_running, writer_token
 
 SOURCE = "corrections"
 IMAGE_FILE, LABELS_FILE, RECORD_FILE = "image.nii.gz", "labels.nii.gz", "correction.json"
@@ -103,7 +102,7 @@ def write_correction_case(root: str | Path, case: str, image: sitk.Image, labels
         raise InputError(f"{root}: cannot create the corrections folder "
                          f"({error.strerror or error})") from None
     _clean_up_after_dead_writers(root, case)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    token = writer_token()
     staging = root / f".{case}.partial-{token}"
     replaced = root / f".{case}.replaced-{token}"
     try:
@@ -140,7 +139,7 @@ def _clean_up_after_dead_writers(root: Path, case: str) -> None:
     removed."""
     for path in sorted(root.iterdir()):
         match = _TEMPORARY.match(path.name)
-        if match is None or match["case"] != case or _process_exists(int(match["pid"])):
+        if match is None or match["case"] != case or process_is_running(int(match["pid"])):
             continue
         target = root / case
         if match["kind"] == "replaced" and not target.exists() and all(
@@ -148,17 +147,6 @@ def _clean_up_after_dead_writers(root: Path, case: str) -> None:
             path.rename(target)
         else:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    """True unless ``pid`` is certainly gone (no way to tell → assume it runs)."""
-    if pid == os.getpid():
-        return True
-    try:
-        import psutil  # the engine's dependency; not needed to write a case
-    except ImportError:
-        return True
-    return psutil.pid_exists(pid)
 
 
 def read_correction_record(case_dir: str | Path) -> dict:

@@ -4,6 +4,8 @@ A temporary is named ``.partial-<pid>-<token>-<final name>``: the writer's proce
 token, so several processes may write into one folder at once (two CLI runs, the Slicer module
 beside a batch). A temporary is removed as stale only when its process is gone (a killed run: the
 Slicer module cancels by killing the process); another writer's, still running, is left alone.
+The corrections writer (:mod:`.corrections`) names its folders its own way but takes its token and
+the "is that writer still running" rule from here.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-
-import psutil
 
 TEMPORARY_PREFIX = ".partial-"
 
@@ -38,6 +38,18 @@ def remove_stale(folder: Path, final_name: str) -> None:
             stale.unlink(missing_ok=True)
 
 
+def process_is_running(pid: int) -> bool:
+    """True unless process ``pid`` is certainly gone: this process runs, and without psutil
+    (a stock Slicer writing corrections needs only numpy and SimpleITK) nothing can be told."""
+    if pid == os.getpid():
+        return True
+    try:
+        import psutil
+    except ImportError:
+        return True
+    return psutil.pid_exists(pid)
+
+
 def _writer_is_running(temporary_name: str) -> bool:
     owner = temporary_name[len(TEMPORARY_PREFIX):].split("-", 1)[0]
-    return owner.isdigit() and psutil.pid_exists(int(owner))
+    return owner.isdigit() and process_is_running(int(owner))
