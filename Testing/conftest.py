@@ -57,6 +57,22 @@ def example_ct(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pancreas_crop(shared_data: Path):
+    """A 40x40x24 crop of the 3 mm CT around its pancreas: (CT, its 62-structure reference map,
+    where the pancreas is label 7)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    folder = shared_data / "ct-abdomen-3mm"
+    image = sitk.ReadImage(str(folder / "example_ct.nii.gz"))
+    reference = sitk.ReadImage(str(folder / "example_seg_fast_force_split.nii.gz"))
+    centre = np.argwhere(sitk.GetArrayViewFromImage(reference) == 7).mean(0).round().astype(int)
+    start = [int(centre[2]) - 20, int(centre[1]) - 20, int(centre[0]) - 12]
+    return (sitk.RegionOfInterest(image, [40, 40, 24], start),
+            sitk.RegionOfInterest(reference, [40, 40, 24], start))
+
+
+@pytest.fixture(scope="session")
 def random_bundle(tmp_path_factory) -> Path:
     return write_random_bundle(tmp_path_factory.mktemp("bundles") / "tiny-random")
 

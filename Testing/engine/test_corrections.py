@@ -30,16 +30,10 @@ ENGINE_DIR = Path(corrections.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def case(shared_data):
-    """A 40x40x24 crop of the 3 mm CT around its pancreas; reference label 7 → 1."""
-    folder = shared_data / "ct-abdomen-3mm"
-    image = sitk.ReadImage(str(folder / "example_ct.nii.gz"))
-    reference = sitk.ReadImage(str(folder / "example_seg_fast_force_split.nii.gz"))
-    centre = np.argwhere(sitk.GetArrayViewFromImage(reference) == 7).mean(0).round().astype(int)
-    start = [int(centre[2]) - 20, int(centre[1]) - 20, int(centre[0]) - 12]
-    crop = sitk.RegionOfInterest(image, [40, 40, 24], start)
-    labels = sitk.Cast(sitk.RegionOfInterest(reference, [40, 40, 24], start) == 7, sitk.sitkUInt8)
-    return crop, labels
+def case(pancreas_crop):
+    """The crop of the 3 mm CT around its pancreas; reference label 7 → 1."""
+    crop, reference = pancreas_crop
+    return crop, sitk.Cast(reference == 7, sitk.sitkUInt8)
 
 
 def folder_listing(root: Path) -> list[str]:

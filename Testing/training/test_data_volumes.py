@@ -20,15 +20,9 @@ from pancreas_ssl_training.data.volumes import (read_corrections, read_decathlon
 
 
 @pytest.fixture(scope="module")
-def small_case(shared_data):
-    """A 40×40×24 crop of the 3 mm CT around its pancreas; labels 7 → 1, plus a box of 2."""
-    folder = shared_data / "ct-abdomen-3mm"
-    image = sitk.ReadImage(str(folder / "example_ct.nii.gz"))
-    reference = sitk.ReadImage(str(folder / "example_seg_fast_force_split.nii.gz"))
-    centre = np.argwhere(sitk.GetArrayViewFromImage(reference) == 7).mean(0).round().astype(int)
-    start = [int(c) - 20 for c in centre[::-1][:2]] + [int(centre[0]) - 12]
-    image = sitk.RegionOfInterest(image, [40, 40, 24], start)
-    reference = sitk.RegionOfInterest(reference, [40, 40, 24], start)
+def small_case(pancreas_crop):
+    """The crop of the 3 mm CT around its pancreas; labels 7 → 1, plus one lesion voxel (2)."""
+    image, reference = pancreas_crop
     labels = sitk.GetArrayFromImage(reference)
     project = (labels == 7).astype(np.uint8)
     lesion_voxel = np.argwhere(project == 1)[0]
