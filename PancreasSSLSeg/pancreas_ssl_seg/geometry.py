@@ -55,8 +55,8 @@ def max_feret_diameter_mm(points_mm: np.ndarray) -> float:
 def physical_points_mm(image: sitk.Image, mask: np.ndarray, offset_zyx=(0, 0, 0)) -> np.ndarray:
     """Physical (LPS) centres of the voxels of ``mask`` (array index + ``offset_zyx``)."""
     index_xyz = (np.argwhere(mask) + np.asarray(offset_zyx))[:, ::-1].astype(float)
-    direction = np.array(image.GetDirection()).reshape(3, 3)
-    return np.asarray(image.GetOrigin()) + (index_xyz * np.array(image.GetSpacing())) @ direction.T
+    affine = ijk_to_lps(image)
+    return index_xyz @ affine[:3, :3].T + affine[:3, 3]
 
 
 def bounding_box(*masks: np.ndarray) -> tuple[slice, ...] | None:

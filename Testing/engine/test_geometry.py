@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from pancreas_ssl_seg.geometry import bounding_box, index_range_on, max_feret_diameter_mm
+from pancreas_ssl_seg.geometry import (bounding_box, index_range_on, max_feret_diameter_mm,
+                                       physical_points_mm)
 
 
 def test_bounding_box_of_the_union_of_masks():
@@ -44,3 +45,17 @@ def test_diameter_of_a_large_flat_lesion_uses_its_plane():
     assert max_feret_diameter_mm(points) == pytest.approx(np.hypot(399 * 0.5, 399 * 0.8))
     line = np.column_stack([np.arange(1000) * 0.3, np.zeros(1000), np.zeros(1000)])
     assert max_feret_diameter_mm(line) == pytest.approx(999 * 0.3)
+
+
+def test_physical_points_are_sitks_voxel_centres_on_an_oblique_grid():
+    image = sitk.Image(6, 5, 4, sitk.sitkUInt8)
+    image.SetSpacing((0.7, 0.9, 2.5))
+    image.SetOrigin((10.0, -20.0, 5.0))
+    angle = np.deg2rad(25)
+    image.SetDirection((np.cos(angle), -np.sin(angle), 0, np.sin(angle), np.cos(angle), 0,
+                        0, 0, 1))
+    mask = np.zeros((2, 3, 4), bool)  # (z, y, x), placed at offset (1, 1, 2) in the image
+    mask[0, 1, 3] = mask[1, 2, 0] = True
+    expected = [image.TransformIndexToPhysicalPoint((3 + 2, 1 + 1, 0 + 1)),
+                image.TransformIndexToPhysicalPoint((0 + 2, 2 + 1, 1 + 1))]
+    assert np.allclose(physical_points_mm(image, mask, offset_zyx=(1, 1, 2)), expected)
