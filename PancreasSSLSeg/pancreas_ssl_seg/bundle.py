@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .bundle_format import (BUNDLE_FILES, CARD_FILE, MAX_METADATA_BYTES, METADATA_FILE, STAGES,
-                            WEIGHTS_FILE, bundle_error, require, short)
+from .bundle_format import (BUNDLE_FILES, CARD_FILE, MAX_METADATA_BYTES, METADATA_FILE,
+                            WEIGHTS_FILE, bundle_error, member_key, require, short, stage_members)
 from .bundle_metadata import validate_metadata
 from .bundle_weights import load_weights, parse_json, read_bounded
 from .catalogue import shipped_model_places
@@ -52,7 +52,8 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class ModelBundle:
-    """A validated bundle: metadata plus the weights of each stage."""
+    """A validated bundle: metadata plus the weights of each stage's networks, keyed by
+    ``bundle_format.member_key`` (``"fine"`` is the fine stage's first or only network)."""
 
     path: Path
     metadata: dict[str, Any]
@@ -92,10 +93,16 @@ class ModelBundle:
                          patch_size=tuple(int(p) for p in spec["patch_size"]),
                          margin_mm=float(spec.get("margin_mm", 0.0)))
 
-    def load_network(self, stage: str, device: torch.device | str = "cpu") -> PancreasUNet:
-        """The stage's network with its weights, in eval mode, on ``device``."""
+    def members(self, stage: str) -> int:
+        """How many networks (ensemble members) the stage holds."""
+        return stage_members(self.metadata, stage)
+
+    def load_network(self, stage: str, device: torch.device | str = "cpu",
+                     member: int = 0) -> PancreasUNet:
+        """The stage's network (member ``member`` of an ensemble) with its weights, in eval
+        mode, on ``device``."""
         network = build_network(self.metadata["stages"][stage]["network"])
-        network.load_state_dict(self.stage_weights[stage])
+        network.load_state_dict(self.stage_weights[member_key(stage, member)])
         return network.eval().to(device)
 
 
@@ -136,7 +143,8 @@ def save_bundle(out_dir: str | os.PathLike, metadata: dict[str, Any],
                 half_precision: bool = False) -> Path:
     """Write a bundle atomically (temporary folder, then rename) and return its path.
 
-    ``metadata`` needs every key but ``weights``, which is filled in here. The written bundle is
+    ``metadata`` needs every key but ``weights``, which is filled in here;
+    ``stage_state_dicts`` is keyed like ``ModelBundle.stage_weights``. The written bundle is
     loaded back once, so a bundle that this engine would refuse is never left behind.
     ``half_precision`` stores float32 tensors as float16 (half the file; loaded as float32).
     """
@@ -146,8 +154,8 @@ def save_bundle(out_dir: str | os.PathLike, metadata: dict[str, Any],
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        tensors = {f"{stage}.{key}": value.detach().cpu().contiguous()
-                   for stage in STAGES for key, value in stage_state_dicts[stage].items()}
+        tensors = {f"{group}.{key}": value.detach().cpu().contiguous()
+                   for group, state in stage_state_dicts.items() for key, value in state.items()}
         if half_precision:
             tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE))

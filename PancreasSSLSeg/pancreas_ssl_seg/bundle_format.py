@@ -18,6 +18,26 @@ BUNDLE_FILES = frozenset({METADATA_FILE, WEIGHTS_FILE, CARD_FILE})
 STAGES = ("coarse", "fine")
 MAX_METADATA_BYTES = 1 << 20
 MAX_WEIGHTS_BYTES = 512 << 20
+# A stage may hold several networks of the same config (an ensemble, ``stages.<s>.members``):
+# Accurate mode averages their softmax, Fast mode runs the first.
+MAX_MEMBERS = 8
+
+
+def stage_members(metadata: dict[str, Any], stage: str) -> int:
+    """How many networks the (validated) metadata's stage holds."""
+    return int(metadata["stages"][stage].get("members", 1))
+
+
+def member_key(stage: str, member: int) -> str:
+    """Where member ``member`` of ``stage`` lives: its weights are ``<key>.<state dict key>``
+    in the safetensors file. Member 0 is the stage's own name, as in single-network bundles."""
+    return stage if member == 0 else f"{stage}{member}"
+
+
+def weight_keys(metadata: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(stage, member key)`` of every network the metadata describes, stage by stage."""
+    return [(stage, member_key(stage, member)) for stage in STAGES
+            for member in range(stage_members(metadata, stage))]
 
 
 def bundle_error(path: Path, problem: str) -> BundleError:

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .bundle_format import (FORMAT_NAME, FORMAT_VERSION, STAGES, WEIGHTS_FILE, bundle_error,
-                            is_int, require, short)
+from .bundle_format import (FORMAT_NAME, FORMAT_VERSION, MAX_MEMBERS, STAGES, WEIGHTS_FILE,
+                            bundle_error, is_int, require, short)
 from .hounsfield import DEFAULT_HU_WINDOW
 from .labels import LABEL_VALUES, LABEL_VALUES_TEXT, LABELS, UNCERTAIN_REGION
 from .networks import validate_network_config
@@ -138,6 +138,9 @@ def _check_stage(name: str, spec: Any, path: Path) -> None:
     require(isinstance(patch, list) and len(patch) == dims
             and all(is_int(p) and 8 <= p <= 512 for p in patch),
             path, f"stages.{name}.patch_size must be {dims} integers in 8..512")
+    members = spec.get("members", 1)
+    require(is_int(members) and 1 <= members <= MAX_MEMBERS, path,
+            f"stages.{name}.members must be an integer in 1..{MAX_MEMBERS}")
     if name == "fine":
         margin = spec.get("margin_mm")
         require(_is_number(margin) and 0 <= margin <= 200, path,

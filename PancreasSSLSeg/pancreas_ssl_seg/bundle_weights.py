@@ -20,8 +20,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from .bundle_format import (MAX_WEIGHTS_BYTES, STAGES, WEIGHTS_FILE, bundle_error, is_int,
-                            require, short)
+from .bundle_format import (MAX_WEIGHTS_BYTES, WEIGHTS_FILE, bundle_error, is_int, require,
+                            short, weight_keys)
 from .networks import state_shapes
 
 SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -65,19 +65,20 @@ def parse_json(data: bytes) -> Any:
 
 
 def _expected_tensors(metadata: dict[str, Any], path: Path) -> dict[str, tuple[tuple, str]]:
-    """``{"<stage>.<key>": (shape, safetensors dtype)}`` of the networks the metadata describes.
+    """``{"<member key>.<key>": (shape, safetensors dtype)}`` of the networks the metadata
+    describes (``bundle_format.member_key``: one per ensemble member of each stage).
 
     From the config alone (``networks.state_shapes``): no network is built, so a config
     describing a giant network costs nothing before it is refused, and checking a bundle
     (``info``, ``models``) does not import MONAI. Every parameter is float32.
     """
     expected: dict[str, tuple[tuple, str]] = {}
-    for stage in STAGES:
+    for stage, group in weight_keys(metadata):
         try:
             shapes = state_shapes(metadata["stages"][stage]["network"])
         except (ValueError, TypeError, RuntimeError) as exc:
             raise bundle_error(path, f"stages.{stage}.network cannot be built ({exc})") from None
-        expected.update({f"{stage}.{key}": (shape, SAFETENSORS_DTYPES[torch.float32])
+        expected.update({f"{group}.{key}": (shape, SAFETENSORS_DTYPES[torch.float32])
                          for key, shape in shapes.items()})
     total_bytes = sum(math.prod(shape) * 4 for shape, _ in expected.values())
     require(total_bytes <= MAX_WEIGHTS_BYTES, path,
@@ -114,17 +115,18 @@ def _declared_tensors(data: bytes, path: Path) -> dict[str, tuple[tuple, str]]:
 
 
 def _check_declared_tensors(declared: dict[str, tuple[tuple, str]],
-                            expected: dict[str, tuple[tuple, str]], path: Path) -> None:
-    for stage in STAGES:
-        prefix = f"{stage}."
+                            expected: dict[str, tuple[tuple, str]], groups: list[str],
+                            path: Path) -> None:
+    for group in groups:
+        prefix = f"{group}."
         missing = sorted(k for k in expected if k.startswith(prefix) and k not in declared)
         unexpected = sorted(k for k in declared if k.startswith(prefix) and k not in expected)
-        require(not missing, path, f"{WEIGHTS_FILE} lacks {stage} tensors, e.g. {missing[:3]}")
-        require(not unexpected, path, f"{WEIGHTS_FILE} has {stage} tensors the network does "
+        require(not missing, path, f"{WEIGHTS_FILE} lacks {group} tensors, e.g. {missing[:3]}")
+        require(not unexpected, path, f"{WEIGHTS_FILE} has {group} tensors the network does "
                 f"not, e.g. {[short(k) for k in unexpected[:3]]}")
-    stray = [k for k in declared if not k.startswith(tuple(f"{s}." for s in STAGES))]
-    require(not stray, path,
-            f"{WEIGHTS_FILE} has tensors of no stage, e.g. {[short(k) for k in stray[:3]]}")
+    stray = [k for k in declared if not k.startswith(tuple(f"{g}." for g in groups))]
+    require(not stray, path, f"{WEIGHTS_FILE} has tensors of no network the metadata "
+            f"describes, e.g. {[short(k) for k in stray[:3]]}")
     for key, (shape, dtype) in declared.items():
         want_shape, want_dtype = expected[key]
         require(shape == want_shape, path, f"{WEIGHTS_FILE}: {key} has shape {short(shape)}, "
@@ -135,7 +137,8 @@ def _check_declared_tensors(declared: dict[str, tuple[tuple, str]],
 
 
 def load_weights(path: Path, metadata: dict[str, Any]) -> dict[str, dict[str, torch.Tensor]]:
-    """``{stage: state dict}`` of a bundle folder whose metadata validated.
+    """``{member key: state dict}`` of a bundle folder whose metadata validated: ``"coarse"`` and
+    ``"fine"``, and ``"fine1"``… for further ensemble members (``bundle_format.member_key``).
 
     Hash, header check and parse all use the same bytes: the file cannot change in between."""
     expected = _expected_tensors(metadata, path)
@@ -144,13 +147,14 @@ def load_weights(path: Path, metadata: dict[str, Any]) -> dict[str, dict[str, to
     require(digest == metadata["weights"]["sha256"], path,
             f"{WEIGHTS_FILE} SHA-256 {digest[:12]}… does not match the metadata's "
             f"{metadata['weights']['sha256'][:12]}… (changed or corrupted weights)")
-    _check_declared_tensors(_declared_tensors(data, path), expected, path)
+    groups = [group for _, group in weight_keys(metadata)]
+    _check_declared_tensors(_declared_tensors(data, path), expected, groups, path)
     try:
         tensors = load_safetensors(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
         raise bundle_error(path, f"{WEIGHTS_FILE} is not a valid safetensors file "
                            f"({short(str(exc), 120)})") from None
     # Half-precision weights (half the file) are computed with in float32 like all others.
-    return {stage: {k[len(stage) + 1:]: v.float() if v.dtype == torch.float16 else v
-                    for k, v in tensors.items() if k.startswith(f"{stage}.")}
-            for stage in STAGES}
+    return {group: {k[len(group) + 1:]: v.float() if v.dtype == torch.float16 else v
+                    for k, v in tensors.items() if k.startswith(f"{group}.")}
+            for group in groups}

@@ -66,13 +66,14 @@ def normalized(hu: np.ndarray, bundle: ModelBundle, references: np.ndarray) -> n
 
 
 def run_coarse(canonical: sitk.Image, bundle: ModelBundle, device: torch.device,
-               overlap: float) -> CoarseResult:
-    """The coarse stage on the whole scan at its spacing (identity flip only)."""
+               overlap: float, members: int = 1) -> CoarseResult:
+    """The coarse stage on the whole scan at its spacing (identity flip only), averaged over
+    its first ``members`` networks."""
     grid = resample_to_spacing(canonical, bundle.stage("coarse").spacing_mm)
     hu = sitk.GetArrayFromImage(grid)
     references = slice_references(hu, bundle.intensity_reference)
     probabilities = predict_stage(bundle, "coarse", normalized(hu, bundle, references), device,
-                                  flips=[[]], overlap=overlap)
+                                  flips=[[]], overlap=overlap, members=members)
     foreground = major_components(coarse_organ(probabilities, bundle.inference),
                                   float(bundle.inference.get("coarse_component_fraction", 1.0)),
                                   _max_gap(bundle.inference), grid.GetSpacing())
@@ -124,27 +125,34 @@ def grown_to_patch(box: Box, canonical: sitk.Image, spec: StageSpec) -> Box:
 
 @dataclass(frozen=True)
 class TtaSettings:
-    """What the fine stage averages over: flips (canonical array axes), rescaled copies and MC
-    dropout samples. The one place that says what Fast and Accurate compute."""
+    """What each stage averages over: the fine stage over its ensemble members, flips (canonical
+    array axes), rescaled copies and MC dropout samples; the coarse stage over its members only.
+    The one place that says what Fast and Accurate compute."""
 
     flips: tuple[tuple[int, ...], ...] = ((),)
     scales: tuple[float, ...] = (1.0,)
     mc_dropout_samples: int = 0
+    coarse_members: int = 1
+    fine_members: int = 1
 
     @classmethod
     def of(cls, bundle: ModelBundle, fast: bool) -> "TtaSettings":
-        """Fast: one plain pass. Accurate: the bundle's ``tta_flips``, ``tta_scales`` (default
-        1 only) and ``mc_dropout_samples``."""
+        """Fast: one plain pass of each stage's first network. Accurate: every network of each
+        stage, with the bundle's ``tta_flips``, ``tta_scales`` (default 1 only) and
+        ``mc_dropout_samples``."""
         if fast:
             return cls()
         inference = bundle.inference
         return cls(tuple(tuple(axes) for axes in inference["tta_flips"]),
                    tuple(float(s) for s in inference.get("tta_scales", [1.0])),
-                   int(inference["mc_dropout_samples"]))
+                   int(inference["mc_dropout_samples"]),
+                   bundle.members("coarse"), bundle.members("fine"))
 
     @property
     def passes(self) -> int:
-        return len(self.flips) * len(self.scales) * max(1, self.mc_dropout_samples)
+        """Fine-stage passes per slice."""
+        return (len(self.flips) * len(self.scales) * max(1, self.mc_dropout_samples)
+                * self.fine_members)
 
 
 def _scaled_spacing(spec: StageSpec, scale: float) -> list[float]:
@@ -168,7 +176,8 @@ def run_fine(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch
         probabilities = predict_stage(
             bundle, "fine", normalized(sitk.GetArrayFromImage(scaled), bundle,
                                        references_on(scaled, coarse)),
-            device, flips=tta.flips, mc_dropout_samples=tta.mc_dropout_samples, overlap=overlap)
+            device, flips=tta.flips, mc_dropout_samples=tta.mc_dropout_samples, overlap=overlap,
+            members=tta.fine_members)
         if scale != 1.0:
             probabilities = _onto_grid(probabilities, scaled, grid)
         total = probabilities if total is None else total + probabilities

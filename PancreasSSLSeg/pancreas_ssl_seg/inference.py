@@ -1,4 +1,5 @@
-"""Network inference for one cascade stage: device choice, flip TTA, MC dropout, sliding window.
+"""Network inference for one cascade stage: device choice, ensemble members, flip TTA, MC dropout,
+sliding window.
 
 Every stage goes through MONAI's ``SlidingWindowInferer``. 3-D stages see the volume as
 ``(N, 1, z, y, x)`` with ``roi_size = patch_size``. 2-D stages see it as a batch of axial slices
@@ -10,6 +11,7 @@ shares one pass (2-D stages: in chunks of ``SLICES_PER_PASS`` slices, to bound m
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -61,17 +63,19 @@ def whole_slice_roi(slice_shape: Sequence[int], patch_size: Sequence[int],
 
 def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, device: torch.device,
                   flips: Sequence[Sequence[int]] = ((),), mc_dropout_samples: int = 0,
-                  overlap: float = 0.25) -> np.ndarray:
-    """Mean softmax ``(C, z, y, x)`` float32 of one stage over TTA flips (and MC dropout samples).
+                  overlap: float = 0.25, members: int = 1) -> np.ndarray:
+    """Mean softmax ``(C, z, y, x)`` float32 of one stage over its first ``members`` networks
+    (an ensemble), TTA flips and MC dropout samples.
 
     ``volume`` is the normalised canonical array ``(z, y, x)``.
     """
     from monai.inferers import SlidingWindowInferer  # where it runs: see networks.py on MONAI
 
     stage = bundle.stage(stage_name)
-    network = bundle.load_network(stage_name, device)
+    networks = [bundle.load_network(stage_name, device, member) for member in range(members)]
     if mc_dropout_samples > 0:
-        _enable_mc_dropout(network)
+        for network in networks:
+            _enable_mc_dropout(network)
     passes = max(1, mc_dropout_samples)
     roi_size, windows_per_call = list(stage.patch_size), 1
     if stage.spatial_dims == 2:
@@ -89,7 +93,7 @@ def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, devi
         batch = batch.unsqueeze(1)
     mean_probs = None
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
-        for _ in range(passes):
+        for network, _ in itertools.product(networks, range(passes)):
             logits = torch.cat([inferer(chunk, network).float()
                                 for chunk in torch.split(batch, SLICES_PER_PASS)])
             probs = torch.softmax(logits, dim=1)
@@ -100,4 +104,4 @@ def predict_stage(bundle: ModelBundle, stage_name: str, volume: np.ndarray, devi
                          for i, axes in enumerate(flips)]
             summed = torch.stack(unflipped).sum(dim=0)
             mean_probs = summed if mean_probs is None else mean_probs + summed
-    return (mean_probs / (n_flips * passes)).cpu().numpy().astype(np.float32)
+    return (mean_probs / (n_flips * passes * members)).cpu().numpy().astype(np.float32)

@@ -156,7 +156,7 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
                  timings: dict[str, float]) -> CascadeOutputs:
     overlap = float(bundle.inference["sw_overlap"])
     started = time.perf_counter()
-    coarse = run_coarse(canonical, bundle, device, overlap)
+    coarse = run_coarse(canonical, bundle, device, overlap, members=tta.coarse_members)
     timings["coarse"] = time.perf_counter() - started
     extent_z_mm = canonical.GetSize()[2] * canonical.GetSpacing()[2]
     box = box_around(coarse.grid, coarse.foreground, canonical, bundle.stage("fine").margin_mm)

@@ -19,12 +19,16 @@ def uncertainty_definition(tta, bundle) -> str:
     else:
         parts = [f"{len(tta.flips)} flip(s) {[list(f) for f in tta.flips]}",
                  f"scales {list(tta.scales)}"]
+        if tta.fine_members > 1:
+            parts.insert(0, f"{tta.fine_members} networks")
         if tta.mc_dropout_samples:
             parts.append(f"{tta.mc_dropout_samples} MC dropout samples")
         passes = f"the mean softmax p over {tta.passes} test-time passes ({', '.join(parts)})"
     coarse_mm = bundle.stage("coarse").spacing_mm
     return (f"normalised predictive entropy H(p)/log(C) in [0, 1]: inside the fine stage's box, "
-            f"of {passes}; outside it, of the coarse stage's single pass at {coarse_mm} mm "
+            f"of {passes}; outside it, of the coarse stage's "
+            f"{'single pass' if tta.coarse_members == 1 else f'{tta.coarse_members} networks'}"
+            f" at {coarse_mm} mm "
             f"(the fine stage did not look there); values below {UNCERTAINTY_FLOOR:g} are 0")
 
 

@@ -79,3 +79,35 @@ def test_extra_file_is_refused(random_bundle, tmp_path):
 def test_missing_folder_is_refused(tmp_path):
     with pytest.raises(BundleError, match="not a folder"):
         load_bundle(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("members", [0, 9, 1.5, True])
+def test_member_counts_outside_the_format_are_refused(random_bundle, tmp_path, members):
+    path = copy_bundle(random_bundle, tmp_path)
+    rewrite_metadata(path, lambda m: m["stages"]["fine"].update(members=members))
+    with pytest.raises(BundleError, match="stages.fine.members"):
+        load_bundle(path)
+
+
+def test_members_are_checked_against_the_weights_file(random_bundle, tmp_path):
+    """The metadata declares a second fine network: its tensors must be there, with the first's
+    shapes; tensors of a member the metadata does not declare are refused too."""
+    path = copy_bundle(random_bundle, tmp_path)
+    rewrite_metadata(path, lambda m: m["stages"]["fine"].update(members=2))
+    with pytest.raises(BundleError, match="lacks fine1 tensors"):
+        load_bundle(path)
+
+    tensors = load_file(str(path / "model.safetensors"))
+    tensors.update({"fine1." + k[len("fine."):]: v + 1 for k, v in list(tensors.items())
+                    if k.startswith("fine.")})
+    save_file(tensors, str(path / "model.safetensors"))
+    rewrite_metadata(path, lambda m: m["weights"].update(sha256=sha256_of(
+        path / "model.safetensors")))
+    bundle = load_bundle(path)
+    assert bundle.members("fine") == 2 and bundle.members("coarse") == 1
+    first, second = (bundle.load_network("fine", member=m).state_dict() for m in (0, 1))
+    assert all(torch.equal(second[k], first[k] + 1) for k in first)
+
+    rewrite_metadata(path, lambda m: m["stages"]["fine"].pop("members"))
+    with pytest.raises(BundleError, match="tensors of no network"):
+        load_bundle(path)

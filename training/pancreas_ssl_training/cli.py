@@ -53,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
                              "settings) from this config instead of the training run's")
     export.add_argument("--metrics", type=Path, default=None,
                         help="JSON file of measured metrics to record in the bundle")
+    ensemble = commands.add_parser(
+        "ensemble", help="join bundles into one whose stages average their networks "
+                         "(Accurate mode; Fast mode runs the first bundle's)")
+    ensemble.add_argument("--bundle", required=True, type=Path, action="append",
+                          help="bundle folder; repeat (at least two, same networks and inputs)")
+    ensemble.add_argument("--out", required=True, type=Path, help="bundle folder to create")
+    ensemble.add_argument("--stage", action="append", choices=STAGE_NAMES, default=None,
+                          help="join only this stage (repeatable; default: every stage); the "
+                               "others keep the first bundle's networks")
+    ensemble.add_argument("--config", type=Path, default=None,
+                          help="take the export section (name, version, card, inference "
+                               "settings) from this config instead of the first bundle's")
+    ensemble.add_argument("--metrics", type=Path, default=None,
+                          help="JSON file of measured metrics to record in the bundle")
     finetune = commands.add_parser(
         "finetune", help="fine-tune a bundle's fine stage on a corrections folder into a new "
                          "bundle (validated on a held-out part of the corrections)")
@@ -149,9 +163,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    from .export import export_bundle
-
+def _metrics_and_settings(args: argparse.Namespace) -> tuple[dict | None, dict | None]:
+    """(``--metrics`` JSON, ``--config``'s export section), each ``None`` when not given."""
     metrics = None
     if args.metrics is not None:
         try:
@@ -159,8 +172,24 @@ def _export(args: argparse.Namespace) -> int:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"metrics {args.metrics}: expected a readable JSON file ({exc})") \
                 from None
-    settings = None if args.config is None else load_config(args.config)["export"]
+    return metrics, None if args.config is None else load_config(args.config)["export"]
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_bundle
+
+    metrics, settings = _metrics_and_settings(args)
     bundle = export_bundle(args.checkpoint, args.out, metrics=metrics, export_settings=settings)
+    print(f"bundle: {bundle}")
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from .ensemble import ensemble_bundle
+
+    metrics, settings = _metrics_and_settings(args)
+    bundle = ensemble_bundle(args.bundle, args.out, stages=args.stage or STAGE_NAMES,
+                             metrics=metrics, export_settings=settings)
     print(f"bundle: {bundle}")
     return 0
 
@@ -169,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     use_utf8_output()
     args = _parser().parse_args(argv)
     handlers = {"fit": _train, "pretrain": _train, "evaluate": _evaluate, "export": _export,
-                "finetune": _finetune, "experiment": _experiment}
+                "ensemble": _ensemble, "finetune": _finetune, "experiment": _experiment}
     try:
         return handlers[args.command](args)
     except (PancreasSSLSegError, FileExistsError) as exc:

@@ -97,20 +97,26 @@ def model_card(metadata: dict[str, Any], card_text: str) -> str:
     """Markdown card: the config's own text, then metrics and provenance as recorded."""
     prov, metrics = metadata["provenance"], metadata["metrics"]
     lines = [f"# {metadata['name']} {metadata['version']}", "", metadata.get("description", ""),
-             "", card_text.strip(), "", "## Training run (recorded at export)", "",
-             f"- config: `{prov['config_name']}`; methods: {', '.join(prov['methods'])}",
-             f"- iterations: {json.dumps(prov['iterations'])}, batch size "
-             f"{json.dumps(prov['batch_size'])}, "
-             f"{prov['world_size']} process(es)",
-             f"- training time: {prov['train_seconds']} s"
-             + ("" if len(prov.get("runs", [])) < 2 else " over the runs: " + "; ".join(
-                 f"{'+'.join(r['stages'])} {r['train_seconds']} s" for r in prov["runs"])),
-             f"- git commit: `{prov['git_commit']}`; exported {prov['exported_at']}", ""]
+             "", card_text.strip(), "", "## Training run (recorded at export)", ""]
+    if "config_name" in prov:  # bundles built in code (tests) record no training run
+        lines += [
+            f"- config: `{prov['config_name']}`; methods: {', '.join(prov['methods'])}",
+            f"- iterations: {json.dumps(prov['iterations'])}, batch size "
+            f"{json.dumps(prov['batch_size'])}, {prov['world_size']} process(es)",
+            f"- training time: {prov['train_seconds']} s"
+            + ("" if len(prov.get("runs", [])) < 2 else " over the runs: " + "; ".join(
+                f"{'+'.join(r['stages'])} {r['train_seconds']} s" for r in prov["runs"]))]
+    lines += [f"- ensemble of {member['name']} {member['version']} (weights "
+              f"`{member['weights_sha256'][:12]}`)" for member in prov.get("ensemble_of", [])]
+    lines += [f"- git commit: `{prov.get('git_commit')}`; exported {prov.get('exported_at')}",
+              ""]
     for name in STAGES:
         stage = metadata["stages"][name]
+        members = stage.get("members", 1)
         lines.append(f"- {name} stage: {stage['network']['spatial_dims']}-D, spacing "
                      f"{stage['spacing_mm']} mm, patch {stage['patch_size']}, channels "
-                     f"{stage['network']['channels']}")
+                     f"{stage['network']['channels']}"
+                     + (f", {members} networks averaged" if members > 1 else ""))
     lines += ["", "## Metrics", ""]
     if metrics:
         lines += ["```json", json.dumps(metrics, indent=2), "```"]
@@ -156,10 +162,16 @@ def bundle_metadata_for(config: dict[str, Any], stage_states: dict[str, dict[str
         provenance=provenance_entry or {}, metrics=metrics or {})
     if "coarse" not in entries:
         del metadata["stages"]["coarse"]
+    apply_inference_settings(metadata, export)
+    return metadata, weights
+
+
+def apply_inference_settings(metadata: dict[str, Any], export: dict[str, Any]) -> None:
+    """Lay an ``export`` section's inference settings over ``metadata``'s (the quality
+    thresholds key by key: a config names only those it changes)."""
     settings = dict(export.get("inference", {}))
     quality = {**metadata["inference"]["quality"], **settings.pop("quality", {})}
     metadata["inference"].update(settings, quality=quality)
-    return metadata, weights
 
 
 def in_memory_bundle(config: dict[str, Any],

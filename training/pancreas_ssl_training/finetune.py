@@ -21,7 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from pancreas_ssl_seg.bundle import ModelBundle, load_bundle, save_bundle
-from pancreas_ssl_seg.bundle_format import CARD_FILE
+from pancreas_ssl_seg.bundle_format import CARD_FILE, weight_keys
 from pancreas_ssl_seg.errors import InputError
 from pancreas_ssl_seg.hashing import sha256_of
 from pancreas_ssl_seg.labels import PANCREAS
@@ -132,7 +132,12 @@ def finetune(model: str | Path, corrections: str | Path, out: str | Path, *,
     metadata = copy.deepcopy(parent.metadata)
     metadata.pop("weights", None)
     metadata["version"] = f"{parent.version}+ft{len(train_cases)}"
-    child = ModelBundle(parent.path, metadata, {**parent.stage_weights, "fine": fine_state})
+    # An ensemble's fine stage becomes its first network, fine-tuned: the other members never
+    # saw the corrections, and averaging them in would dilute what was learned.
+    metadata["stages"]["fine"].pop("members", None)
+    coarse = {key: parent.stage_weights[key]
+              for stage, key in weight_keys(parent.metadata) if stage == "coarse"}
+    child = ModelBundle(parent.path, metadata, {**coarse, "fine": fine_state})
     validation = [(c.image_path, sitk.GetArrayFromImage(sitk.ReadImage(str(c.label_path))))
                   for c in validation_cases]
     record = {

@@ -165,7 +165,7 @@ def stage_diagnostics(model: EvaluatedModel, image: sitk.Image, truth: np.ndarra
     (see the module docstring)."""
     bundle = model.bundle
     overlap, margin = float(bundle.inference["sw_overlap"]), bundle.stage("fine").margin_mm
-    coarse = run_coarse(image, bundle, device, overlap)
+    coarse = run_coarse(image, bundle, device, overlap, members=_tta(model).coarse_members)
     true_pancreas = truth >= PANCREAS
     coarse_box = box_around(coarse.grid, coarse.foreground, image, margin)
     coarse_found = onto_input_grid(coarse.foreground.astype(np.uint8), coarse.grid, image,

@@ -62,11 +62,11 @@ def _fine_result(bundle: ModelBundle, image: sitk.Image, device: torch.device):
     """The cascade up to the fine stage's probabilities (``None``: the coarse stage found
     nothing), with Accurate mode's test-time augmentation (no MC dropout: deterministic)."""
     overlap = float(bundle.inference["sw_overlap"])
-    coarse = run_coarse(image, bundle, device, overlap)
+    tta = dataclasses.replace(TtaSettings.of(bundle, fast=False), mc_dropout_samples=0)
+    coarse = run_coarse(image, bundle, device, overlap, members=tta.coarse_members)
     box = box_around(coarse.grid, coarse.foreground, image, bundle.stage("fine").margin_mm)
     if box is None:
         return None
-    tta = dataclasses.replace(TtaSettings.of(bundle, fast=False), mc_dropout_samples=0)
     return run_fine(image, box, bundle, device, coarse, tta, overlap)
 
 
