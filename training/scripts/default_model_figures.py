@@ -3,11 +3,13 @@
 Run from the repository root (the bundle, its two training runs, the shared data)::
 
     python training/scripts/default_model_figures.py --bundle Resources/Models/pancreas-demo \
-        --runs runs/coarse runs/fine --data ../shared/data --out runs/figures
+        --runs runs/coarse runs/fine --data ../shared/data --out runs/figures [--fast] [--selection]
 
 Writes to ``--out``:
 - ``heldout/`` — ``pancreas-ssl-train evaluate`` of the bundle on the held-out NIH patients
   0041-0050 (``training/configs/eval_heldout_nih.yaml``): the engine's cascade on each slice;
+  ``heldout_fast/`` the same in Fast mode (``--fast``); ``selection/`` on source patients
+  0031-0040 (``--selection``; in-sample, where settings are chosen);
 - ``figures.json`` — held-out pancreas Dice per slice and per patient, the per-stage diagnosis
   (coarse hit rate, box coverage, fine-stage Dice given the true box), lesion false positives,
   the 3 mm CT figures (its slices were training data), the lesion operating curve;
@@ -56,6 +58,7 @@ from pancreas_ssl_training.data.slices import load_nih_8bit_slices, read_canonic
 from pancreas_ssl_training.evaluation import lesion_detection  # noqa: E402
 from pancreas_ssl_training.evaluation.evaluate import (EvaluatedModel, _slice_image,  # noqa: E402
                                                        run_evaluation, stage_diagnostics)
+from pancreas_ssl_training.evaluation.statistics import bootstrap_interval  # noqa: E402
 from pancreas_ssl_training.evaluation.tables import read_csv  # noqa: E402
 from pancreas_ssl_training.export import in_memory_bundle  # noqa: E402
 
@@ -80,10 +83,11 @@ def summary(values) -> dict[str, float]:
             "median": round(float(np.median(array)), 3), "n": int(array.size)}
 
 
-def held_out_figures(bundle: Path, out: Path) -> dict:
-    """The held-out evaluation through the engine, summarised."""
-    run_evaluation(bundle, REPO / "training/configs/eval_heldout_nih.yaml", out / "heldout")
-    rows = read_csv(out / "heldout" / "cases.csv")
+def held_out_figures(bundle: Path, out: Path, spec: str = "eval_heldout_nih",
+                     folder: str = "heldout") -> dict:
+    """The evaluation of ``training/configs/<spec>.yaml`` through the engine, summarised."""
+    run_evaluation(bundle, REPO / "training" / "configs" / f"{spec}.yaml", out / folder)
+    rows = read_csv(out / folder / "cases.csv")
     pancreas = [r for r in rows if r["region"] == "pancreas"]
     lesion = [r for r in rows if r["region"] == "lesion"]
     pooled = defaultdict(lambda: [0.0, 0.0])
@@ -96,6 +100,9 @@ def held_out_figures(bundle: Path, out: Path) -> dict:
     return {
         "slices": len(pancreas), "patients": len(per_patient),
         "pancreas_dice_per_slice": summary(_float(r["dice"]) for r in pancreas),
+        # 95 % bootstrap interval of that mean, resampling patients (their slices correlate)
+        "pancreas_dice_per_slice_ci95": [round(v, 3) for v in bootstrap_interval(
+            [_float(r["dice"]) for r in pancreas], [r["patient"] for r in pancreas])],
         "pancreas_dice_per_patient": summary(per_patient.values()),
         "pancreas_dice_per_patient_values": {p: round(v, 3) for p, v in per_patient.items()},
         "hd95_mm_per_slice": summary(_float(r["hd95_mm"]) for r in pancreas),
@@ -122,7 +129,9 @@ def ct3mm_figures(bundle_path: Path, data_root: Path, out: Path) -> dict:
     dice = 2 * (predicted & reference).sum() / max(1, predicted.sum() + reference.sum())
     # The coarse stage's own output per level, on the same canonical grid (LPS input here).
     canonical = read_canonical(ct_path, "CT image")
-    coarse = run_coarse(canonical, load_bundle(bundle_path), torch.device("cpu"), 0.25)
+    bundle = load_bundle(bundle_path)  # Accurate mode, as segment() above: every coarse network
+    coarse = run_coarse(canonical, bundle, torch.device("cpu"), 0.25,
+                        members=bundle.members("coarse"))
     coarse_mask = onto_input_grid(coarse.foreground.astype(np.uint8), coarse.grid, canonical,
                                   is_label=True) > 0
     reference_canonical = sitk.GetArrayFromImage(read_canonical(reference_path, "labels")) \
@@ -282,12 +291,23 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lesion-curve", action="store_true",
                         help="also measure the lesion operating curve (slow)")
+    parser.add_argument("--fast", action="store_true",
+                        help="also the held-out figures of Fast mode")
+    parser.add_argument("--selection", action="store_true",
+                        help="also the figures on source patients 0031-0040 (in-sample; where "
+                             "inference settings are chosen)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    figures = {"bundle": str(args.bundle), "held_out": held_out_figures(args.bundle, args.out),
-               "ct3mm_in_sample": ct3mm_figures(args.bundle, args.data, args.out)}
+    figures = {"bundle": str(args.bundle), "held_out": held_out_figures(args.bundle, args.out)}
+    if args.fast:
+        figures["held_out_fast"] = held_out_figures(args.bundle, args.out,
+                                                    "eval_heldout_nih_fast", "heldout_fast")
+    if args.selection:
+        figures["selection_in_sample"] = held_out_figures(args.bundle, args.out,
+                                                          "eval_selection_nih", "selection")
+    figures["ct3mm_in_sample"] = ct3mm_figures(args.bundle, args.data, args.out)
     if args.lesion_curve:
         figures["lesion_operating_point"] = lesion_curve(args.bundle, args.data, args.out)
     if args.runs:
