@@ -142,3 +142,24 @@ def test_export_settings_chosen_after_training_replace_the_runs(tmp_path):
     assert bundle.inference["tta_flips"] == [[]]
     assert bundle.inference["lesion_probability_threshold"] == 0.3
     assert bundle.stage("fine").margin_mm == 33.0
+
+
+def test_a_stage_can_come_from_a_bundle(tmp_path):
+    """A retrained fine stage behind an existing bundle's coarse stage: the coarse weights are
+    the bundle's, the fine ones the checkpoint's, and the time counts the run of each once."""
+    write_checkpoint(tmp_path / "first")
+    first = load_bundle(export_bundle(tmp_path / "first", tmp_path / "first_bundle"))
+    # other weights than the bundle's fine stage: built first after the same seed
+    new_states = write_checkpoint(tmp_path / "retrained", completed=("fine",))
+    path = export_bundle([tmp_path / "retrained", tmp_path / "first_bundle"], tmp_path / "mixed")
+    mixed = load_bundle(path)
+    assert all(torch.equal(v, first.stage_weights["coarse"][k])
+               for k, v in mixed.stage_weights["coarse"].items())
+    assert all(torch.equal(v, new_states["fine"][k])
+               for k, v in mixed.stage_weights["fine"].items())
+    assert not all(torch.equal(v, first.stage_weights["fine"][k])
+                   for k, v in mixed.stage_weights["fine"].items())
+    runs = {r["checkpoint"]: r for r in mixed.metadata["provenance"]["runs"]}
+    assert runs[str(tmp_path / "first_bundle")]["stages"] == ["coarse"]
+    assert runs[str(tmp_path / "first_bundle")]["train_seconds"] == 12.5
+    assert mixed.metadata["provenance"]["train_seconds"] == 25.0

@@ -45,8 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, type=Path, help="output folder")
     export = commands.add_parser("export", help="write a model bundle from a checkpoint")
     export.add_argument("--checkpoint", required=True, type=Path, action="append",
-                        help="checkpoint folder; repeat to take each stage from the run that "
-                             "trained it")
+                        help="checkpoint folder (or bundle folder); repeat to take each stage "
+                             "from the first that trained it")
     export.add_argument("--out", required=True, type=Path, help="bundle folder to create")
     export.add_argument("--config", type=Path, default=None,
                         help="take the export section (name, version, card, inference "

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from pancreas_ssl_seg.bundle import ModelBundle, save_bundle
-from pancreas_ssl_seg.bundle_format import STAGES
+from pancreas_ssl_seg.bundle import ModelBundle, load_bundle, save_bundle
+from pancreas_ssl_seg.bundle_format import METADATA_FILE, STAGES
 from pancreas_ssl_seg.bundle_metadata import default_metadata
 from pancreas_ssl_seg.errors import BundleError
 from pancreas_ssl_seg.networks import build_network
@@ -65,6 +65,10 @@ def provenance(sources: dict[str, Checkpoint], paths: dict[str, Path]) -> dict[s
             "train_seconds": round(float(checkpoint.extra.get("train_seconds", 0.0)), 1),
             "world_size": int(checkpoint.extra.get("world_size", 1))})
         run["stages"].append(name)
+        if "bundle_runs" in checkpoint.extra:  # a bundle: the runs that trained stages taken
+            run["train_seconds"] = round(sum(  # from it, each once
+                float(r.get("train_seconds", 0)) for r in checkpoint.extra["bundle_runs"]
+                if set(r.get("stages", [])) & set(run["stages"])), 1)
     return {
         "config_name": config["name"],
         "config": config,
@@ -125,11 +129,30 @@ def model_card(metadata: dict[str, Any], card_text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
 
 
+def stages_of_bundle(path: Path) -> Checkpoint:
+    """A bundle's stages as a checkpoint export can take a stage from (e.g. a retrained fine
+    stage behind a shipped bundle's coarse one): its weights (single-network stages only), the
+    training config its provenance recorded, and each stage's training time."""
+    bundle = load_bundle(path)
+    config = bundle.metadata["provenance"].get("config")
+    if config is None:
+        raise BundleError(f"model bundle {path}: its provenance records no training config, "
+                          "so its stages cannot be exported again")
+    if any(bundle.members(stage) > 1 for stage in STAGES):
+        raise BundleError(f"model bundle {path}: an ensemble's stages cannot be exported as one "
+                          "network each; use `pancreas-ssl-train ensemble`")
+    return Checkpoint(path=path, config=config, progress={"completed": list(STAGES)},
+                      network_states={stage: bundle.stage_weights[stage] for stage in STAGES},
+                      extra={"bundle_runs": bundle.metadata["provenance"].get("runs", []),
+                             "world_size": 1})
+
+
 def _stage_sources(checkpoint_paths: list[Path]) -> tuple[dict[str, Checkpoint], dict[str, Path]]:
-    """Each stage from the first checkpoint that completed it."""
+    """Each stage from the first checkpoint (or bundle folder) that completed it."""
     sources, paths = {}, {}
     for path in checkpoint_paths:
-        checkpoint = load_checkpoint(path)
+        is_bundle = (path / METADATA_FILE).is_file()
+        checkpoint = stages_of_bundle(path) if is_bundle else load_checkpoint(path)
         checkpoint.config = resolve_config(checkpoint.config)  # defaults added since it ran
         for name in STAGES:
             if name not in sources and name in checkpoint.progress.get("completed", []):
