@@ -24,8 +24,10 @@ MAX_MEMBERS = 8
 
 
 def stage_members(metadata: dict[str, Any], stage: str) -> int:
-    """How many networks the (validated) metadata's stage holds."""
-    return int(metadata["stages"][stage].get("members", 1))
+    """How many networks the (validated) metadata's stage holds (0 for a stage it lacks: the
+    evaluation's one-stage bundles)."""
+    spec = metadata["stages"].get(stage)
+    return 0 if spec is None else int(spec.get("members", 1))
 
 
 def member_key(stage: str, member: int) -> str:

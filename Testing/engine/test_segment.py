@@ -45,7 +45,7 @@ def _phantom(size_xyz=(37, 29, 23), spacing=(0.9, 1.3, 2.7), direction=OBLIQUE):
 
 
 def _threshold_stage(bundle, stage_name, volume, device, flips=((),), mc_dropout_samples=0,
-                     overlap=0.25):
+                     overlap=0.25, members=1):
     """Stand-in network: class 1 where the normalised CT is bright (the phantom's box)."""
     bright = (volume > 1.5).astype(np.float32)
     return np.stack([1.0 - bright, 0.9 * bright, 0.1 * bright]).astype(np.float32)

@@ -8,6 +8,7 @@ iterations, training time, git commit) and the caller's metrics go into ``metada
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import re
@@ -134,13 +135,23 @@ def stages_of_bundle(path: Path) -> Checkpoint:
     stage behind a shipped bundle's coarse one): its weights (single-network stages only), the
     training config its provenance recorded, and each stage's training time."""
     bundle = load_bundle(path)
-    config = bundle.metadata["provenance"].get("config")
+    provenance = bundle.metadata["provenance"]
+    config = copy.deepcopy(provenance.get("config"))
     if config is None:
         raise BundleError(f"model bundle {path}: its provenance records no training config, "
                           "so its stages cannot be exported again")
     if any(bundle.members(stage) > 1 for stage in STAGES):
         raise BundleError(f"model bundle {path}: an ensemble's stages cannot be exported as one "
                           "network each; use `pancreas-ssl-train ensemble`")
+    # The recorded config is one run's (e.g. only the fine stage's, when each stage had its own
+    # process); every stage as the bundle holds it, with the data and schedule that trained it.
+    config["stages"] = {stage: {
+        **{key: value for key, value in bundle.metadata["stages"][stage].items()
+           if key != "members"},
+        "data": provenance.get("data", {}).get(stage, {}),
+        "train": {"iterations": provenance.get("iterations", {}).get(stage, 0),
+                  "batch_size": provenance.get("batch_size", {}).get(stage, 1)}}
+        for stage in STAGES}
     return Checkpoint(path=path, config=config, progress={"completed": list(STAGES)},
                       network_states={stage: bundle.stage_weights[stage] for stage in STAGES},
                       extra={"bundle_runs": bundle.metadata["provenance"].get("runs", []),
