@@ -178,6 +178,8 @@ def _check_inference(inference: Any, path: Path) -> None:
         if key in inference:
             require(_is_number(inference[key]) and low <= inference[key] <= high, path,
                     f"inference.{key} must be a number in {low}..{high}")
+    require(isinstance(inference.get("organ_touches_coarse", False), bool), path,
+            "inference.organ_touches_coarse must be true or false")
     _check_quality(inference.get("quality", {}), path)
 
 

@@ -171,7 +171,7 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     timings["fine"] = time.perf_counter() - started
     progress(POSTPROCESS, 0.75, "cleaning up the labels")
     started = time.perf_counter()
-    labels = fine_labels(fine, bundle)
+    labels = fine_labels(fine, bundle, coarse)
     entropy = normalised_entropy(fine.probabilities)
     thresholds = quality_thresholds(bundle.inference)
     signals = quality_signals(labels, fine.probabilities, entropy, fine.grid,

@@ -234,3 +234,54 @@ def test_bundle_refuses_unreasonable_tta_scales(random_bundle, tmp_path, scales)
     (folder / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
     with pytest.raises(BundleError, match="tta_scales"):
         load_bundle(folder)
+
+
+def test_organ_components_away_from_the_coarse_organ_are_dropped():
+    """Two organ pieces on the fine grid; the coarse organ (3x coarser, offset origin) covers
+    only the left one: the right one goes, lesion voxels of the kept piece stay."""
+    from pancreas_ssl_seg.cascade import CoarseResult, FineResult, coarse_organ_on, fine_labels
+
+    fine_grid = _image(np.zeros((4, 30, 60)), spacing=(1.0, 1.0, 1.0))
+    coarse_mask = np.zeros((2, 10, 20), bool)
+    coarse_mask[:, 3:6, 2:5] = True                      # x 6-15 mm, y 9-18 mm on the fine grid
+    coarse_grid = _image(coarse_mask.astype(np.float32), spacing=(3.0, 3.0, 3.0),
+                         origin=(0.0, 0.0, 0.0))
+    coarse = CoarseResult(coarse_grid, None, coarse_mask, np.zeros(2, np.float32))
+    on_fine = coarse_organ_on(fine_grid, coarse)
+    assert on_fine[1, 12, 10] and not on_fine[1, 12, 40]
+
+    probabilities = np.zeros((3, 4, 30, 60), np.float32)
+    probabilities[0] = 1.0
+    left, right = (slice(None), slice(10, 16), slice(8, 14)), (slice(None), slice(10, 20),
+                                                                slice(35, 50))
+    for where in (left, right):                          # the right piece is the larger
+        probabilities[:, where[0], where[1], where[2]] = np.array([0, 1, 0])[:, None, None, None]
+    probabilities[:, 1:3, 12:14, 10:12] = np.array([0, 0.2, 0.8])[:, None, None, None]
+    bundle = _settings_only_bundle({"organ_touches_coarse": True, "min_component_fraction": 0.0})
+    labels = fine_labels(FineResult(fine_grid, probabilities), bundle, coarse)
+    assert labels[2, 12, 9] == 1 and labels[1, 12, 10] == 2 and labels[:, :, 30:].max() == 0
+    without = fine_labels(FineResult(fine_grid, probabilities), _settings_only_bundle(
+        {"min_component_fraction": 0.0}), coarse)
+    assert without[2, 15, 40] == 1                      # the setting is what removed it
+
+
+def _settings_only_bundle(inference):
+    """The attributes ``fine_labels`` reads of a bundle."""
+    import types
+
+    return types.SimpleNamespace(inference={"lesion_dilation_mm": 5.0, **inference})
+
+
+def test_organ_touches_coarse_must_be_a_boolean(random_bundle, tmp_path):
+    import json
+    import shutil
+
+    from pancreas_ssl_seg.errors import BundleError
+
+    path = tmp_path / "bundle"
+    shutil.copytree(random_bundle, path)
+    metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
+    metadata["inference"]["organ_touches_coarse"] = 1
+    (path / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
+    with pytest.raises(BundleError, match="organ_touches_coarse"):
+        load_bundle(path)
