@@ -42,7 +42,7 @@ def test_variants_are_compared_slice_by_slice_with_the_baseline(tmp_path):
 
 
 def test_validation_report_pairs_each_arm_with_the_first():
-    rows = [{"arm": arm, "set": set_name, "case": f"c{i}", "patient": f"p{i % 2}",
+    rows = [{"method": arm, "seed": 0, "set": set_name, "case": f"c{i}", "patient": f"p{i % 2}",
              "dice_true_box": value + (0.05 if arm == "B" else 0.0)}
             for arm in ("A", "B") for set_name in validation_split.SETS
             for i, value in enumerate([0.4, 0.6, 0.8, 0.6])]

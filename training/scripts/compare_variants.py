@@ -20,50 +20,54 @@ from pathlib import Path
 
 import numpy as np
 
-from pancreas_ssl_training.evaluation.statistics import bootstrap_interval
+from pancreas_ssl_training.evaluation.statistics import compare_to_baseline
 from pancreas_ssl_training.evaluation.tables import read_csv
 
 SETS = (("heldout", "held-out 0041-0050"), ("selection", "source 0031-0040 (in-sample)"))
 METRICS = (("dice", "cascade Dice"), ("dice_true_box", "Dice given the true box"))
 
 
-def _pancreas_rows(folder: Path, name: str) -> dict[str, dict]:
+def _pancreas_rows(folder: Path, name: str, method: str) -> list[dict]:
+    """The pancreas rows of ``folder/name/cases.csv`` as ``statistics`` rows of ``method``."""
     path = folder / name / "cases.csv"
     if not path.is_file():
-        return {}
-    return {row["case"]: row for row in read_csv(path) if row["region"] == "pancreas"}
+        return []
+    return [{**row, "method": method, "seed": 0} for row in read_csv(path)
+            if row["region"] == "pancreas"]
 
 
-def _value(row: dict, metric: str) -> float:
-    text = row.get(metric, "")
-    return math.nan if text in ("", "nan", None) else float(text)
+def paired_figures(rows: list[dict], metric: str, arm: str,
+                   baseline: str) -> tuple[str, str | None]:
+    """(mean of ``arm``'s finite ``metric``, its paired difference from ``baseline`` with the
+    patient-bootstrap 95 % interval of ``compare_to_baseline``; ``None`` for the baseline)."""
+    values = np.array([float(r[metric]) for r in rows if r["method"] == arm
+                       and math.isfinite(_number(r.get(metric)))])
+    if arm == baseline:
+        return f"{values.mean():.3f}", None
+    found = compare_to_baseline(rows, metric, arm, baseline)
+    return f"{values.mean():.3f}", (f"{found[f'{metric}_diff_mean']:+.3f} "
+                                    f"[{found[f'{metric}_diff_low']:+.3f}, "
+                                    f"{found[f'{metric}_diff_high']:+.3f}]")
+
+
+def _number(value) -> float:
+    return math.nan if value in ("", "nan", None) else float(value)
 
 
 def compare(folders: list[Path], names: list[str]) -> list[str]:
     """Markdown lines: one table per set, one row per variant."""
     lines = []
     for set_name, title in SETS:
-        baseline = _pancreas_rows(folders[0], set_name)
-        if not baseline:
+        rows = [row for folder, name in zip(folders, names, strict=True)
+                for row in _pancreas_rows(folder, set_name, name)]
+        if not any(row["method"] == names[0] for row in rows):
             continue
         lines += [f"### {title}", "", "| variant | " + " | ".join(
             f"{label} (mean; paired difference from {names[0]}, 95 % CI)"
             for _, label in METRICS) + " |", "|---|" + "---|" * len(METRICS)]
-        for folder, name in zip(folders, names, strict=True):
-            rows = _pancreas_rows(folder, set_name)
-            cells = []
-            for metric, _ in METRICS:
-                cases = [c for c in baseline if c in rows
-                         and not math.isnan(_value(rows[c], metric))
-                         and not math.isnan(_value(baseline[c], metric))]
-                values = np.array([_value(rows[c], metric) for c in cases])
-                if folder == folders[0]:
-                    cells.append(f"{values.mean():.3f}")
-                    continue
-                differences = values - np.array([_value(baseline[c], metric) for c in cases])
-                low, high = bootstrap_interval(differences, [rows[c]["patient"] for c in cases])
-                cells.append(f"{values.mean():.3f}; {differences.mean():+.3f} "
-                             f"[{low:+.3f}, {high:+.3f}]")
+        for name in names:
+            cells = ["; ".join(filter(None, paired_figures(rows, metric, name, names[0])))
+                     for metric, _ in METRICS]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["### 3 mm example CT (in-sample), Accurate mode", "",

@@ -22,18 +22,17 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pancreas_ssl_seg.bundle import load_bundle
 from pancreas_ssl_training.checkpoint import load_checkpoint
 from pancreas_ssl_training.config import load_config
 from pancreas_ssl_training.evaluation.evaluate import EvaluatedModel, stage_diagnostics
-from pancreas_ssl_training.evaluation.statistics import bootstrap_interval
 from pancreas_ssl_training.evaluation.tables import write_csv
 from pancreas_ssl_training.export import in_memory_bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from compare_variants import paired_figures  # noqa: E402
 from default_model_figures import HELD_OUT, SELECTION, _slices  # noqa: E402
 
 SETS = {"validation 0031-0040": SELECTION, "held-out 0041-0050": HELD_OUT}
@@ -55,16 +54,9 @@ def report(rows: list[dict], arms: list[str]) -> list[str]:
     for arm in arms:
         cells = []
         for set_name in SETS:
-            mine = {r["case"]: r for r in rows if r["arm"] == arm and r["set"] == set_name}
-            base = {r["case"]: r for r in rows if r["arm"] == arms[0] and r["set"] == set_name}
-            cases = sorted(mine)
-            values = np.array([mine[c]["dice_true_box"] for c in cases])
-            cell = f"{values.mean():.3f}"
-            if arm != arms[0]:
-                differences = values - np.array([base[c]["dice_true_box"] for c in cases])
-                low, high = bootstrap_interval(differences, [mine[c]["patient"] for c in cases])
-                cell += f" ({differences.mean():+.3f} [{low:+.3f}, {high:+.3f}])"
-            cells.append(cell)
+            mean, difference = paired_figures([r for r in rows if r["set"] == set_name],
+                                              "dice_true_box", arm, arms[0])
+            cells.append(mean if difference is None else f"{mean} ({difference})")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
@@ -88,7 +80,7 @@ def main(argv=None) -> int:
         for set_name, cases in slices.items():
             for case, image, truth in cases:
                 found = stage_diagnostics(model, image, truth, torch.device("cpu"))
-                rows.append({"arm": name, "set": set_name, "case": case,
+                rows.append({"method": name, "seed": 0, "set": set_name, "case": case,
                              "patient": case.split("_")[1].split("-")[0],
                              "dice_true_box": found["dice_true_box"]})
     args.out.mkdir(parents=True, exist_ok=True)
