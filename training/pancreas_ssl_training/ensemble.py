@@ -21,7 +21,7 @@ from pancreas_ssl_seg.bundle import ModelBundle, load_bundle, save_bundle
 from pancreas_ssl_seg.bundle_format import STAGES, member_key
 from pancreas_ssl_seg.errors import BundleError
 
-from .export import apply_inference_settings, git_commit, model_card
+from .export import apply_export_settings, git_commit, model_card
 
 # What must be identical across members for their outputs to be averaged.
 SHARED_KEYS = ("labels", "uncertain_region", "intensity")
@@ -88,12 +88,7 @@ def ensemble_bundle(bundle_paths: Sequence[str | Path], out_dir: str | Path, *,
         metadata["stages"][stage]["members"] = len(members)
     card_text = ""
     if export_settings is not None:
-        for key in ("name", "version", "description", "license"):
-            if key in export_settings:
-                metadata[key] = str(export_settings[key])
-        if "fine_margin_mm" in export_settings:
-            metadata["stages"]["fine"]["margin_mm"] = float(export_settings["fine_margin_mm"])
-        apply_inference_settings(metadata, export_settings)
+        apply_export_settings(metadata, export_settings)
         card_text = export_settings.get("card_text", "")
     metadata["provenance"] = ensemble_provenance(bundles)
     metadata["metrics"] = metrics or {}

@@ -186,8 +186,6 @@ def bundle_metadata_for(config: dict[str, Any], stage_states: dict[str, dict[str
         stage = config["stages"][name]
         network, weights[name] = inference_state(stage, trained)
         entries[name] = stage_entry(name, stage, network)
-    if "fine_margin_mm" in export and "fine" in entries:  # an inference setting (2-D training
-        entries["fine"]["margin_mm"] = float(export["fine_margin_mm"])  # never used it)
     metadata = default_metadata(
         name=export["name"], version=str(export["version"]), coarse=entries.get("coarse"),
         fine=entries["fine"], hu_window=config["data"]["hu_window"],
@@ -196,13 +194,20 @@ def bundle_metadata_for(config: dict[str, Any], stage_states: dict[str, dict[str
         provenance=provenance_entry or {}, metrics=metrics or {})
     if "coarse" not in entries:
         del metadata["stages"]["coarse"]
-    apply_inference_settings(metadata, export)
+    apply_export_settings(metadata, export)
     return metadata, weights
 
 
-def apply_inference_settings(metadata: dict[str, Any], export: dict[str, Any]) -> None:
-    """Lay an ``export`` section's inference settings over ``metadata``'s (the quality
-    thresholds key by key: a config names only those it changes)."""
+def apply_export_settings(metadata: dict[str, Any], export: dict[str, Any]) -> None:
+    """Lay an ``export`` section over ``metadata``: name, version, description and licence,
+    the fine stage's margin (an inference setting: 2-D training never used it) and the
+    inference settings (the quality thresholds key by key: a config names only those it
+    changes)."""
+    for key in ("name", "version", "description", "license"):
+        if key in export:
+            metadata[key] = str(export[key])
+    if "fine_margin_mm" in export and metadata["stages"].get("fine"):
+        metadata["stages"]["fine"]["margin_mm"] = float(export["fine_margin_mm"])
     settings = dict(export.get("inference", {}))
     quality = {**metadata["inference"]["quality"], **settings.pop("quality", {})}
     metadata["inference"].update(settings, quality=quality)
