@@ -31,7 +31,9 @@ INFERENCE_RANGES = {"min_component_fraction": (0, 1), "lesion_dilation_mm": (0, 
                     "sw_overlap": (0, 0.95), "region_min_volume_ml": (0, 1000),
                     "coarse_component_fraction": (0, 1), "coarse_organ_threshold": (0, 1),
                     "lesion_probability_threshold": (0, 1),
-                    "lesion_min_area_mm2": (0, 10000), "max_component_gap_mm": (0, 1000)}
+                    "lesion_min_area_mm2": (0, 10000), "max_component_gap_mm": (0, 1000),
+                    "box_growth_mm": (0, 200)}
+MAX_BOX_GROWTH_ROUNDS = 5
 MAX_TTA_FLIPS = 8
 MAX_MC_DROPOUT_SAMPLES = 64
 MAX_NETWORK_LEVELS = 8
@@ -178,6 +180,9 @@ def _check_inference(inference: Any, path: Path) -> None:
         if key in inference:
             require(_is_number(inference[key]) and low <= inference[key] <= high, path,
                     f"inference.{key} must be a number in {low}..{high}")
+    rounds = inference.get("box_growth_rounds", 0)
+    require(is_int(rounds) and 0 <= rounds <= MAX_BOX_GROWTH_ROUNDS, path,
+            f"inference.box_growth_rounds must be an integer in 0..{MAX_BOX_GROWTH_ROUNDS}")
     require(isinstance(inference.get("organ_touches_coarse", False), bool), path,
             "inference.organ_touches_coarse must be true or false")
     _check_quality(inference.get("quality", {}), path)

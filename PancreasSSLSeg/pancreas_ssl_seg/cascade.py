@@ -13,7 +13,7 @@ along z onto the fine grid's slices; ``"scan"`` — one value for the whole scan
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from .postprocess import clean_labels, major_components
 from .preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
 
 Box = tuple[list[int], list[int]]
+DEFAULT_BOX_GROWTH_ROUNDS = 2
 
 
 @dataclass
@@ -182,6 +183,58 @@ def run_fine(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch
             probabilities = _onto_grid(probabilities, scaled, grid)
         total = probabilities if total is None else total + probabilities
     return FineResult(grid, total / len(tta.scales))
+
+
+def run_fine_growing(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch.device,
+                     coarse: CoarseResult, tta: TtaSettings, overlap: float,
+                     check_box: Callable[[Box], None] | None = None
+                     ) -> tuple[Box, FineResult, np.ndarray]:
+    """``run_fine`` on ``box`` (grown to the patch) and its ``fine_labels``; then, with the
+    bundle's ``box_growth_mm`` g > 0, while the organ those labels keep reaches a side of the box
+    that the image continues beyond, that side moves out by g and the fine stage runs again (at
+    most ``box_growth_rounds`` times, default 2). Returns the box the result was made in, the
+    result and its labels; ``check_box`` sees each grown box before it is resampled (the memory
+    guard).
+
+    Why: the coarse stage at 3 mm sometimes finds only part of a pancreas (the head without the
+    tail); the fine stage, which sees the part it was shown well, runs to the box's edge there
+    (NOTES.md, session 8)."""
+    inference = bundle.inference
+    growth_mm = float(inference.get("box_growth_mm", 0.0))
+    rounds = int(inference.get("box_growth_rounds", DEFAULT_BOX_GROWTH_ROUNDS)) if growth_mm else 0
+    box = grown_to_patch(box, canonical, bundle.stage("fine"))
+    fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
+    labels = fine_labels(fine, bundle, coarse)
+    for _ in range(rounds):
+        grown = grown_where_organ_reaches(box, labels >= PANCREAS, canonical, growth_mm)
+        if grown is None:
+            break
+        if check_box is not None:
+            check_box(grown)
+        box = grown
+        fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
+        labels = fine_labels(fine, bundle, coarse)
+    return box, fine, labels
+
+
+def grown_where_organ_reaches(box: Box, organ: np.ndarray, canonical: sitk.Image,
+                              growth_mm: float) -> Box | None:
+    """``box`` with each side that ``organ`` (bool (z, y, x) on the grid resampled from the box)
+    reaches with its outermost layer moved out by ``growth_mm`` within the image; ``None`` when
+    no side can move."""
+    lo, hi = np.array(box[0]), np.array(box[1])
+    size = np.array(canonical.GetSize())
+    step = np.ceil(growth_mm / np.array(canonical.GetSpacing())).astype(int)
+    new_lo, new_hi = lo.copy(), hi.copy()
+    for axis in range(3):  # SimpleITK order x, y, z; array axis 2 - axis
+        layers = np.moveaxis(organ, 2 - axis, 0)
+        if layers[0].any():
+            new_lo[axis] = max(0, lo[axis] - step[axis])
+        if layers[-1].any():
+            new_hi[axis] = min(size[axis], hi[axis] + step[axis])
+    if (new_lo == lo).all() and (new_hi == hi).all():
+        return None
+    return new_lo.tolist(), new_hi.tolist()
 
 
 def _onto_grid(probabilities: np.ndarray, source: sitk.Image, target: sitk.Image) -> np.ndarray:

@@ -30,8 +30,8 @@ from .ct_plausibility import check_ct_intensities
 from .errors import ResourceError
 from .geometry import index_range_on, voxel_volume_ml
 from .image_io import as_image
-from .cascade import (CoarseResult, FineResult, TtaSettings, box_around, fine_labels,
-                      run_coarse, run_fine)
+from .cascade import (Box, CoarseResult, FineResult, TtaSettings, box_around, run_coarse,
+                      run_fine_growing)
 from .inference import select_device
 from .memory import GridGuard, check_fine_box
 from .progress import CASE_DONE, COARSE, FINE, MAPPING, POSTPROCESS, READING, REPORT
@@ -57,6 +57,9 @@ class SegmentationResult:
     # (C, z, y, x) float32 fine-stage class probabilities (background 1 outside the fine box);
     # only with ``segment(..., keep_probabilities=True)`` (evaluation), else None.
     probabilities: np.ndarray | None = None
+    # Array slices (z, y, x) of the input grid the fine stage covered (its box grown to the
+    # patch and by ``box_growth_mm``); None when the coarse stage found nothing.
+    fine_window: tuple[slice, ...] | None = None
 
     def to_sitk(self, array: np.ndarray) -> sitk.Image:
         """``array`` as an image with the input's size, spacing, origin and direction."""
@@ -163,15 +166,19 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     if box is None:
         return CascadeOutputs(coarse, quality_signals={"found": False,
                                                        "scan_extent_z_mm": extent_z_mm})
-    check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle,
-                   len(tta.flips) * len(tta.scales))
+
+    def check_box(box: Box) -> None:
+        check_fine_box(np.subtract(box[1], box[0]), canonical.GetSpacing(), bundle,
+                       len(tta.flips) * len(tta.scales))
+
+    check_box(box)
     progress(FINE, 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
-    fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
+    _, fine, labels = run_fine_growing(canonical, box, bundle, device, coarse, tta, overlap,
+                                       check_box)  # labels: the lesion point and clean-up too
     timings["fine"] = time.perf_counter() - started
-    progress(POSTPROCESS, 0.75, "cleaning up the labels")
+    progress(POSTPROCESS, 0.75, "measuring the result's quality")
     started = time.perf_counter()
-    labels = fine_labels(fine, bundle, coarse)
     entropy = normalised_entropy(fine.probabilities)
     thresholds = quality_thresholds(bundle.inference)
     signals = quality_signals(labels, fine.probabilities, entropy, fine.grid,
@@ -244,7 +251,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     if uncertainty:  # the coarse stage's own uncertainty where the fine stage did not look
         uncertainty_map = onto_input_grid(normalised_entropy(outputs.coarse.probabilities),
                                           outputs.coarse.grid, input_image, is_label=False)
-    probabilities = None
+    probabilities = window = None
     if outputs.fine is None:
         warnings.append("no pancreas was found by the coarse stage; labels are empty")
     else:
@@ -288,4 +295,5 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
         probabilities = np.zeros((len(bundle.labels), *size_zyx), np.float32)
         probabilities[0] = 1.0
     return SegmentationResult(labels=labels, uncertainty=uncertainty_map, regions=regions_map,
-                              report=report, image=input_image, probabilities=probabilities)
+                              report=report, image=input_image, probabilities=probabilities,
+                              fine_window=window)

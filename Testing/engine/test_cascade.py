@@ -272,7 +272,10 @@ def _settings_only_bundle(inference):
     return types.SimpleNamespace(inference={"lesion_dilation_mm": 5.0, **inference})
 
 
-def test_organ_touches_coarse_must_be_a_boolean(random_bundle, tmp_path):
+@pytest.mark.parametrize("key, value", [("organ_touches_coarse", 1), ("box_growth_mm", -5.0),
+                                        ("box_growth_mm", 500.0), ("box_growth_rounds", 1.5),
+                                        ("box_growth_rounds", 9)])
+def test_bundle_refuses_unreasonable_cascade_settings(random_bundle, tmp_path, key, value):
     import json
     import shutil
 
@@ -281,7 +284,64 @@ def test_organ_touches_coarse_must_be_a_boolean(random_bundle, tmp_path):
     path = tmp_path / "bundle"
     shutil.copytree(random_bundle, path)
     metadata = json.loads((path / "metadata.json").read_text(encoding="utf-8"))
-    metadata["inference"]["organ_touches_coarse"] = 1
+    metadata["inference"][key] = value
     (path / "metadata.json").write_text(json.dumps(metadata), encoding="utf-8")
-    with pytest.raises(BundleError, match="organ_touches_coarse"):
+    with pytest.raises(BundleError, match=key):
         load_bundle(path)
+
+
+def test_box_side_the_organ_reaches_moves_out_within_the_image():
+    from pancreas_ssl_seg.cascade import grown_where_organ_reaches
+
+    canonical = _image(np.zeros((10, 100, 100)), spacing=(1.0, 1.0, 3.0))
+    box = ([40, 20, 2], [80, 60, 6])
+    organ = np.zeros((8, 40, 40), bool)  # the box resampled onto some grid (z, y, x)
+    organ[3:, 10:20, 0:5] = True          # reaches the low-x side and the high-z side
+    assert grown_where_organ_reaches(box, organ, canonical, 10.0) == (
+        [30, 20, 2], [80, 60, 10])        # z: ceil(10 / 3) = 4 slices, clamped at 10
+    organ[:] = False
+    organ[2:5, 5:30, 5:30] = True         # inside: nothing moves
+    assert grown_where_organ_reaches(box, organ, canonical, 10.0) is None
+    at_edge = ([0, 20, 2], [80, 60, 6])
+    organ[2:5, 10:20, 0] = True           # reaches a side that is the image's own edge
+    assert grown_where_organ_reaches(at_edge, organ, canonical, 10.0) is None
+
+
+def _bar_case(random_bundle, growth_mm: float, rounds: int | None = None):
+    """A CT with a bright 240 mm bar across x; the fake coarse stage sees only its middle
+    (+-18 mm), the fake fine stage all of it: the box must grow to hold the bar."""
+    hu = np.full((6, 200, 320), 40.0, np.float32)
+    hu[:, 90:110, 40:280] = 300.0
+    image = _image(hu, spacing=(1.0, 1.0, 3.0))
+
+    def stage(bundle, stage_name, volume, device, **kwargs):
+        organ = (volume > 1.5).astype(np.float32)
+        if stage_name == "coarse":
+            middle = volume.shape[-1] // 2
+            organ[..., :middle - 3] = 0.0
+            organ[..., middle + 3:] = 0.0
+        return np.stack([1 - organ, organ, np.zeros_like(organ)])
+
+    bundle = load_bundle(random_bundle)
+    metadata = copy.deepcopy(bundle.metadata)
+    metadata["inference"].update(box_growth_mm=growth_mm, min_component_fraction=0.0)
+    if rounds is not None:
+        metadata["inference"]["box_growth_rounds"] = rounds
+    return image, stage, dataclasses.replace(bundle, metadata=metadata)
+
+
+@pytest.mark.parametrize("growth_mm, rounds, holds_bar", [(0.0, None, False), (50.0, 1, False),
+                                                          (50.0, None, True)])
+def test_fine_box_grows_where_the_organ_reaches_its_sides(monkeypatch, random_bundle,
+                                                          growth_mm, rounds, holds_bar):
+    image, stage, bundle = _bar_case(random_bundle, growth_mm, rounds)
+    monkeypatch.setattr(cascade, "predict_stage", stage)
+    result = segment(image, model=bundle, device="cpu", fast=True)
+    columns = np.flatnonzero(result.labels.any(axis=(0, 1)))  # x of the labelled voxels
+    x_window = result.fine_window[2]
+    # the coarse piece is 36 mm, +-15 mm margin, grown to the 96 mm patch; two rounds of 50 mm
+    # on both sides reach x 12..308 mm, one round 62..258 mm
+    whole_bar = columns.min() <= 41 and columns.max() >= 278 and columns.size >= 236
+    assert whole_bar == holds_bar
+    assert (x_window.start <= 40 and x_window.stop >= 280) == holds_bar
+    assert not result.labels[:, :85].any() and not result.labels[:, 115:].any()

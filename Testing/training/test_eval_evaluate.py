@@ -104,8 +104,13 @@ def test_cascade_figures_are_those_of_segment_on_the_same_slice(random_bundle, s
         expected = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
         assert float(row["dice"]) == pytest.approx(expected, abs=1e-6)
         assert int(float(row["pred_voxels"])) == predicted.sum()
-        for key in ("coarse_hit", "box_coverage", "dice_true_box"):
+        for key in ("coarse_hit", "box_coverage", "fine_box_coverage", "dice_true_box"):
             assert 0.0 <= float(row[key]) <= 1.0, key
+        # the fine stage looks at least at the coarse box (grown to its patch)
+        assert float(row["fine_box_coverage"]) >= float(row["box_coverage"]) - 1e-9
+        seen = 0.0 if result.fine_window is None else (
+            truth[None][result.fine_window].sum() / truth.sum())
+        assert float(row["fine_box_coverage"]) == pytest.approx(seen, abs=1e-9)
 
 
 def test_grey_to_hu_maps_8bit_slices_before_the_network(tiny_checkpoint, shared_data, tmp_path):

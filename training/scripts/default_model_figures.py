@@ -3,7 +3,15 @@
 Run from the repository root (the bundle, its two training runs, the shared data)::
 
     python training/scripts/default_model_figures.py --bundle Resources/Models/pancreas-demo \
-        --runs runs/coarse runs/fine --data ../shared/data --out runs/figures [--fast] [--selection]
+        --runs runs/coarse runs/fine --data ../shared/data --out runs/figures [--fast] \
+        [--selection] [--lesion-curve [--validation-bundle runs/bundle_valA]]
+
+``runs/bundle_valA``: the fine stage of ``training/configs/valsplit_a.yaml`` (trained without
+0031-0040) behind the bundle's coarse stage, with the shipped inference settings::
+
+    pancreas-ssl-train export --config training/configs/default_model.yaml \
+        --checkpoint runs/valsplit/run_a/checkpoint --checkpoint Resources/Models/pancreas-demo \
+        --out runs/bundle_valA
 
 Writes to ``--out``:
 - ``heldout/`` — ``pancreas-ssl-train evaluate`` of the bundle on the held-out NIH patients
@@ -19,7 +27,9 @@ Writes to ``--out``:
   pancreas area;
 - ``lesion_operating_curve.png`` / ``.csv`` — with ``--lesion-curve``: false-positive slices
   against synthetic-lesion detection per operating point, on source patients 0031-0040 (where
-  the point is chosen) and the held-out patients (where it is reported).
+  the point is chosen: with ``--validation-bundle`` on that bundle's curve, a model of the same
+  recipe whose fine stage was trained without them) and the held-out patients (where it is
+  reported).
 
 Per-patient Dice pools a patient's slices (2·|P∩T| / (|P|+|T|) over all its slices), the closest
 thing to a volume Dice these slice folders allow.
@@ -97,6 +107,9 @@ def held_out_figures(bundle: Path, out: Path, spec: str = "eval_heldout_nih",
         pooled[row["patient"]][1] += total
     per_patient = {p: a / b for p, (a, b) in sorted(pooled.items())}
     coverage = [_float(r["box_coverage"]) for r in pancreas]
+    # what the fine stage finally looked at: the coarse box grown to its patch (and, with the
+    # bundle's box_growth_mm, where the organ reached its sides); absent in older tables
+    fine_coverage = [_float(r.get("fine_box_coverage", "nan")) for r in pancreas]
     return {
         "slices": len(pancreas), "patients": len(per_patient),
         "pancreas_dice_per_slice": summary(_float(r["dice"]) for r in pancreas),
@@ -110,6 +123,9 @@ def held_out_figures(bundle: Path, out: Path, spec: str = "eval_heldout_nih",
         "box_coverage": summary(coverage),
         "box_holds_95pct_on_fraction_of_slices": round(float(np.mean(
             [c >= 0.95 for c in coverage])), 3),
+        "fine_box_coverage": summary(fine_coverage),
+        "fine_box_holds_95pct_on_fraction_of_slices": round(float(np.mean(
+            [c >= 0.95 for c in fine_coverage])), 3),
         "fine_dice_true_box": summary(_float(r["dice_true_box"]) for r in pancreas),
         "lesion_free_slices_with_lesion": sum(_float(r["pred_voxels"]) > 0 for r in lesion),
         "lesion_free_slices": len(lesion),
@@ -245,16 +261,28 @@ def learning_curves(runs: list[Path], bundle_path: Path, data_root: Path, out: P
     return curves
 
 
-def lesion_curve(bundle_path: Path, data_root: Path, out: Path) -> dict:
-    """The operating curve on source patients (choice) and held-out patients (report)."""
-    bundle = load_bundle(bundle_path)
+LESION_CURVE_LABELS = {"selection": "source 0031-0040 (in-sample)",
+                       "validation": "source 0031-0040, fine stage trained without them",
+                       "held-out": "held-out 0041-0050"}
+
+
+def lesion_curve(bundle_path: Path, data_root: Path, out: Path,
+                 validation_bundle: Path | None = None) -> dict:
+    """The operating curve on source patients 0031-0040 and held-out patients (report). The
+    point is chosen on the source patients: with ``validation_bundle`` (the same recipe trained
+    without them, ``valsplit_a.yaml``) on that bundle's curve there, whose fine stage has not
+    seen them; else on the shipped bundle's own (in-sample) curve."""
     device = torch.device("cpu")
+    curves = [("selection", bundle_path, SELECTION), ("held-out", bundle_path, HELD_OUT)]
+    if validation_bundle is not None:
+        curves.insert(1, ("validation", validation_bundle, SELECTION))
     rows = {}
-    for name, patients in (("selection", SELECTION), ("held-out", HELD_OUT)):
+    for name, path, patients in curves:
         cases = [lesion_detection.SliceCase(case, image, truth >= PANCREAS)
                  for case, image, truth in _slices(data_root, patients)]
-        rows[name] = lesion_detection.operating_curve(bundle, cases, device)
-    chosen = lesion_detection.choose_operating_point(rows["selection"])
+        rows[name] = lesion_detection.operating_curve(load_bundle(path), cases, device)
+    chosen_on = "validation" if validation_bundle is not None else "selection"
+    chosen = lesion_detection.choose_operating_point(rows[chosen_on])
     point = (chosen["lesion_probability_threshold"], chosen["lesion_min_area_mm2"])
     reported = next(r for r in rows["held-out"]
                     if (r["lesion_probability_threshold"], r["lesion_min_area_mm2"]) == point)
@@ -264,10 +292,10 @@ def lesion_curve(bundle_path: Path, data_root: Path, out: Path) -> dict:
         for name, table in rows.items():
             writer.writerows({"set": name, **r} for r in table)
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    for name, marker in (("selection", "o"), ("held-out", "s")):
+    for name, marker in zip(rows, "o^s"):
         ax.scatter([r["false_positive_rate"] for r in rows[name]],
                    [r["detection_rate"] for r in rows[name]], marker=marker, alpha=0.6,
-                   label=f"{name} patients")
+                   label=LESION_CURVE_LABELS[name])
     ax.scatter([reported["false_positive_rate"]], [reported["detection_rate"]], s=150,
                facecolors="none", edgecolors="red", label=f"chosen {point} (held-out)")
     ax.axvline(0.1, color="grey", ls="--", lw=0.8)
@@ -279,7 +307,7 @@ def lesion_curve(bundle_path: Path, data_root: Path, out: Path) -> dict:
     fig.tight_layout()
     fig.savefig(out / "lesion_operating_curve.png", dpi=110)
     plt.close(fig)
-    return {"chosen_on_selection": chosen, "held_out_at_chosen": reported}
+    return {f"chosen_on_{chosen_on}": chosen, "held_out_at_chosen": reported}
 
 
 def main(argv=None) -> int:
@@ -291,6 +319,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lesion-curve", action="store_true",
                         help="also measure the lesion operating curve (slow)")
+    parser.add_argument("--validation-bundle", type=Path,
+                        help="choose the lesion operating point on this bundle's curve on "
+                             "0031-0040 (its fine stage trained without them)")
     parser.add_argument("--fast", action="store_true",
                         help="also the held-out figures of Fast mode")
     parser.add_argument("--selection", action="store_true",
@@ -309,7 +340,8 @@ def main(argv=None) -> int:
                                                           "eval_selection_nih", "selection")
     figures["ct3mm_in_sample"] = ct3mm_figures(args.bundle, args.data, args.out)
     if args.lesion_curve:
-        figures["lesion_operating_point"] = lesion_curve(args.bundle, args.data, args.out)
+        figures["lesion_operating_point"] = lesion_curve(args.bundle, args.data, args.out,
+                                                         args.validation_bundle)
     if args.runs:
         figures["learning_curves"] = learning_curves(args.runs, args.bundle, args.data, args.out)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n",

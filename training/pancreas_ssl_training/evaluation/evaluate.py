@@ -9,8 +9,11 @@ predictor on the whole image (``mode: "stage"``; e.g. the domain-shift experimen
 
 Per-stage diagnostics of a cascade (pancreas rows of ``cases.csv``): ``coarse_hit`` (the coarse
 stage's largest component touches the true pancreas), ``box_coverage`` (fraction of the true
-pancreas inside the fine stage's box), ``dice_true_box`` (pancreas Dice of the fine stage run in
-the box around the *true* pancreas grown by the same margin: the fine stage's own accuracy).
+pancreas inside the coarse stage's box grown by the margin), ``fine_box_coverage`` (fraction
+inside the region the fine stage finally looked at: that box grown to the fine patch and, with the
+bundle's ``box_growth_mm``, where the organ reached its sides), ``dice_true_box`` (pancreas Dice of
+the fine stage run in the box around the *true* pancreas grown by the same margin: the fine
+stage's own accuracy).
 
 ``data``: a YAML file or mapping, with the keys of a config's ``data.sources``: slice sources
 (``nih_hu``, ``nih_8bit`` with optional ``patients``; each slice one case) and volume sources
@@ -155,7 +158,9 @@ def predict(model: EvaluatedModel, image: sitk.Image, truth: np.ndarray, device:
         return labels, probabilities, {}
     result = segment(image, model=bundle, device=str(device), fast=not model.tta_flip,
                      keep_probabilities=True)
-    return result.labels, result.probabilities, stage_diagnostics(model, image, truth, device)
+    diagnostics = stage_diagnostics(model, image, truth, device)
+    diagnostics["fine_box_coverage"] = _window_coverage(result.fine_window, truth >= PANCREAS)
+    return result.labels, result.probabilities, diagnostics
 
 
 def stage_diagnostics(model: EvaluatedModel, image: sitk.Image, truth: np.ndarray,
@@ -187,6 +192,13 @@ def _coverage(box: Box | None, mask: np.ndarray) -> float:
     lo, hi = box
     inside = mask[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]].sum()
     return float(inside / mask.sum())
+
+
+def _window_coverage(window: tuple[slice, ...] | None, mask: np.ndarray) -> float:
+    """Fraction of ``mask`` inside ``window`` (array slices; ``None``: nothing looked at)."""
+    if not mask.any():
+        return float("nan")
+    return 0.0 if window is None else float(mask[window].sum() / mask.sum())
 
 
 def _slice_image(array: np.ndarray, spacing_xy: tuple[float, float]) -> sitk.Image:

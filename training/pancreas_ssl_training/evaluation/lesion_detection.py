@@ -27,7 +27,7 @@ import torch
 
 from pancreas_ssl_seg.bundle import ModelBundle
 from pancreas_ssl_seg.cascade import (TtaSettings, box_around, fine_labels,
-                                       run_coarse, run_fine)
+                                       run_coarse, run_fine_growing)
 from pancreas_ssl_seg.labels import LESION
 from pancreas_ssl_seg.pipeline import onto_input_grid
 
@@ -38,7 +38,7 @@ from ..data.synthetic_lesions import insert_synthetic_lesion
 VARIANT = {"diameter_mm": (10.0, 30.0), "contrast_hu": (-70.0, -25.0),
            "axis_ratio": (0.35, 0.7), "roughness": (0.15, 0.25), "margin_sigma_mm": (2.0, 3.0)}
 MIN_DIAMETER_MM = 10.0
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_AREAS_MM2 = (0.0, 10.0, 20.0, 40.0, 60.0, 80.0)
 
 
@@ -67,7 +67,7 @@ def _fine_result(bundle: ModelBundle, image: sitk.Image, device: torch.device):
     box = box_around(coarse.grid, coarse.foreground, image, bundle.stage("fine").margin_mm)
     if box is None:
         return None
-    return run_fine(image, box, bundle, device, coarse, tta, overlap)
+    return run_fine_growing(image, box, bundle, device, coarse, tta, overlap)[1]
 
 
 def _lesion_masks(bundle: ModelBundle, fine, image: sitk.Image,
