@@ -19,7 +19,7 @@ def test_slices_are_picked_at_evenly_spaced_ranks_worst_first(tmp_path):
             for i, value in enumerate(dice) for region in ("pancreas", "lesion")]
     write_csv(rows, tmp_path / "cases.csv")
     picks = heldout_gallery.ranked_cases(tmp_path / "cases.csv", 3)
-    assert picks == [("c5", 0.0), ("c4", 0.3), ("c1", 0.9)]  # ranks 0, 4 and 8 of 9
+    assert picks == [("c5", 0.0), ("c0", 0.5), ("c1", 0.9)]  # ranks 0, 4 and 8 of 9
     assert len(heldout_gallery.ranked_cases(tmp_path / "cases.csv", 20)) == 9
 
 
