@@ -188,13 +188,13 @@ def run_fine(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch
 def run_fine_growing(canonical: sitk.Image, box: Box, bundle: ModelBundle, device: torch.device,
                      coarse: CoarseResult, tta: TtaSettings, overlap: float,
                      check_box: Callable[[Box], None] | None = None
-                     ) -> tuple[Box, FineResult, np.ndarray]:
+                     ) -> tuple[FineResult, np.ndarray]:
     """``run_fine`` on ``box`` (grown to the patch) and its ``fine_labels``; then, with the
     bundle's ``box_growth_mm`` g > 0, while the organ those labels keep reaches a side of the box
     that the image continues beyond, that side moves out by g and the fine stage runs again (at
-    most ``box_growth_rounds`` times, default 2). Returns the box the result was made in, the
-    result and its labels; ``check_box`` sees each grown box before it is resampled (the memory
-    guard).
+    most ``box_growth_rounds`` times, default 2). Returns the last result (its grid is the box
+    it was made in) and its labels; ``check_box`` sees each grown box before it is resampled
+    (the memory guard).
 
     Why: the coarse stage at 3 mm sometimes finds only part of a pancreas (the head without the
     tail); the fine stage, which sees the part it was shown well, runs to the box's edge there
@@ -214,7 +214,7 @@ def run_fine_growing(canonical: sitk.Image, box: Box, bundle: ModelBundle, devic
         box = grown
         fine = run_fine(canonical, box, bundle, device, coarse, tta, overlap)
         labels = fine_labels(fine, bundle, coarse)
-    return box, fine, labels
+    return fine, labels
 
 
 def grown_where_organ_reaches(box: Box, organ: np.ndarray, canonical: sitk.Image,

@@ -2,8 +2,9 @@
 
 Cascade (``cascade.py``; NOTES.md "Canonical orientation"): reorient to LPS → coarse stage on the
 whole scan at its coarse spacing → box around the largest coarse pancreas component, grown by the
-fine stage's ``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box → lesion
-operating point and clean-up → map back onto the input's exact grid. Bundles with 2-D stages
+fine stage's ``margin_mm`` → fine stage (flip TTA, optional MC dropout) in that box, run again in
+a larger box while the kept organ reaches its side (``box_growth_mm``) → lesion operating point
+and clean-up → map back onto the input's exact grid. Bundles with 2-D stages
 also take a single axial slice. Full-size arrays are uint8/float32/int32 only; class probabilities
 exist only in the coarse grid and the fine box, which keeps a 500x500x220 CT within a few GB.
 Outside the fine box labels are 0 and the uncertainty is the coarse stage's own (a single pass at
@@ -174,8 +175,8 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     check_box(box)
     progress(FINE, 0.35, "fine stage: segmenting the pancreas region")
     started = time.perf_counter()
-    _, fine, labels = run_fine_growing(canonical, box, bundle, device, coarse, tta, overlap,
-                                       check_box)  # labels: the lesion point and clean-up too
+    fine, labels = run_fine_growing(canonical, box, bundle, device, coarse, tta, overlap,
+                                    check_box)  # labels: the lesion point and clean-up too
     timings["fine"] = time.perf_counter() - started
     progress(POSTPROCESS, 0.75, "measuring the result's quality")
     started = time.perf_counter()

@@ -67,7 +67,7 @@ def _fine_result(bundle: ModelBundle, image: sitk.Image, device: torch.device):
     box = box_around(coarse.grid, coarse.foreground, image, bundle.stage("fine").margin_mm)
     if box is None:
         return None
-    return run_fine_growing(image, box, bundle, device, coarse, tta, overlap)[1]
+    return run_fine_growing(image, box, bundle, device, coarse, tta, overlap)[0]
 
 
 def _lesion_masks(bundle: ModelBundle, fine, image: sitk.Image,
