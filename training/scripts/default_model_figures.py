@@ -93,6 +93,11 @@ def summary(values) -> dict[str, float]:
             "median": round(float(np.median(array)), 3), "n": int(array.size)}
 
 
+def _share_at_least(values, threshold: float) -> float:
+    """Share of ``values`` at or above ``threshold`` (NaN counts as below)."""
+    return round(float(np.mean([v >= threshold for v in values])), 3)
+
+
 def held_out_figures(bundle: Path, out: Path, spec: str = "eval_heldout_nih",
                      folder: str = "heldout") -> dict:
     """The evaluation of ``training/configs/<spec>.yaml`` through the engine, summarised."""
@@ -121,11 +126,9 @@ def held_out_figures(bundle: Path, out: Path, spec: str = "eval_heldout_nih",
         "hd95_mm_per_slice": summary(_float(r["hd95_mm"]) for r in pancreas),
         "coarse_hit_rate": summary(_float(r["coarse_hit"]) for r in pancreas)["mean"],
         "box_coverage": summary(coverage),
-        "box_holds_95pct_on_fraction_of_slices": round(float(np.mean(
-            [c >= 0.95 for c in coverage])), 3),
+        "box_holds_95pct_on_fraction_of_slices": _share_at_least(coverage, 0.95),
         "fine_box_coverage": summary(fine_coverage),
-        "fine_box_holds_95pct_on_fraction_of_slices": round(float(np.mean(
-            [c >= 0.95 for c in fine_coverage])), 3),
+        "fine_box_holds_95pct_on_fraction_of_slices": _share_at_least(fine_coverage, 0.95),
         "fine_dice_true_box": summary(_float(r["dice_true_box"]) for r in pancreas),
         "lesion_free_slices_with_lesion": sum(_float(r["pred_voxels"]) > 0 for r in lesion),
         "lesion_free_slices": len(lesion),

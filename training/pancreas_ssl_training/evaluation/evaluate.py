@@ -159,7 +159,7 @@ def predict(model: EvaluatedModel, image: sitk.Image, truth: np.ndarray, device:
     result = segment(image, model=bundle, device=str(device), fast=not model.tta_flip,
                      keep_probabilities=True)
     diagnostics = stage_diagnostics(model, image, truth, device)
-    diagnostics["fine_box_coverage"] = _window_coverage(result.fine_window, truth >= PANCREAS)
+    diagnostics["fine_box_coverage"] = _coverage(result.fine_window, truth >= PANCREAS)
     return result.labels, result.probabilities, diagnostics
 
 
@@ -176,7 +176,7 @@ def stage_diagnostics(model: EvaluatedModel, image: sitk.Image, truth: np.ndarra
     coarse_found = onto_input_grid(coarse.foreground.astype(np.uint8), coarse.grid, image,
                                    is_label=True)
     diagnostics = {"coarse_hit": float(bool((coarse_found & true_pancreas).any())),
-                   "box_coverage": _coverage(coarse_box, true_pancreas)}
+                   "box_coverage": _coverage(_box_window(coarse_box), true_pancreas)}
     true_box = box_around(image, true_pancreas, image, margin)
     if true_box is not None:
         true_box_labels, _ = _fine_on_box(model, image, true_box, coarse, device)
@@ -184,17 +184,15 @@ def stage_diagnostics(model: EvaluatedModel, image: sitk.Image, truth: np.ndarra
     return diagnostics
 
 
-def _coverage(box: Box | None, mask: np.ndarray) -> float:
-    if not mask.any():
-        return float("nan")
+def _box_window(box: Box | None) -> tuple[slice, ...] | None:
+    """A box (index ranges, SimpleITK order x, y, z) as array slices (z, y, x)."""
     if box is None:
-        return 0.0
+        return None
     lo, hi = box
-    inside = mask[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]].sum()
-    return float(inside / mask.sum())
+    return tuple(slice(lo[axis], hi[axis]) for axis in (2, 1, 0))
 
 
-def _window_coverage(window: tuple[slice, ...] | None, mask: np.ndarray) -> float:
+def _coverage(window: tuple[slice, ...] | None, mask: np.ndarray) -> float:
     """Fraction of ``mask`` inside ``window`` (array slices; ``None``: nothing looked at)."""
     if not mask.any():
         return float("nan")
