@@ -34,7 +34,7 @@ from pancreas_ssl_seg.quality import DEFAULT_QUALITY, verdict
 from pancreas_ssl_training.evaluation.evaluate import labelled_cases, read_data_spec
 from pancreas_ssl_training.evaluation.metrics import mask_dice
 
-THRESHOLDS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+THRESHOLDS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
 # candidate orders of the review regions (the engine ranks by "score" = volume x mean uncertainty)
 RANKINGS = {"volume_x_mean_uncertainty": "score", "volume": "volume_ml",
             "mean_uncertainty": "mean_uncertainty", "max_uncertainty": "max_uncertainty"}
