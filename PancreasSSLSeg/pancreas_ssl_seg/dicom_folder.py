@@ -167,10 +167,13 @@ def _header_slice_gap(headers: list[dict], fallback_mm: float) -> float:
     normal = headers[0]["normal"]
     positions = [h["position"] for h in headers if h["position"] is not None]
     if len(headers) < 2 or len(positions) != len(headers) or normal is None:
-        return float(fallback_mm)
+        # An enhanced (multi-frame) CT whose frames run against the slice normal (head to feet,
+        # as PACS converters write them) has a negative frame spacing in its header; the series
+        # reader gives the same grid with a positive spacing and that axis reversed.
+        return abs(float(fallback_mm))
     along = np.sort(np.array(positions) @ normal)
     gaps = np.diff(along)
-    return float(np.median(gaps)) if np.median(gaps) > 0 else float(fallback_mm)
+    return float(np.median(gaps)) if np.median(gaps) > 0 else abs(float(fallback_mm))
 
 
 def _check_slice_positions(folder: Path, image: sitk.Image, reader: sitk.ImageSeriesReader) -> None:

@@ -57,6 +57,10 @@ def source_slices(folder: str | Path, image) -> list:
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
+        if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+            raise DicomSegUnavailable(
+                f"{folder.name}: {path.name} is a multi-frame (enhanced) image; a SEG of "
+                "multi-frame sources is not made yet (the other outputs are)")
         k = _grid_slice(dataset, image, direction, (size_x, size_y, size_z))
         if k is not None and k not in found:
             found[k] = dataset
@@ -147,8 +151,13 @@ def _code(entry: dict[str, str]):
 
 def build_dicom_seg(result, folder: str | Path):
     """A highdicom ``Segmentation`` of ``result.labels`` (on ``result.image``'s grid) referencing
-    the DICOM series in ``folder``; :class:`DicomSegUnavailable` when it cannot be made."""
-    import highdicom as hd
+    the DICOM series in ``folder``; :class:`DicomSegUnavailable` when it cannot be made (also
+    when highdicom or pydicom is missing: a Slicer Python set up before they were required)."""
+    try:
+        import highdicom as hd
+        import pydicom  # noqa: F401 (source_slices reads the series with it)
+    except ImportError as error:
+        raise DicomSegUnavailable(f"highdicom is not installed ({error})") from None
 
     from . import __version__
 

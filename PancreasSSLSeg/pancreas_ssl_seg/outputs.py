@@ -107,17 +107,13 @@ def write_case_outputs(result, out_dir: str | Path, case: str,
 def _dicom_seg(result, folder: str | Path):
     """The DICOM SEG of ``result`` (a highdicom ``Segmentation``), or ``None`` with a warning
     appended to ``result.report["warnings"]``."""
+    from .dicom_seg import DicomSegUnavailable, build_dicom_seg
+
     try:
-        from .dicom_seg import DicomSegUnavailable, build_dicom_seg
-    except ImportError as error:  # a Slicer Python installed before highdicom was required
-        reason = f"highdicom is not installed ({error})"
-    else:
-        try:
-            return build_dicom_seg(result, folder)
-        except DicomSegUnavailable as error:
-            reason = str(error)
-    result.report.setdefault("warnings", []).append(f"DICOM SEG not written: {reason}")
-    return None
+        return build_dicom_seg(result, folder)
+    except DicomSegUnavailable as error:  # incl. highdicom missing from this Python
+        result.report.setdefault("warnings", []).append(f"DICOM SEG not written: {error}")
+        return None
 
 
 def _rename_into_place(temporary: dict[str, Path], final: dict[str, Path]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import highdicom as hd
@@ -200,6 +201,21 @@ def test_resume_needs_the_seg_and_a_later_run_without_one_removes_the_old(tmp_pa
         "DICOM SEG not written: b: the DICOM series lacks StudyInstanceUID (blank or missing, as "
         "in many anonymised exports); a SEG must reference them"]
     assert case_files.case_is_complete(out, "c")
+
+
+def test_without_highdicom_the_case_is_written_with_a_warning(tmp_path, monkeypatch):
+    """A Python without highdicom (a Slicer set up before it was required): the other outputs
+    and a warning, not a failed case."""
+    monkeypatch.setattr(outputs, "_write_preview", write_fake_preview)
+    write_ct_series(tmp_path / "a", phantom_hu(SHAPE))
+    result = _result_on(tmp_path / "a")
+    monkeypatch.setitem(sys.modules, "highdicom", None)  # "import highdicom" raises ImportError
+    paths = outputs.write_case_outputs(result, tmp_path / "out", "c", dicom_folder=tmp_path / "a")
+    assert "dicom_seg" not in paths and not (tmp_path / "out" / "c_seg.dcm").exists()
+    assert len(result.report["warnings"]) == 1
+    assert result.report["warnings"][0].startswith(
+        "DICOM SEG not written: highdicom is not installed")
+    assert case_files.case_is_complete(tmp_path / "out", "c")
 
 
 def test_a_failed_write_leaves_no_seg(tmp_path, monkeypatch):

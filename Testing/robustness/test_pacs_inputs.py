@@ -5,7 +5,8 @@ input was made (the HU written, the geometry applied), not from the reader under
 Found and fixed here: a NIfTI with scl_slope/scl_inter was refused as "truncated" (ITK reports the
 scaled float type, the file holds int16); a byte-identical copy of a slice in a series was refused,
 and GDCM then ordered the files by name (a scrambled volume when names and positions disagree);
-a NIfTI without orientation (qform/sform codes 0) was read with an identity direction silently.
+a NIfTI without orientation (qform/sform codes 0) was read with an identity direction silently;
+an enhanced (multi-frame) CT with frames head to feet was refused for its negative frame spacing.
 """
 
 from __future__ import annotations
@@ -231,6 +232,40 @@ def test_dicom_rtstruct_beside_the_series(series, series_hu, tmp_path):
     write_rtstruct(tmp_path / "with-rtstruct" / "rtstruct.dcm")
     array, _, _ = read(tmp_path / "with-rtstruct")
     np.testing.assert_array_equal(array, series_hu)
+
+
+def test_enhanced_ct_with_frames_head_to_feet_is_the_series_turned_around(series, series_hu,
+                                                                           tmp_path):
+    """One Legacy Converted Enhanced CT object (a PACS's multi-frame conversion of the series),
+    frames ordered head to feet. GDCM reads it with a negative frame spacing, which was refused;
+    now each voxel lies where the classic series puts it. No DICOM SEG of it is made (yet): the
+    reason says so instead of "no slice matches"."""
+    import pydicom
+    from highdicom import UID
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+
+    from pancreas_ssl_seg.dicom_seg import DicomSegUnavailable, source_slices
+
+    datasets = [pydicom.dcmread(f) for f in sorted(series.iterdir())]
+    for dataset in datasets:  # the anonymised series blanks what the conversion must copy
+        dataset.SOPClassUID, dataset.SOPInstanceUID = CT_SOP_CLASS, UID()
+    datasets.sort(key=lambda d: -float(d.ImagePositionPatient[2]))  # head first
+    (tmp_path / "enhanced").mkdir()
+    LegacyConvertedEnhancedCTImage(datasets, series_instance_uid=UID(), series_number=99,
+                                   sop_instance_uid=UID(), instance_number=1,
+                                   ).save_as(tmp_path / "enhanced" / "enhanced.dcm")
+    array, image, notes = read(tmp_path / "enhanced")
+    classic = as_image(series)
+    np.testing.assert_array_equal(array, series_hu[::-1])
+    assert np.all(np.array(image.GetSpacing()) > 0)
+    last = classic.GetSize()[2] - 1
+    for k in (0, last):
+        np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((5, 7, k)),
+                                   classic.TransformIndexToPhysicalPoint((5, 7, last - k)),
+                                   atol=1e-3)
+    assert notes == []
+    with pytest.raises(DicomSegUnavailable, match="multi-frame"):
+        source_slices(tmp_path / "enhanced", image)
 
 
 def set_ds(data: bytes, group: int, element: int, value: str) -> bytes:
