@@ -25,7 +25,6 @@ class ReviewAction(str, Enum):
     DISCARD = "discard"
 
 
-
 class RegionReview:
     """The review state of one segmentation: its region map, table, and undo history."""
 
@@ -133,15 +132,17 @@ class RegionReview:
         the engine's own definitions (``pancreas_ssl_seg.report``: the pancreas counts labels 1
         and 2, lesions are 26-connected, diameters are maximum Feret), so an unedited result
         reads as the engine's report does."""
+        from pancreas_ssl_seg.geometry import voxel_volume_ml
         from pancreas_ssl_seg.report import lesion_items
 
-        voxel_ml = float(np.prod(self.reference_volume.GetSpacing())) / 1000.0
         labels = np.zeros(self.regions.shape, np.uint8)
         for value in (PANCREAS, LESION):  # a lesion voxel is lesion even if also pancreas
             mask = self._segment(value)
             if mask is not None:
                 labels[mask] = value
-        lesions = lesion_items(labels, sitk_from_array(labels, self.reference_volume))
+        image = sitk_from_array(labels, self.reference_volume)
+        voxel_ml = voxel_volume_ml(image)
+        lesions = lesion_items(labels, image)
         remaining = self._segment(UNCERTAIN_SEGMENT_VALUE)
         return {"pancreas_volume_ml": int(np.count_nonzero(labels)) * voxel_ml,
                 "lesion_count": len(lesions),

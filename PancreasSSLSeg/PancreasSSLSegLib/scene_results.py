@@ -11,13 +11,13 @@ import hashlib
 import numpy as np
 
 import slicer
+from pancreas_ssl_seg.display import UNCERTAINTY_SHOWN_FROM
 
 # Marks a node this module created, the input it belongs to, and its content when loaded.
 ATTR_SOURCE_VOLUME = "PancreasSSLSeg.SourceVolumeID"
 ATTR_LOADED_FINGERPRINT = "PancreasSSLSeg.LoadedFingerprint"
 # Slicer's PET heat map exists in every Slicer and reads as "hotter = less sure".
 UNCERTAINTY_COLOR_NODE_ID = "vtkMRMLPETProceduralColorNodePET-Heat"
-UNCERTAINTY_HIDDEN_BELOW = 0.05  # below this, the overlay is transparent so the CT shows through
 UNCERTAIN_SEGMENT_VALUE = -1     # key of the review segment in ``segment_ids``
 UNCERTAIN_OPACITY_3D = 0.35
 
@@ -95,7 +95,7 @@ def add_uncertainty_volume(scene, reference_volume, uncertainty: np.ndarray, nam
     display.AutoWindowLevelOff()
     display.SetWindowLevelMinMax(0.0, 1.0)
     display.SetAndObserveColorNodeID(UNCERTAINTY_COLOR_NODE_ID)
-    display.SetLowerThreshold(UNCERTAINTY_HIDDEN_BELOW)
+    display.SetLowerThreshold(UNCERTAINTY_SHOWN_FROM)  # the CT shows through
     display.SetUpperThreshold(1.0)
     display.ApplyThresholdOn()
     node.SetAttribute(ATTR_SOURCE_VOLUME, reference_volume.GetID())

@@ -2,8 +2,7 @@
 report (``report["quality"]``), in the status colour.
 
 Plain data (no Qt): the Widget puts ``text`` (rich text) and ``style_sheet`` on its QLabel. The
-colours are the preview's (``pancreas_ssl_seg.preview.STATUS_COLOURS``; not imported, since that
-module switches matplotlib's backend; a test checks they agree).
+colours are the preview's (``pancreas_ssl_seg.display``).
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-STATUS_COLOURS = {"ok": (30, 150, 60), "check": (255, 176, 0), "failed": (204, 0, 0)}
-NO_VERDICT_COLOUR = (110, 110, 110)
-TEXT_COLOURS = {"ok": "white", "check": "black", "failed": "white"}
+from pancreas_ssl_seg.display import NO_VERDICT_COLOUR, STATUS_COLOURS, STATUS_TEXT_COLOURS
+
 ADVICE = {"ok": "nothing suggests a failure",
           "check": "look at the reasons and the ranked regions",
           "failed": "treat the result as wrong"}
@@ -41,7 +39,7 @@ def verdict_banner(report: dict | None) -> Banner | None:
     score = None if quality.get("score") is None else float(quality["score"])
     reasons = tuple(str(reason) for reason in quality.get("reasons") or [])
     background = STATUS_COLOURS.get(status, NO_VERDICT_COLOUR)
-    text_colour = TEXT_COLOURS.get(status, "white")
+    text_colour = STATUS_TEXT_COLOURS.get(status, "white")
     if status is None:
         headline = "Quality: no verdict"
         lines = ["This report has no quality verdict (an engine older than the verdict)."]

@@ -26,13 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from .case_files import DICOM_SEG_KEY, OUTPUT_SUFFIXES, output_paths
+from .display import QUALITY_STATUSES
 from .errors import InputError
 from .temporaries import is_temporary, remove_stale, temporary_path, writer_token
 
 SUMMARY_STEM = "summary"
 REPORT_SUFFIX = OUTPUT_SUFFIXES["report"]
 RUN_STATUSES = ("ok", "error", "skipped")
-QUALITY_STATUSES = ("ok", "check", "failed")  # quality.STATUSES (not imported: no scipy here)
 # Output files, most useful first: a case's files (case_files) and its DICOM SEG.
 OUTPUT_KEYS = ("report", "preview", "segmentation", "labels", "uncertainty", "regions",
                DICOM_SEG_KEY)

@@ -25,7 +25,7 @@ from .bundle import ModelBundle, StageSpec
 from .geometry import bounding_box, index_range_on
 from .inference import predict_stage
 from .labels import LESION, PANCREAS
-from .postprocess import clean_labels, major_components
+from .postprocess import CONNECTIVITY_26, clean_labels, major_components
 from .preprocessing import normalize_ct, resample_to_spacing, soft_tissue_reference
 
 Box = tuple[list[int], list[int]]
@@ -259,7 +259,7 @@ def lesion_operating_point(labels: np.ndarray, lesion_probability: np.ndarray,
     organ = labels >= PANCREAS
     lesion = labels == LESION if threshold is None else organ & (lesion_probability >= threshold)
     if min_area_mm2 > 0 and lesion.any():
-        components, count = ndimage.label(lesion, structure=np.ones((3, 3, 3), bool))
+        components, count = ndimage.label(lesion, structure=CONNECTIVITY_26)
         pixel_mm2 = float(spacing_mm[0]) * float(spacing_mm[1])
         # per component, the largest number of its voxels on one axial slice
         per_slice = np.zeros((count + 1, labels.shape[0]), np.int64)
@@ -311,7 +311,7 @@ def touching_coarse(labels: np.ndarray, coarse_organ: np.ndarray) -> np.ndarray:
     Why: the 30 mm box margin shows the fine stage neighbours the coarse stage ruled out; on the
     non-contrast 3 mm CT networks of equal slice accuracy kept a 19 mL piece of stomach as the
     largest "pancreas" (NOTES.md, session 7). Unchanged when no component touches it."""
-    components, _ = ndimage.label(labels >= PANCREAS, structure=np.ones((3, 3, 3), bool))
+    components, _ = ndimage.label(labels >= PANCREAS, structure=CONNECTIVITY_26)
     touching = np.unique(components[coarse_organ & (components > 0)])
     if touching.size == 0:
         return labels

@@ -1,6 +1,6 @@
 """Label values, segment names, colours and terminology codes: the one place they are written.
 
-Every bundle's ``metadata.json`` starts from this table (``bundle_format.default_metadata``) and
+Every bundle's ``metadata.json`` starts from this table (``bundle_metadata.default_metadata``) and
 the engine reads a loaded bundle's table back from its metadata; code that means a label value
 (post-processing, reports, the corrections folder, training's data and methods) imports the values
 from here. Plain Python (no numpy, torch or slicerio), so the Slicer module can import it before

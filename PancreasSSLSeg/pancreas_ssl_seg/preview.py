@@ -2,7 +2,7 @@
 
 CT in a soft-tissue window (W 400 / L 40), label contours in the bundle's colours, uncertainty as
 a translucent heat overlay, a legend, a title with the volumes and, above everything, the quality
-verdict as a banner the width of the picture in its status colour (:data:`STATUS_COLOURS`: ok
+verdict as a banner the width of the picture in its status colour (``display.STATUS_COLOURS``: ok
 green, check amber, failed red) with the score and the reasons, shortened and wrapped. Slices are
 shown in the canonical LPS orientation (radiological display: patient right on the left,
 anterior at the top).
@@ -21,15 +21,11 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
+from .display import (NO_VERDICT_COLOUR, STATUS_COLOURS, STATUS_TEXT_COLOURS,  # noqa: E402
+                      UNCERTAINTY_SHOWN_FROM)
 from .preprocessing import to_canonical  # noqa: E402
 
 SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
-UNCERTAINTY_SHOWN_FROM = 0.05  # lighter uncertainty would only tint the whole box
-# Verdict banner colours (RGB 0-255) and the text colour on each; the Slicer module's banner uses
-# the same (PancreasSSLSegLib/verdict_banner.py). Chosen apart from the label colours.
-STATUS_COLOURS = {"ok": (30, 150, 60), "check": (255, 176, 0), "failed": (204, 0, 0)}
-NO_VERDICT_COLOUR = (110, 110, 110)  # a report without a verdict (older engine)
-STATUS_TEXT_COLOURS = {"ok": "white", "check": "black", "failed": "white"}
 BANNER_HEIGHT_IN = 0.75
 HEADLINE_IN = 3.6  # "Quality: FAILED · score 0.00" at 13 pt bold fits; the reasons start there
 REASON_CHARS = 90  # each reason shortened to this many characters

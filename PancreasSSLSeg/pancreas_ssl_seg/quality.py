@@ -27,6 +27,7 @@ from .postprocess import CONNECTIVITY_26
 # Used when a bundle has no ``inference.quality`` (bundles exported before the verdict existed).
 DEFAULT_QUALITY = {
     # status: score >= ok_score -> "ok"; >= check_score -> "check"; below -> "failed"
+    # (display.QUALITY_STATUSES)
     "ok_score": 0.55,
     "check_score": 0.25,
     # base score: the model's own expected Dice of its organ minus `outside_weight` x the
@@ -52,7 +53,6 @@ DEFAULT_QUALITY = {
     "max_lesion_fraction": 0.6,
 }
 BODY_HU = -500.0  # soft tissue and bone; air and lung below
-STATUSES = ("ok", "check", "failed")
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .postprocess import CONNECTIVITY_26
+
 # Below this the map holds 0: the coarse stage's uncertainty covers the whole scan, and its tiny
 # non-zero values (99 % of a CT's voxels, nearly all below 0.001) made the file 211 MB and
 # incompressible on a 512x512x224 CT; no review threshold comes near them.
@@ -65,7 +67,7 @@ def rank_uncertain_regions(uncertainty: np.ndarray, labels: np.ndarray, threshol
         return regions, []
     box = tuple(slice(int(axis.min()), int(axis.max()) + 1) for axis in hot_index)
     offset = np.array([s.start for s in box], float)
-    components, count = ndimage.label(hot[box], structure=np.ones((3, 3, 3)))
+    components, count = ndimage.label(hot[box], structure=CONNECTIVITY_26)
     in_box = tuple(axis - part.start for axis, part in zip(hot_index, box))
     members = components[in_box]
     values = uncertainty[hot_index]

@@ -67,11 +67,13 @@ def test_a_report_without_a_verdict_gets_a_grey_banner(ct, monkeypatch):
 
 
 def test_banner_colours_are_the_previews():
-    from pancreas_ssl_seg import preview
+    """One home (``pancreas_ssl_seg.display``) for the banner's and the preview's colours."""
+    from pancreas_ssl_seg import display, preview
     from PancreasSSLSegLib import verdict_banner
 
-    assert verdict_banner.STATUS_COLOURS == preview.STATUS_COLOURS == COLOURS
-    assert verdict_banner.TEXT_COLOURS == preview.STATUS_TEXT_COLOURS
+    assert display.STATUS_COLOURS == COLOURS
+    assert verdict_banner.STATUS_COLOURS is preview.STATUS_COLOURS is display.STATUS_COLOURS
+    assert verdict_banner.STATUS_TEXT_COLOURS is preview.STATUS_TEXT_COLOURS
 
 
 def test_banner_label_heads_the_review_panel():
