@@ -230,8 +230,9 @@ def write_rtstruct(path: Path) -> Path:
 def test_dicom_rtstruct_beside_the_series(series, series_hu, tmp_path):
     copy_series(series, tmp_path / "with-rtstruct")
     write_rtstruct(tmp_path / "with-rtstruct" / "rtstruct.dcm")
-    array, _, _ = read(tmp_path / "with-rtstruct")
+    array, _, notes = read(tmp_path / "with-rtstruct")
     np.testing.assert_array_equal(array, series_hu)
+    assert notes == []  # no pixel data: GDCM lists no second image series, so nothing to say
 
 
 def test_enhanced_ct_with_frames_head_to_feet_is_the_series_turned_around(series, series_hu,
