@@ -1,14 +1,15 @@
 """DICOM Segmentation (SEG) objects for results whose input was a DICOM series, made with highdicom.
 
 The SEG references the source series (Study, Series and SOP Instance UIDs, Frame of Reference):
-each frame is one source slice and one segment. Segments are the bundle's labels other than
-background, numbered by label value, with the bundle's names, colours (as CIELab) and coded
-terminology, algorithm identification (model name and version) and ``content_qualification``
-RESEARCH; the series description says it is not for clinical use.
+each frame is one source slice (or one frame of a multi-frame source) and one segment. Segments
+are the bundle's labels other than background, numbered by label value, with the bundle's names,
+colours (as CIELab) and coded terminology, algorithm identification (model name and version) and
+``content_qualification`` RESEARCH; the series description says it is not for clinical use.
 
 The source slices are matched to the segmented grid by geometry, not by reading order: every
-slice of the SEG must be a source file whose position lies on a slice of the result's grid, with
-the same rows, columns and orientation. When the folder holds no such complete series, or the
+slice of the SEG must be a source file, or a frame of one multi-frame (enhanced) CT holding the
+whole grid, whose position lies on a slice of the result's grid, with the same rows, columns and
+orientation. When the folder holds no such complete series, or the
 series lacks what a SEG must reference (anonymised exports often blank the UIDs),
 :func:`build_dicom_seg` raises :class:`DicomSegUnavailable` with the reason: the caller writes
 the other outputs and records a warning.
@@ -37,19 +38,21 @@ class DicomSegUnavailable(Exception):
     """The result cannot become a DICOM SEG of its source series; the message says why."""
 
 
-def source_slices(folder: str | Path, image) -> list:
-    """Header-only pydicom datasets of ``folder``'s slices, one per slice of ``image``'s grid, in
-    grid order (index k of the (z, y, x) array).
+def source_frames(folder: str | Path, image) -> tuple[list, list[int]]:
+    """Header-only pydicom datasets of ``folder`` that a SEG of ``image``'s grid references, and
+    for each of their frames in order the grid slice it lies on (index k of the (z, y, x) array):
+    single-frame slices in grid order (frame k is slice k), or one multi-frame (enhanced) image
+    whose frames cover the grid, in its own frame order.
 
-    A file counts when its Rows/Columns equal the grid's size, its orientation equals the grid's
-    first two axes and its position lies on the grid's slice k (within 0.01 voxel). Repeated
-    instances (same SOP Instance UID, or the same slice again) are taken once.
+    A frame counts when its image's Rows/Columns equal the grid's size, its orientation equals
+    the grid's first two axes and its position lies on the grid's slice k (within 0.01 voxel).
+    Repeated instances (same SOP Instance UID, or the same slice again) are taken once.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     folder = Path(folder)
-    size_x, size_y, size_z = image.GetSize()
+    size = image.GetSize()
     direction = np.array(image.GetDirection()).reshape(3, 3)
     found: dict[int, Any] = {}
     for path in sorted(p for p in folder.iterdir() if p.is_file()):
@@ -57,27 +60,49 @@ def source_slices(folder: str | Path, image) -> list:
             dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, ValueError, EOFError):
             continue
-        if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
-            raise DicomSegUnavailable(
-                f"{folder.name}: {path.name} is a multi-frame (enhanced) image; a SEG of "
-                "multi-frame sources is not made yet (the other outputs are)")
-        k = _grid_slice(dataset, image, direction, (size_x, size_y, size_z))
-        if k is not None and k not in found:
-            found[k] = dataset
-    missing = [k for k in range(size_z) if k not in found]
+        on_grid = [_grid_slice(dataset, orientation, position, image, direction, size)
+                   for orientation, position in _frame_planes(dataset)]
+        if len(on_grid) > 1:
+            if sorted(k for k in on_grid if k is not None) == list(range(size[2])):
+                return [dataset], on_grid
+        elif on_grid and on_grid[0] is not None and on_grid[0] not in found:
+            found[on_grid[0]] = dataset
+    missing = [k for k in range(size[2]) if k not in found]
     if missing:
         raise DicomSegUnavailable(
-            f"{folder.name}: no DICOM slice matches {len(missing)} of the {size_z} slices of the "
+            f"{folder.name}: no DICOM slice matches {len(missing)} of the {size[2]} slices of the "
             f"segmented grid (first: slice {missing[0]}); a SEG must reference one source slice "
             "per frame")
-    return [found[k] for k in range(size_z)]
+    return [found[k] for k in range(size[2])], list(range(size[2]))
 
 
-def _grid_slice(dataset, image, direction: np.ndarray, size: tuple[int, int, int]) -> int | None:
+def _frame_planes(dataset) -> list[tuple[Any, Any]]:
+    """(ImageOrientationPatient, ImagePositionPatient) of each frame: the image's own, or, for a
+    multi-frame (enhanced) image, each frame's from its functional groups (orientation shared
+    or per frame)."""
+    if "PerFrameFunctionalGroupsSequence" not in dataset:
+        return [(getattr(dataset, "ImageOrientationPatient", None),
+                 getattr(dataset, "ImagePositionPatient", None))]
+    shared = (dataset.SharedFunctionalGroupsSequence[0]
+              if "SharedFunctionalGroupsSequence" in dataset else {})
+    planes = []
+    for frame in dataset.PerFrameFunctionalGroupsSequence:
+        groups = frame if "PlaneOrientationSequence" in frame else shared
+        try:
+            orientation = groups.PlaneOrientationSequence[0].ImageOrientationPatient
+            position = frame.PlanePositionSequence[0].ImagePositionPatient
+        except (AttributeError, IndexError):
+            orientation = position = None
+        planes.append((orientation, position))
+    return planes
+
+
+def _grid_slice(dataset, orientation, position, image, direction: np.ndarray,
+                size: tuple[int, int, int]) -> int | None:
     try:
         rows, columns = int(dataset.Rows), int(dataset.Columns)
-        orientation = np.array([float(v) for v in dataset.ImageOrientationPatient])
-        position = [float(v) for v in dataset.ImagePositionPatient]
+        orientation = np.array([float(v) for v in orientation])
+        position = [float(v) for v in position]
     except (AttributeError, TypeError, ValueError):
         return None
     if (columns, rows) != size[:2] or orientation.shape != (6,) or len(position) != 3:
@@ -155,15 +180,15 @@ def build_dicom_seg(result, folder: str | Path):
     when highdicom or pydicom is missing: a Slicer Python set up before they were required)."""
     try:
         import highdicom as hd
-        import pydicom  # noqa: F401 (source_slices reads the series with it)
+        import pydicom  # noqa: F401 (source_frames reads the series with it)
     except ImportError as error:
         raise DicomSegUnavailable(f"highdicom is not installed ({error})") from None
 
     from . import __version__
 
-    labels = np.asarray(result.labels, np.uint8)
-    slices = source_slices(folder, result.image)
-    check_references(folder, slices)
+    sources, frame_slices = source_frames(folder, result.image)
+    check_references(folder, sources)
+    labels = np.asarray(result.labels, np.uint8)[frame_slices]  # one frame per source frame
     descriptions = segment_descriptions(result.report)
     numbers = [d.SegmentNumber for d in descriptions]
     if numbers != list(range(1, len(numbers) + 1)):
@@ -174,7 +199,7 @@ def build_dicom_seg(result, folder: str | Path):
     model = result.report.get("model", {})
     try:
         return hd.seg.Segmentation(
-            source_images=slices, pixel_array=labels,
+            source_images=sources, pixel_array=labels,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=descriptions, series_instance_uid=hd.UID(),
             series_number=SERIES_NUMBER, sop_instance_uid=hd.UID(), instance_number=1,

@@ -22,7 +22,7 @@ from dicom_series import phantom_hu, read_headers, write_ct_series
 from test_outputs import FakeResult, report_segments, write_fake_preview
 
 from pancreas_ssl_seg import case_files, cli, cli_segment, outputs
-from pancreas_ssl_seg.dicom_seg import DicomSegUnavailable, source_slices
+from pancreas_ssl_seg.dicom_seg import DicomSegUnavailable, source_frames
 from pancreas_ssl_seg.image_io import as_image
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -150,6 +150,41 @@ def test_seg_of_a_dicom_series_references_it_and_equals_the_labels(capsys, tmp_p
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
 
 
+def test_seg_of_an_enhanced_ct_references_its_frames(capsys, tmp_path, random_bundle,
+                                                    pattern_segment):
+    """One multi-frame (Legacy Converted Enhanced) CT, frames head to feet: the SEG references
+    that instance's frames, each SEG frame at its source frame's position."""
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+
+    classic = [pydicom.dcmread(f) for f in write_ct_series(tmp_path / "classic", phantom_hu(SHAPE))]
+    frames = classic[::-1]  # classic is in slice order (feet to head): frame 1 is the top slice
+    enhanced = LegacyConvertedEnhancedCTImage(frames, series_instance_uid=hd.UID(),
+                                              series_number=4, sop_instance_uid=hd.UID(),
+                                              instance_number=1)
+    (tmp_path / "enhanced").mkdir()
+    enhanced.save_as(tmp_path / "enhanced" / "ct.dcm")
+    code, _, err = run(capsys, "segment", tmp_path / "enhanced", "-o", tmp_path / "out",
+                       "--model", random_bundle)
+    assert (code, err) == (0, "")
+    seg = pydicom.dcmread(tmp_path / "out" / "enhanced_seg.dcm")
+    assert seg.StudyInstanceUID == classic[0].StudyInstanceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == enhanced.SeriesInstanceUID
+    # Decoded by each frame's referenced source frame number: the labels in the grid the
+    # enhanced CT was read on (its frame order).
+    labels_path = tmp_path / "out" / "enhanced_labels.nii.gz"
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(str(labels_path)))
+    pixels = seg.pixel_array.reshape(-1, *SHAPE[1:])
+    volume = np.zeros(SHAPE, np.uint8)
+    for frame, group in zip(pixels, seg.PerFrameFunctionalGroupsSequence):
+        source = group.DerivationImageSequence[0].SourceImageSequence[0]
+        assert source.ReferencedSOPInstanceUID == enhanced.SOPInstanceUID
+        f = int(source.ReferencedFrameNumber) - 1
+        assert np.allclose([float(v) for v in group.PlanePositionSequence[0].ImagePositionPatient],
+                           [float(v) for v in frames[f].ImagePositionPatient])
+        volume[f][frame > 0] = group.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+    assert labels.any() and np.array_equal(volume, labels)
+
+
 def test_anonymised_real_series_warns_and_writes_the_other_outputs(capsys, tmp_path, shared_data,
                                                                    random_bundle,
                                                                    pattern_segment):
@@ -237,12 +272,13 @@ def test_slices_are_matched_by_geometry_not_by_folder(tmp_path):
     write_ct_series(tmp_path / "mixed", phantom_hu(SHAPE), origin=(-12.0, -30.0, 101.25))
     for path in (tmp_path / "a").iterdir():
         shutil.copy(path, tmp_path / "mixed" / f"a_{path.name}")
-    found = source_slices(tmp_path / "mixed", image)
+    found, frame_slices = source_frames(tmp_path / "mixed", image)
     expected = read_headers(sorted((tmp_path / "a").iterdir()))
     order = np.argsort([float(d.ImagePositionPatient[2]) for d in expected])
     assert [d.SOPInstanceUID for d in found] == [expected[i].SOPInstanceUID for i in order]
+    assert frame_slices == list(range(SHAPE[0]))
     # A folder with only the shifted series: refused with the reason.
     for path in (tmp_path / "mixed").glob("a_*"):
         path.unlink()
     with pytest.raises(DicomSegUnavailable, match=r"mixed: no DICOM slice matches 6 of the 6 "):
-        source_slices(tmp_path / "mixed", image)
+        source_frames(tmp_path / "mixed", image)

@@ -239,13 +239,13 @@ def test_enhanced_ct_with_frames_head_to_feet_is_the_series_turned_around(series
                                                                            tmp_path):
     """One Legacy Converted Enhanced CT object (a PACS's multi-frame conversion of the series),
     frames ordered head to feet. GDCM reads it with a negative frame spacing, which was refused;
-    now each voxel lies where the classic series puts it. No DICOM SEG of it is made (yet): the
-    reason says so instead of "no slice matches"."""
+    now each voxel lies where the classic series puts it, and a SEG would reference its frames
+    (the SEG itself: ``test_dicom_seg.py``)."""
     import pydicom
     from highdicom import UID
     from highdicom.legacy import LegacyConvertedEnhancedCTImage
 
-    from pancreas_ssl_seg.dicom_seg import DicomSegUnavailable, source_slices
+    from pancreas_ssl_seg.dicom_seg import source_frames
 
     datasets = [pydicom.dcmread(f) for f in sorted(series.iterdir())]
     for dataset in datasets:  # the anonymised series blanks what the conversion must copy
@@ -265,8 +265,8 @@ def test_enhanced_ct_with_frames_head_to_feet_is_the_series_turned_around(series
                                    classic.TransformIndexToPhysicalPoint((5, 7, last - k)),
                                    atol=1e-3)
     assert notes == []
-    with pytest.raises(DicomSegUnavailable, match="multi-frame"):
-        source_slices(tmp_path / "enhanced", image)
+    sources, frame_slices = source_frames(tmp_path / "enhanced", image)
+    assert len(sources) == 1 and frame_slices == list(range(last + 1))  # frame f on slice f
 
 
 def set_ds(data: bytes, group: int, element: int, value: str) -> bytes:
