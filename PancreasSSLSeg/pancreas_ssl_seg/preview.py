@@ -21,11 +21,10 @@ import numpy as np  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 from matplotlib.patches import Patch, Rectangle  # noqa: E402
 
-from .display import (NO_VERDICT_COLOUR, STATUS_COLOURS, STATUS_TEXT_COLOURS,  # noqa: E402
-                      UNCERTAINTY_SHOWN_FROM)
+from .display import (NO_VERDICT_COLOUR, SOFT_TISSUE_WINDOW_HU, STATUS_COLOURS,  # noqa: E402
+                      STATUS_TEXT_COLOURS, UNCERTAINTY_SHOWN_FROM)
 from .preprocessing import to_canonical  # noqa: E402
 
-SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
 BANNER_HEIGHT_IN = 0.75
 HEADLINE_IN = 3.6  # "Quality: FAILED · score 0.00" at 13 pt bold fits; the reasons start there
 REASON_CHARS = 90  # each reason shortened to this many characters

@@ -26,12 +26,12 @@ import SimpleITK as sitk  # noqa: E402
 import torch  # noqa: E402
 
 from pancreas_ssl_seg import segment  # noqa: E402
+from pancreas_ssl_seg.display import SOFT_TISSUE_WINDOW_HU  # noqa: E402
 from pancreas_ssl_seg.labels import LESION, PANCREAS  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from default_model_figures import HELD_OUT, _slices  # noqa: E402
 
-DISPLAY_HU = (-160.0, 240.0)  # abdominal soft-tissue window
 CROP_MARGIN_PX = 40
 
 
@@ -57,7 +57,8 @@ def crop_around(*masks: np.ndarray, margin: int = CROP_MARGIN_PX) -> tuple[slice
 
 def draw(ax, hu: np.ndarray, truth: np.ndarray, labels: np.ndarray, title: str) -> None:
     window = crop_around(truth, labels >= PANCREAS)
-    ax.imshow(hu[window], cmap="gray", vmin=DISPLAY_HU[0], vmax=DISPLAY_HU[1])
+    ax.imshow(hu[window], cmap="gray", vmin=SOFT_TISSUE_WINDOW_HU[0],
+              vmax=SOFT_TISSUE_WINDOW_HU[1])
     for mask, colour in ((truth, "lime"), (labels >= PANCREAS, "orange"),
                          (labels == LESION, "red")):
         if mask[window].any():
