@@ -87,6 +87,8 @@ def test_the_panel_summary_of_an_unedited_result_is_the_engine_report(run):
     """One definition of volumes, lesion count and diameter: the engine's (report.py)."""
     _, _, logic, outcome, _, _ = run
     summary, report = logic.reviewSummary(), outcome.report
+    # something to compare: pancreas and lesions present (not 0 against 0)
+    assert report["pancreas"]["volume_ml"] > 0 and report["lesions"]["count"] > 0
     assert summary["pancreas_volume_ml"] == pytest.approx(report["pancreas"]["volume_ml"])
     assert summary["lesion_count"] == report["lesions"]["count"]
     assert summary["lesion_volume_ml"] == pytest.approx(report["lesions"]["total_volume_ml"])
