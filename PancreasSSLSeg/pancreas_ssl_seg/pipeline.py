@@ -39,7 +39,7 @@ from .progress import CASE_DONE, COARSE, FINE, MAPPING, POSTPROCESS, READING, RE
 from .preprocessing import resample_onto, to_canonical
 from .quality import quality_signals, quality_thresholds, verdict
 from .report import build_report
-from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_FLOOR, normalised_entropy,
+from .uncertainty import (REGIONS_SCORE, UNCERTAINTY_FLOOR, normalized_entropy,
                           rank_uncertain_regions, uncertainty_definition)
 
 
@@ -180,7 +180,7 @@ def _run_cascade(canonical: sitk.Image, bundle: ModelBundle, device: torch.devic
     timings["fine"] = time.perf_counter() - started
     progress(POSTPROCESS, 0.75, "measuring the result's quality")
     started = time.perf_counter()
-    entropy = normalised_entropy(fine.probabilities)
+    entropy = normalized_entropy(fine.probabilities)
     thresholds = quality_thresholds(bundle.inference)
     signals = quality_signals(labels, fine.probabilities, entropy, fine.grid,
                               coarse.probabilities, coarse.grid, extent_z_mm,
@@ -250,7 +250,7 @@ def segment(image, model=None, device: str = "auto", uncertainty: bool = True,
     labels = np.zeros(size_zyx, np.uint8)
     uncertainty_map = np.zeros(size_zyx, np.float32)
     if uncertainty:  # the coarse stage's own uncertainty where the fine stage did not look
-        uncertainty_map = onto_input_grid(normalised_entropy(outputs.coarse.probabilities),
+        uncertainty_map = onto_input_grid(normalized_entropy(outputs.coarse.probabilities),
                                           outputs.coarse.grid, input_image, is_label=False)
     probabilities = window = None
     if outputs.fine is None:

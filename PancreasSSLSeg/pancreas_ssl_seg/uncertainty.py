@@ -34,7 +34,7 @@ def uncertainty_definition(tta, bundle) -> str:
             f"(the fine stage did not look there); values below {UNCERTAINTY_FLOOR:g} are 0")
 
 
-def normalised_entropy(mean_probs: np.ndarray) -> np.ndarray:
+def normalized_entropy(mean_probs: np.ndarray) -> np.ndarray:
     """``(C, ...)`` probabilities → entropy / log(C), float32 in [0, 1] (0: one class is sure)."""
     classes = mean_probs.shape[0]
     p = np.clip(mean_probs.astype(np.float32), 0.0, 1.0)

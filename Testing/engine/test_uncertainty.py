@@ -3,27 +3,27 @@
 import numpy as np
 import pytest
 
-from pancreas_ssl_seg.uncertainty import normalised_entropy, rank_uncertain_regions
+from pancreas_ssl_seg.uncertainty import normalized_entropy, rank_uncertain_regions
 
 
 def test_entropy_is_zero_where_all_samples_agree_with_certainty():
     one_hot = np.zeros((3, 4, 5, 6), np.float32)
     one_hot[1] = 1.0
     samples = np.stack([one_hot, one_hot, one_hot])        # three TTA samples, all certain
-    assert np.all(normalised_entropy(samples.mean(axis=0)) == 0.0)
+    assert np.all(normalized_entropy(samples.mean(axis=0)) == 0.0)
 
 
 def test_entropy_is_one_for_uniform_and_in_unit_range():
     uniform = np.full((3, 2, 2, 2), 1 / 3, np.float32)
-    np.testing.assert_allclose(normalised_entropy(uniform), 1.0, atol=1e-6)
+    np.testing.assert_allclose(normalized_entropy(uniform), 1.0, atol=1e-6)
     rng = np.random.default_rng(0)
     probs = rng.dirichlet([0.5, 0.5, 0.5], size=(6, 7, 8)).transpose(3, 0, 1, 2)
-    u = normalised_entropy(probs)
+    u = normalized_entropy(probs)
     assert u.dtype == np.float32 and u.min() >= 0.0 and u.max() <= 1.0
     # Disagreeing samples (class 1 vs class 2, 50/50) → entropy log2 / log3.
     split = np.zeros((3, 1, 1, 1), np.float32)
     split[1] = split[2] = 0.5
-    np.testing.assert_allclose(normalised_entropy(split), np.log(2) / np.log(3), rtol=1e-6)
+    np.testing.assert_allclose(normalized_entropy(split), np.log(2) / np.log(3), rtol=1e-6)
 
 
 def test_regions_ranked_by_volume_times_mean_uncertainty():

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 
 from pancreas_ssl_seg.errors import InputError
 from pancreas_ssl_seg.corrections import read_correction_record, write_correction_case
-from pancreas_ssl_training.data.datasets import build_slice_sources
+from pancreas_ssl_training.data.slice_datasets import build_slice_sources
 from pancreas_ssl_training.data.volumes import (read_corrections, read_decathlon,
                                                 read_image_label_folders, read_nih_pancreas_ct,
                                                 read_volume_source, slices_from_case)
@@ -172,7 +172,7 @@ def test_config_volume_sources(small_case, tmp_path):
 
 
 def test_volume_without_label_gives_unlabelled_slices(shared_data):
-    from pancreas_ssl_training.data.datasets import SliceDataset
+    from pancreas_ssl_training.data.slice_datasets import SliceDataset
 
     samples = build_slice_sources({"volumes": [
         {"image": str(shared_data / "ct-dicom-series"), "source": "ct-dicom-series",

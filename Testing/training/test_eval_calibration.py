@@ -9,21 +9,12 @@ import numpy as np
 import pytest
 
 from pancreas_ssl_training.evaluation.calibration import (error_uncertainty_overlap,
-                                                          expected_calibration_error,
-                                                          normalized_entropy)
+                                                          expected_calibration_error)
 
 
 def _two_class_probabilities(p_foreground: np.ndarray) -> np.ndarray:
     """(3, *shape) softmax-like probabilities with no lesion mass."""
     return np.stack([1 - p_foreground, p_foreground, np.zeros_like(p_foreground)])
-
-
-def test_normalized_entropy_spans_zero_to_one():
-    uniform = np.full((3, 4, 4), 1 / 3, dtype=np.float32)
-    certain = np.zeros((3, 4, 4), dtype=np.float32)
-    certain[1] = 1.0
-    assert np.allclose(normalized_entropy(uniform), 1.0, atol=1e-5)
-    assert np.allclose(normalized_entropy(certain), 0.0, atol=1e-5)
 
 
 def test_ece_is_small_for_calibrated_and_large_for_overconfident_probabilities():

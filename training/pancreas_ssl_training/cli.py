@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from pancreas_ssl_seg.bundle_format import STAGES
 from pancreas_ssl_seg.console import use_utf8_output
 from pancreas_ssl_seg.errors import PancreasSSLSegError
 
-from .config import STAGE_NAMES, ConfigError, enabled_methods, load_config
+from .config import ConfigError, enabled_methods, load_config
 
 PRETRAIN_METHOD = "polycl"
 
@@ -35,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                              help="CPU threads for torch (default: config train.threads, "
                                   "0 = torch's choice)")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
-        command.add_argument("--stage", action="append", choices=STAGE_NAMES, default=None,
+        command.add_argument("--stage", action="append", choices=STAGES, default=None,
                              help="train only this stage (repeatable); e.g. the coarse and fine "
                                   "stages as two processes, joined by `export --checkpoint A "
                                   "--checkpoint B`")
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--bundle", required=True, type=Path, action="append",
                           help="bundle folder; repeat (at least two, same networks and inputs)")
     ensemble.add_argument("--out", required=True, type=Path, help="bundle folder to create")
-    ensemble.add_argument("--stage", action="append", choices=STAGE_NAMES, default=None,
+    ensemble.add_argument("--stage", action="append", choices=STAGES, default=None,
                           help="join only this stage (repeatable; default: every stage); the "
                                "others keep the first bundle's networks")
     ensemble.add_argument("--config", type=Path, default=None,
@@ -188,7 +189,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     from .ensemble import ensemble_bundle
 
     metrics, settings = _metrics_and_settings(args)
-    bundle = ensemble_bundle(args.bundle, args.out, stages=args.stage or STAGE_NAMES,
+    bundle = ensemble_bundle(args.bundle, args.out, stages=args.stage or STAGES,
                              metrics=metrics, export_settings=settings)
     print(f"bundle: {bundle}")
     return 0

@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
+from pancreas_ssl_seg.bundle_format import STAGES
 from pancreas_ssl_seg.errors import PancreasSSLSegError
 from pancreas_ssl_seg.hounsfield import DEFAULT_HU_WINDOW
 from pancreas_ssl_seg.networks import size_divisor, validate_network_config
 
-STAGE_NAMES = ("coarse", "fine")
 SECTIONS = ("name", "extends", "data", "network", "methods", "optim", "train", "stages", "export",
             "init_encoder", "init_weights")
 
@@ -109,9 +109,9 @@ def resolve_config(raw: dict[str, Any], source: str = "<dict>") -> dict[str, Any
         config["methods"] = copy.deepcopy(raw["methods"])
     _check_train(config["train"], config["optim"], source)
     _check(isinstance(config["stages"], dict) and config["stages"], source,
-           f"stages must name at least one of {list(STAGE_NAMES)}")
-    bad_stages = sorted(set(config["stages"]) - set(STAGE_NAMES))
-    _check(not bad_stages, source, f"unknown stages {bad_stages}; known: {list(STAGE_NAMES)}")
+           f"stages must name at least one of {list(STAGES)}")
+    bad_stages = sorted(set(config["stages"]) - set(STAGES))
+    _check(not bad_stages, source, f"unknown stages {bad_stages}; known: {list(STAGES)}")
     config["stages"] = {name: _resolve_stage(name, spec or {}, config, source)
                         for name, spec in config["stages"].items()}
     _check_methods(config["methods"], source)

@@ -28,7 +28,7 @@ from pancreas_ssl_seg.labels import PANCREAS
 from pancreas_ssl_seg.pipeline import segment
 
 from .config import load_config, resolve_config
-from .data.datasets import build_slice_sources
+from .data.slice_datasets import build_slice_sources
 from .data.volumes import VolumeCase, read_corrections
 from .evaluation.metrics import mask_dice
 from .export import inference_state

@@ -28,11 +28,11 @@ from torch.utils.data import Dataset, default_collate
 from tqdm import tqdm
 
 from pancreas_ssl_seg.bundle import load_bundle
-from pancreas_ssl_seg.bundle_format import METADATA_FILE
+from pancreas_ssl_seg.bundle_format import METADATA_FILE, STAGES
 from pancreas_ssl_seg.networks import PancreasUNet, build_network
 
 from .checkpoint import Checkpoint, load_checkpoint, restore_rng_state, save_checkpoint
-from .config import STAGE_NAMES, ConfigError, enabled_methods
+from .config import ConfigError, enabled_methods
 from .data.stage_data import default_dataset_factory
 from .distributed import (DistributedContext, all_reduce_mean, setup_distributed,
                           wrap_for_training)
@@ -55,7 +55,7 @@ def stage_network_config(stage: dict[str, Any], methods: list) -> dict[str, Any]
 
 
 def iteration_seed(seed: int, rank: int, stage_name: str, iteration: int) -> list[int]:
-    return [int(seed), int(rank), STAGE_NAMES.index(stage_name), int(iteration)]
+    return [int(seed), int(rank), STAGES.index(stage_name), int(iteration)]
 
 
 def batches(dataset: Dataset, batch_size: int, seed: int, rank: int, stage_name: str,
@@ -145,7 +145,7 @@ class LossLog:
             return
         with open(self.path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
-        order = {name: i for i, name in enumerate(STAGE_NAMES)}
+        order = {name: i for i, name in enumerate(STAGES)}
         kept = [r for r in rows if (order[r["stage"]], int(r["iteration"]))
                 <= (order[stage], iteration)]
         with open(self.path, "w", newline="", encoding="utf-8") as handle:
@@ -199,7 +199,7 @@ class Trainer:
         if checkpoint is not None:
             log.truncate_after(checkpoint.progress["stage"], checkpoint.progress["iteration"])
         try:
-            for stage_name in [s for s in STAGE_NAMES if s in self.config["stages"]]:
+            for stage_name in [s for s in STAGES if s in self.config["stages"]]:
                 done = checkpoint is not None and stage_name in checkpoint.progress["completed"]
                 if not done:
                     resume_from = checkpoint if checkpoint is not None \

@@ -62,7 +62,7 @@ from pancreas_ssl_seg.cascade import run_coarse  # noqa: E402
 from pancreas_ssl_seg.labels import LESION, PANCREAS  # noqa: E402
 from pancreas_ssl_seg.pipeline import onto_input_grid  # noqa: E402
 from pancreas_ssl_training.config import resolve_config  # noqa: E402
-from pancreas_ssl_training.data.datasets import ASSUMED_NIH_SPACING_MM  # noqa: E402
+from pancreas_ssl_training.data.slice_datasets import ASSUMED_NIH_SPACING_MM  # noqa: E402
 from pancreas_ssl_training.data.intensity_mapping import estimate_grey_mapping, to_hu  # noqa: E402
 from pancreas_ssl_training.data.slices import load_nih_8bit_slices, read_canonical  # noqa: E402
 from pancreas_ssl_training.evaluation import lesion_detection  # noqa: E402

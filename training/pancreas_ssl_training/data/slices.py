@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from pancreas_ssl_seg.case_names import case_name
 from pancreas_ssl_seg.errors import InputError
 from pancreas_ssl_seg.preprocessing import to_canonical
 
@@ -194,7 +195,7 @@ def axial_slices_from_volume(image_path: str | Path, label_path: str | Path | No
         image, label = read_canonical_pair(image_path, label_path)
         labels = remap_labels(sitk.GetArrayFromImage(label), label_map)
     hu = sitk.GetArrayFromImage(image).astype(np.float32)
-    case = case or Path(image_path).name.split(".")[0]
+    case = case or case_name(image_path)
     patient = patient or case
     spacing_mm = (float(image.GetSpacing()[0]), float(image.GetSpacing()[1]))
     return [SliceSample(image=np.ascontiguousarray(hu[z]),

@@ -24,7 +24,7 @@ def default_dataset_factory(stage_name: str, stage: dict[str, Any], seed: int) -
               "hu_window": tuple(data["hu_window"]), "seed": seed}
     if stage["network"]["spatial_dims"] == 3:
         return _volume_dataset(stage_name, stage, excluded, common)
-    from .datasets import SliceDataset, build_slice_sources
+    from .slice_datasets import SliceDataset, build_slice_sources
     from .intensity_mapping import estimate_grey_mapping
 
     samples = [s for s in build_slice_sources(data["sources"]) if s.patient not in excluded]

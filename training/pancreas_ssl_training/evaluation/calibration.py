@@ -21,13 +21,6 @@ from monai.metrics import CalibrationErrorMetric, compute_dice
 DEFAULT_BINS = 15
 
 
-def normalized_entropy(probabilities: np.ndarray) -> np.ndarray:
-    """Predictive entropy of class probabilities ``(C, *spatial)`` divided by ``log C``: 0..1."""
-    clipped = np.clip(probabilities, 1e-8, 1.0)
-    entropy = -np.sum(clipped * np.log(clipped), axis=0)
-    return (entropy / math.log(probabilities.shape[0])).astype(np.float32)
-
-
 def expected_calibration_error(probabilities: np.ndarray, true_labels: np.ndarray,
                                classes: Sequence[int] = (1, 2),
                                n_bins: int = DEFAULT_BINS) -> dict[int, float]:

@@ -49,7 +49,7 @@ import torch
 import yaml
 
 from pancreas_ssl_seg.bundle import ModelBundle, load_bundle
-from pancreas_ssl_seg.bundle_format import METADATA_FILE
+from pancreas_ssl_seg.bundle_format import METADATA_FILE, STAGES
 from pancreas_ssl_seg.cascade import (Box, CoarseResult, FineResult, TtaSettings,
                                        box_around, fine_labels, run_coarse, run_fine,
                                        slice_references)
@@ -57,15 +57,16 @@ from pancreas_ssl_seg.errors import BundleError, InputError
 from pancreas_ssl_seg.inference import select_device
 from pancreas_ssl_seg.labels import PANCREAS
 from pancreas_ssl_seg.pipeline import onto_input_grid, segment
+from pancreas_ssl_seg.uncertainty import normalized_entropy
 
 from ..checkpoint import STATE_FILE, load_checkpoint
-from ..config import STAGE_NAMES, resolve_config
-from ..data.datasets import ASSUMED_NIH_SPACING_MM, build_slice_sources
+from ..config import resolve_config
+from ..data.slice_datasets import ASSUMED_NIH_SPACING_MM, build_slice_sources
 from ..data.intensity_mapping import estimate_grey_mapping, to_hu
 from ..data.slices import read_canonical, remap_labels
 from ..data.volumes import VOLUME_SPEC_KEYS, volume_cases_from_spec
 from ..export import in_memory_bundle
-from .calibration import error_uncertainty_overlap, expected_calibration_error, normalized_entropy
+from .calibration import error_uncertainty_overlap, expected_calibration_error
 from .corruptions import case_seed, corrupt
 from .metrics import DEFAULT_SURFACE_TOLERANCE_MM, METRIC_NAMES, case_metrics, mask_dice
 from .plots import box_plot
@@ -92,11 +93,11 @@ def load_model(path: str | Path) -> EvaluatedModel:
         return EvaluatedModel(load_bundle(path), f"bundle {path}", "cascade", "cascade")
     if (path / STATE_FILE).is_file():
         checkpoint = load_checkpoint(path)
-        trained = [s for s in STAGE_NAMES if s in checkpoint.progress.get("completed", [])]
+        trained = [s for s in STAGES if s in checkpoint.progress.get("completed", [])]
         if not trained:
             raise BundleError(f"checkpoint {path}: no trained stage")
         config = resolve_config(checkpoint.config)
-        if len(trained) == len(STAGE_NAMES):
+        if len(trained) == len(STAGES):
             return EvaluatedModel(in_memory_bundle(config, checkpoint.network_states),
                                   f"checkpoint {path}", "cascade", "cascade")
         stage = trained[-1]  # the one stage, run in the fine stage's place

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from pancreas_ssl_seg.errors import InputError
 from pancreas_ssl_seg.preprocessing import normalize_ct, soft_tissue_reference
-from pancreas_ssl_training.data.datasets import (SliceDataset, build_slice_sources,
+from pancreas_ssl_training.data.slice_datasets import (SliceDataset, build_slice_sources,
                                                  split_by_patient)
 from pancreas_ssl_training.data.intensity_mapping import GreyMapping
 
