@@ -68,9 +68,9 @@ def main(argv=None) -> int:
     rows = []
     for name, spec in (("other held-out NIH patients 0046-0050 (slices)", nih_spec(OTHER)),
                        ("3 mm CT (parent's training data)", ct3mm)):
-        cases = [(image, labels) for _, image, labels in labelled_cases(spec)]
-        rows.append({"data": name, "cases": len(cases), "parent": organ_dice(parent, cases),
-                     "finetuned": organ_dice(child, cases)})
+        pairs = [(image, labels) for _, image, labels in labelled_cases(spec)]
+        rows.append({"data": name, "cases": len(pairs), "parent": organ_dice(parent, pairs),
+                     "finetuned": organ_dice(child, pairs)})
     result = {"corrected_cases": cases, "iterations": args.iterations, "lr": args.lr,
               "seconds": round(time.time() - started, 1), "finetune": record, "rows": rows}
     (args.out / "result.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
