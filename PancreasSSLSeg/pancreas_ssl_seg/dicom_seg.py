@@ -9,10 +9,10 @@ colours (as CIELab) and coded terminology, algorithm identification (model name 
 The source slices are matched to the segmented grid by geometry, not by reading order: every
 slice of the SEG must be a source file, or a frame of one multi-frame (enhanced) CT holding the
 whole grid, whose position lies on a slice of the result's grid, with the same rows, columns and
-orientation. When the folder holds no such complete series, or the
-series lacks what a SEG must reference (anonymised exports often blank the UIDs),
-:func:`build_dicom_seg` raises :class:`DicomSegUnavailable` with the reason: the caller writes
-the other outputs and records a warning.
+orientation. When the folder holds no such complete series, or the series lacks what a SEG must
+reference (anonymised exports often blank the UIDs), :func:`build_dicom_seg` raises
+:class:`DicomSegUnavailable` with the reason: the caller writes the other outputs and records a
+warning.
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def source_frames(folder: str | Path, image) -> tuple[list, list[int]]:
             continue
         on_grid = [_grid_slice(dataset, orientation, position, image, direction, size)
                    for orientation, position in _frame_planes(dataset)]
-        if len(on_grid) > 1:
-            if sorted(k for k in on_grid if k is not None) == list(range(size[2])):
+        if len(on_grid) > 1:  # every frame on its own slice of the grid, or not this image
+            if None not in on_grid and sorted(on_grid) == list(range(size[2])):
                 return [dataset], on_grid
         elif on_grid and on_grid[0] is not None and on_grid[0] not in found:
             found[on_grid[0]] = dataset

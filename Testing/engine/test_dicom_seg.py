@@ -183,6 +183,11 @@ def test_seg_of_an_enhanced_ct_references_its_frames(capsys, tmp_path, random_bu
                            [float(v) for v in frames[f].ImagePositionPatient])
         volume[f][frame > 0] = group.SegmentIdentificationSequence[0].ReferencedSegmentNumber
     assert labels.any() and np.array_equal(volume, labels)
+    # A grid one slice short of the frames: the image is not referenced frame by frame (a frame
+    # off the grid would otherwise have indexed the labels with None).
+    image = as_image(tmp_path / "enhanced")
+    with pytest.raises(DicomSegUnavailable, match="no DICOM slice matches"):
+        source_frames(tmp_path / "enhanced", image[:, :, :-1])
 
 
 def test_anonymised_real_series_warns_and_writes_the_other_outputs(capsys, tmp_path, shared_data,
